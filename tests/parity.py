@@ -1,0 +1,65 @@
+"""The one comparison every layer test uses: a tritonlab layer against its torch.nn
+twin, same weights, forward output and every gradient (inputs and parameters)."""
+from __future__ import annotations
+
+import torch
+
+import tritonlab
+
+# absolute (and relative) tolerance per dtype for the scratch tiers on CPU
+TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+
+def _tensors(out):
+    """Flatten a module's output (tensor, tuple, nested tuple) into a list of tensors."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    return [t for o in out if o is not None for t in _tensors(o)]
+
+
+def run(module, inputs, grads_out=None):
+    """Forward `inputs` (fresh leaf copies), backward a fixed upstream gradient.
+
+    Returns (outputs, input grads, {param name: grad}, upstream grads used).
+    """
+    leaves = [i.detach().clone().requires_grad_(i.is_floating_point()) if isinstance(i, torch.Tensor) else i
+              for i in inputs]
+    outs = _tensors(module(*leaves))
+    if grads_out is None:
+        gen = torch.Generator().manual_seed(1234)
+        grads_out = [torch.randn(o.shape, generator=gen, dtype=o.dtype) for o in outs]
+    loss = sum((o * g).sum() for o, g in zip(outs, grads_out) if o.requires_grad)
+    module.zero_grad(set_to_none=True)
+    if isinstance(loss, torch.Tensor):
+        loss.backward()
+    in_grads = [leaf.grad if isinstance(leaf, torch.Tensor) else None for leaf in leaves]
+    p_grads = {n: p.grad for n, p in module.named_parameters()}
+    return [o.detach() for o in outs], in_grads, p_grads, grads_out
+
+
+def assert_matches_torch(lab_module, torch_module, *inputs, tier, atol=None, rtol=None):
+    """`lab_module` on `tier` equals `torch_module` (given the same weights) in forward,
+    input gradients and every parameter gradient."""
+    dtype = next((i.dtype for i in inputs if isinstance(i, torch.Tensor) and i.is_floating_point()),
+                 torch.float32)
+    atol = TOL[dtype] if atol is None else atol
+    rtol = TOL[dtype] if rtol is None else rtol
+    torch_module.load_state_dict(lab_module.state_dict())
+    ref_out, ref_in, ref_p, gout = run(torch_module, inputs)
+    with tritonlab.use_backend(tier):
+        out, in_g, p_g, _ = run(lab_module, inputs, gout)
+    assert len(out) == len(ref_out)
+    for a, b in zip(out, ref_out):
+        torch.testing.assert_close(a, b, atol=atol, rtol=rtol)
+    for a, b in zip(in_g, ref_in):
+        if b is None:
+            assert a is None
+        else:
+            torch.testing.assert_close(a, b, atol=atol, rtol=rtol)
+    assert p_g.keys() == ref_p.keys()
+    for name in ref_p:
+        if ref_p[name] is None:
+            assert p_g[name] is None, name
+        else:
+            torch.testing.assert_close(p_g[name], ref_p[name], atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}")
+

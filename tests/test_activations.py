@@ -1,0 +1,55 @@
+import pytest
+import torch
+from torch import nn
+
+import tritonlab
+from parity import assert_matches_torch
+
+LAYERS = [(tritonlab.ReLU, nn.ReLU), (tritonlab.Sigmoid, nn.Sigmoid), (tritonlab.Tanh, nn.Tanh)]
+SHAPES = [(), (1,), (17,), (3, 1, 5), (2, 3, 7, 11)]
+
+
+@pytest.mark.parametrize("tier", ["naive", "reference"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("lab_cls,torch_cls", LAYERS, ids=lambda c: c.__name__)
+def test_matches_torch(lab_cls, torch_cls, shape, dtype, tier):
+    x = torch.randn(shape, dtype=dtype) * 4
+    assert_matches_torch(lab_cls(), torch_cls(), x, tier=tier)
+
+
+@pytest.mark.parametrize("tier", ["naive", "reference"])
+@pytest.mark.parametrize("lab_cls,torch_cls", LAYERS, ids=lambda c: c.__name__)
+def test_extreme_values_stay_finite(lab_cls, torch_cls, tier):
+    """exp overflow must not turn into inf/nan in the output or the gradient."""
+    x = torch.tensor([-1e4, -100.0, -1.0, 0.0, 1.0, 100.0, 1e4, float("-inf"), float("inf")])
+    assert_matches_torch(lab_cls(), torch_cls(), x, tier=tier)
+
+
+@pytest.mark.parametrize("tier", ["naive", "reference"])
+@pytest.mark.parametrize("lab_cls", [c for c, _ in LAYERS], ids=lambda c: c.__name__)
+def test_gradcheck(lab_cls, tier):
+    x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    x = x + 0.1 * torch.sign(x)  # keep ReLU away from its kink at 0
+    layer = lab_cls(backend=tier)
+    assert torch.autograd.gradcheck(layer, (x.detach().requires_grad_(),))
+
+
+def test_inplace_relu_writes_into_input():
+    x = torch.randn(4, 6)
+    expected = torch.relu(x)
+    y = tritonlab.ReLU(inplace=True, backend="reference")(x)
+    assert y.data_ptr() == x.data_ptr()
+    torch.testing.assert_close(x, expected)
+
+
+def test_empty_tensor():
+    for cls, _ in LAYERS:
+        for tier in ("naive", "reference"):
+            assert cls(backend=tier)(torch.empty(0, 3)).shape == (0, 3)
+
+
+@pytest.mark.parametrize("cls", [c for c, _ in LAYERS], ids=lambda c: c.__name__)
+def test_integer_input_is_a_type_error(cls):
+    with pytest.raises(TypeError, match="floating-point.*torch.int64"):
+        cls()(torch.arange(5))

@@ -1,0 +1,28 @@
+"""Pick the function that runs one op on the tier a call resolves to."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..backend import get_backend, resolve
+
+
+def pick(op: str, impls: dict[str, Callable], layer_backend: str | None, x: torch.Tensor) -> Callable:
+    """The implementation of `op` for input `x`.
+
+    `impls` maps tier names to functions. An op whose Triton kernel has not landed yet
+    has no "triton" entry: `auto` then falls back to the reference tier, while an
+    explicit request for `triton` raises NotImplementedError that says what to use.
+    """
+    tier = resolve(layer_backend, x)
+    fn = impls.get(tier)
+    if fn is not None:
+        return fn
+    requested = layer_backend if layer_backend is not None else get_backend()
+    if requested == "auto":
+        return impls["reference"]
+    raise NotImplementedError(
+        f"tritonlab has no Triton kernel for {op} yet; use backend='reference' "
+        f"(vectorized torch) or 'naive' (textbook loops)"
+    )

@@ -1,0 +1,47 @@
+"""ReLU, Sigmoid, Tanh: torch.nn's classes with a tier-dispatched forward."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..scratch import activations as scratch
+from ._base import LabLayer
+from ._checks import check_input
+from ._dispatch import pick
+
+_RELU = {"naive": scratch.relu_naive, "reference": scratch.relu_reference}
+_SIGMOID = {"naive": scratch.sigmoid_naive, "reference": scratch.sigmoid_reference}
+_TANH = {"naive": scratch.tanh_naive, "reference": scratch.tanh_reference}
+
+
+class ReLU(LabLayer, nn.ReLU):
+    """torch.nn.ReLU; `inplace=True` writes the result back into the input, as torch does."""
+
+    def __init__(self, inplace: bool = False, *, backend: str | None = None):
+        super().__init__(inplace)
+        self._set_backend(backend)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, "ReLU", (), "")
+        y = pick("relu", _RELU, self.backend, x)(x)
+        return x.copy_(y) if self.inplace else y
+
+
+class Sigmoid(LabLayer, nn.Sigmoid):
+    def __init__(self, *, backend: str | None = None):
+        super().__init__()
+        self._set_backend(backend)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, "Sigmoid", (), "")
+        return pick("sigmoid", _SIGMOID, self.backend, x)(x)
+
+
+class Tanh(LabLayer, nn.Tanh):
+    def __init__(self, *, backend: str | None = None):
+        super().__init__()
+        self._set_backend(backend)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, "Tanh", (), "")
+        return pick("tanh", _TANH, self.backend, x)(x)

@@ -1,0 +1,24 @@
+"""Linear (y = x Wᵀ + b over any leading dimensions) from scratch, two tiers."""
+from __future__ import annotations
+
+import torch
+
+
+def linear_naive(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """One Python iteration per output row: each output feature is a dot product."""
+    rows = x.reshape(-1, x.shape[-1])
+    out = []
+    for i in range(rows.shape[0]):
+        y = (weight * rows[i]).sum(dim=1)  # out_features dot products of length in_features
+        out.append(y + bias if bias is not None else y)
+    y = torch.stack(out) if out else rows.new_zeros(0, weight.shape[0])
+    return y.reshape(*x.shape[:-1], weight.shape[0])
+
+
+def linear_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """All leading dimensions folded into one matmul: (M, K) @ (K, N) + b."""
+    rows = x.reshape(-1, x.shape[-1])
+    y = rows @ weight.t()
+    if bias is not None:
+        y = y + bias
+    return y.reshape(*x.shape[:-1], weight.shape[0])
