@@ -17,13 +17,28 @@ def _tensors(out):
     return [t for o in out if o is not None for t in _tensors(o)]
 
 
+def _leaf(i):
+    """A fresh leaf copy of a tensor input, or of each tensor in a tuple input (an
+    LSTM's (h0, c0)); plain tuples only, so a PackedSequence passes through as is."""
+    if type(i) is tuple:
+        return tuple(_leaf(t) for t in i)
+    if isinstance(i, torch.Tensor):
+        return i.detach().clone().requires_grad_(i.is_floating_point())
+    return i
+
+
+def _flat(items):
+    for i in items:
+        yield from _flat(i) if type(i) is tuple else (i,)
+
+
 def run(module, inputs, grads_out=None):
     """Forward `inputs` (fresh leaf copies), backward a fixed upstream gradient.
 
-    Returns (outputs, input grads, {param name: grad}, upstream grads used).
+    Returns (outputs, input grads (tuple inputs flattened), {param name: grad},
+    upstream grads used).
     """
-    leaves = [i.detach().clone().requires_grad_(i.is_floating_point()) if isinstance(i, torch.Tensor) else i
-              for i in inputs]
+    leaves = [_leaf(i) for i in inputs]
     outs = _tensors(module(*leaves))
     if grads_out is None:
         gen = torch.Generator().manual_seed(1234)
@@ -32,7 +47,7 @@ def run(module, inputs, grads_out=None):
     module.zero_grad(set_to_none=True)
     if isinstance(loss, torch.Tensor):
         loss.backward()
-    in_grads = [leaf.grad if isinstance(leaf, torch.Tensor) else None for leaf in leaves]
+    in_grads = [leaf.grad if isinstance(leaf, torch.Tensor) else None for leaf in _flat(leaves)]
     p_grads = {n: p.grad for n, p in module.named_parameters()}
     return [o.detach() for o in outs], in_grads, p_grads, grads_out
 

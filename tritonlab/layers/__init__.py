@@ -2,5 +2,6 @@
 from .activations import ReLU, Sigmoid, Tanh
 from .conv import Conv2d
 from .linear import Linear
+from .rnn import GRU, LSTM
 
-__all__ = ["Conv2d", "Linear", "ReLU", "Sigmoid", "Tanh"]
+__all__ = ["Conv2d", "GRU", "LSTM", "Linear", "ReLU", "Sigmoid", "Tanh"]

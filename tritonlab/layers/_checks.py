@@ -35,16 +35,17 @@ def check_size(x: torch.Tensor, dim: int, expected: int, layer: str, what: str) 
         )
 
 
-def check_like(x: torch.Tensor, weight: torch.Tensor, layer: str) -> None:
+def check_like(x: torch.Tensor, weight: torch.Tensor, layer: str, what: str = "input") -> None:
     """`x` must live on the weight's device and share its dtype (torch.nn would fail
-    later with a less helpful message)."""
+    later with a less helpful message). `what` names `x` in the message, e.g.
+    "initial state h0"; it follows "an"."""
     if x.device != weight.device:
         raise ValueError(
-            f"{layer} has its weights on {weight.device} but got an input on {x.device}; "
+            f"{layer} has its weights on {weight.device} but got an {what} on {x.device}; "
             f"move one of them (e.g. x.to('{weight.device}'))"
         )
     if x.dtype != weight.dtype:
         raise TypeError(
-            f"{layer} has {weight.dtype} weights but got a {x.dtype} input; "
+            f"{layer} has {weight.dtype} weights but got a {x.dtype} {what}; "
             f"cast one of them (e.g. x.to({weight.dtype}))"
         )
