@@ -1,0 +1,79 @@
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import tritonlab
+from tritonlab.scratch import linear as scratch_linear
+
+
+def test_setter_and_context_manager():
+    assert tritonlab.get_backend() == "auto"
+    tritonlab.use_backend("naive")
+    assert tritonlab.get_backend() == "naive"
+    with tritonlab.use_backend("reference"):
+        assert tritonlab.get_backend() == "reference"
+    assert tritonlab.get_backend() == "naive"
+    tritonlab.use_backend("auto")
+
+
+def test_unknown_backend_names_the_choices():
+    with pytest.raises(ValueError, match=r"one of \('auto', 'naive', 'reference', 'triton'\), got 'cuda'"):
+        tritonlab.use_backend("cuda")
+    with pytest.raises(ValueError, match="got 'fast'"):
+        tritonlab.Linear(2, 2, backend="fast")
+
+
+def test_dispatch_follows_global_and_layer_override(monkeypatch):
+    calls = []
+    for tier in ("naive", "reference"):
+        real = getattr(scratch_linear, f"linear_{tier}")
+        monkeypatch.setitem(tritonlab.layers.linear._LINEAR, tier,
+                            lambda *a, tier=tier, real=real: calls.append(tier) or real(*a))
+    x = torch.randn(2, 3)
+    tritonlab.Linear(3, 4)(x)                         # auto on CPU -> reference
+    with tritonlab.use_backend("naive"):
+        tritonlab.Linear(3, 4)(x)                     # global choice
+        tritonlab.Linear(3, 4, backend="reference")(x)  # layer wins over global
+    assert calls == ["reference", "naive", "reference"]
+
+
+def test_triton_on_cpu_without_interpreter_says_how(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        tritonlab.Linear(3, 2, backend="triton")(torch.randn(1, 3))
+
+
+def test_triton_without_a_kernel_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(tritonlab.backend, "triton_available", lambda: True)
+    with pytest.raises(NotImplementedError, match="no Triton kernel for relu yet; use backend='reference'"):
+        tritonlab.ReLU(backend="triton")(torch.randn(3))
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True)
+
+
+def test_import_does_not_load_triton():
+    r = _run("import sys, tritonlab; print('triton' in sys.modules)")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
+
+
+def test_cpu_path_works_without_triton_installed():
+    r = _run("""
+        import sys, importlib.abc
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name == "triton" or name.startswith("triton."):
+                    raise ModuleNotFoundError("No module named 'triton'")
+        sys.meta_path.insert(0, Block())
+        import torch, tritonlab
+        y = tritonlab.Linear(3, 2)(torch.randn(4, 3))
+        print(tuple(y.shape))
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "(4, 2)"

@@ -1,0 +1,112 @@
+"""Dropout and softmax+dropout from scratch, two tiers.
+
+Randomness comes from torch's default generator: each call draws one integer seed
+from it (so `torch.manual_seed` reproduces the mask), and the keep-mask is a pure
+function of that seed and the shape. The forward never saves the mask: the backward
+regenerates it from the seed, as the Triton kernels do with Philox. A kept element
+is scaled by 1 / (1 - p) so the expected output equals the input.
+"""
+from __future__ import annotations
+
+import torch
+
+from .softmax import softmax_backward, softmax_naive, softmax_reference, softmax_rows
+
+
+def draw_seed() -> int:
+    """A seed from torch's default CPU generator (no GPU sync, reproducible by
+    torch.manual_seed)."""
+    return int(torch.randint(0, 2**62, (1,)).item())
+
+
+def keep_mask(seed: int, shape, p: float, device) -> torch.Tensor:
+    """Boolean mask, True where an element is kept (probability 1 - p)."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    return torch.rand(shape, generator=gen, device=device) >= p
+
+
+def _scale(p: float) -> float:
+    return 0.0 if p == 1 else 1.0 / (1.0 - p)
+
+
+# ---- naive: one Python iteration per row, forward and backward ----------------------
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(-1, t.shape[-1]) if t.dim() else t.reshape(1, 1)
+
+
+class _DropoutNaive(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, p, seed):
+        keep = _rows(keep_mask(seed, x.shape, p, x.device))
+        rows, scale = _rows(x), _scale(p)
+        y = torch.empty_like(rows)
+        for i in range(rows.shape[0]):
+            y[i] = rows[i] * keep[i] * scale
+        ctx.p, ctx.seed = p, seed
+        return y.reshape(x.shape)
+
+    @staticmethod
+    def backward(ctx, dy):
+        keep = _rows(keep_mask(ctx.seed, dy.shape, ctx.p, dy.device))  # regenerated, not saved
+        rows, scale = _rows(dy), _scale(ctx.p)
+        dx = torch.empty_like(rows)
+        for i in range(rows.shape[0]):
+            dx[i] = rows[i] * keep[i] * scale
+        return dx.reshape(dy.shape), None, None
+
+
+def dropout_naive(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    if not training or p == 0 or x.numel() == 0:
+        return x
+    return _DropoutNaive.apply(x, p, draw_seed())
+
+
+def softmax_dropout_naive(x: torch.Tensor, p: float, dim: int, training: bool = True) -> torch.Tensor:
+    return dropout_naive(softmax_naive(x, dim), p, training)
+
+
+# ---- reference: vectorized --------------------------------------------------------
+
+class _Dropout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, p, seed):
+        ctx.p, ctx.seed = p, seed
+        return x * keep_mask(seed, x.shape, p, x.device) * _scale(p)
+
+    @staticmethod
+    def backward(ctx, dy):
+        keep = keep_mask(ctx.seed, dy.shape, ctx.p, dy.device)
+        return dy * keep * _scale(ctx.p), None, None
+
+
+class _SoftmaxDropout(torch.autograd.Function):
+    """out = dropout(softmax(x)). Saves the softmax y (needed by its backward) and the
+    seed; the mask is regenerated."""
+
+    @staticmethod
+    def forward(ctx, x, p, dim, seed):
+        y = softmax_rows(x, dim)
+        ctx.save_for_backward(y)
+        ctx.p, ctx.dim, ctx.seed = p, dim, seed
+        return y * keep_mask(seed, x.shape, p, x.device) * _scale(p)
+
+    @staticmethod
+    def backward(ctx, dout):
+        (y,) = ctx.saved_tensors
+        dy = dout * keep_mask(ctx.seed, y.shape, ctx.p, y.device) * _scale(ctx.p)
+        return softmax_backward(y, dy, ctx.dim), None, None, None
+
+
+def dropout_reference(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    if not training or p == 0 or x.numel() == 0:
+        return x
+    return _Dropout.apply(x, p, draw_seed())
+
+
+def softmax_dropout_reference(x: torch.Tensor, p: float, dim: int, training: bool = True) -> torch.Tensor:
+    if x.numel() == 0:
+        return x.clone()
+    if not training or p == 0:
+        return softmax_reference(x, dim)
+    return _SoftmaxDropout.apply(x, p, dim, draw_seed())
