@@ -1,7 +1,9 @@
 """torch.nn-compatible layers whose forward runs on the tier each call resolves to."""
 from .activations import ReLU, Sigmoid, Tanh
 from .conv import Conv2d
+from .flatten import Flatten
 from .linear import Linear
 from .rnn import GRU, LSTM
+from .softmax import Dropout, Softmax, SoftmaxDropout
 
-__all__ = ["Conv2d", "GRU", "LSTM", "Linear", "ReLU", "Sigmoid", "Tanh"]
+__all__ = ["Conv2d", "Dropout", "Flatten", "GRU", "LSTM", "Linear", "ReLU", "Sigmoid", "Softmax", "SoftmaxDropout", "Tanh"]

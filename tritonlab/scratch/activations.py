@@ -1,8 +1,10 @@
 """ReLU, Sigmoid and Tanh from scratch, two tiers.
 
-Both tiers avoid overflow the same way: they only ever take exp of a non-positive
-number, z = exp(-|x|) in (0, 1], so sigmoid(-1000) is 0 and not nan, and so are the
-gradients.
+Neither tier turns exp's overflow into nan. The naive tier differentiates through its
+formula with autograd, so it only takes exp of non-positive numbers (an inf anywhere in
+the graph would make a nan gradient). The reference tier writes its backward from the
+output (sigmoid' = y (1 - y), tanh' = 1 - y²), so its forward may let exp(-x) overflow
+to inf: 1 / (1 + inf) is exactly 0.
 """
 from __future__ import annotations
 
@@ -60,15 +62,24 @@ class _ReLU(torch.autograd.Function):
         return dy * (y > 0)
 
 
-def _sigmoid_vectorized(x: torch.Tensor) -> torch.Tensor:
-    z = torch.exp(-x.abs())
-    return torch.where(x >= 0, 1 / (1 + z), z / (1 + z))
+def sigmoid_values(x: torch.Tensor) -> torch.Tensor:
+    """1 / (1 + exp(-x)) in three kernels, values only (no autograd graph; the reference
+    tier and the RNN steps write their backward from the output). exp(-x) may overflow
+    to inf for x < -88, and 1 / (1 + inf) is exactly the right 0."""
+    e = torch.exp(-x)
+    return e.add_(1).reciprocal_()
+
+
+def tanh_values(x: torch.Tensor) -> torch.Tensor:
+    """tanh(x) = 2 / (1 + exp(-2x)) - 1, values only; -1 (not nan) where exp overflows."""
+    e = torch.exp(x * -2)
+    return e.add_(1).reciprocal_().mul_(2).sub_(1)
 
 
 class _Sigmoid(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
-        y = _sigmoid_vectorized(x)
+        y = sigmoid_values(x)
         ctx.save_for_backward(y)
         return y
 
@@ -81,7 +92,7 @@ class _Sigmoid(torch.autograd.Function):
 class _Tanh(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
-        y = 2 * _sigmoid_vectorized(2 * x) - 1
+        y = tanh_values(x)
         ctx.save_for_backward(y)
         return y
 

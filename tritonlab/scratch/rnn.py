@@ -34,8 +34,7 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 from torch.autograd.function import once_differentiable
 
-from .activations import sigmoid_reference as sigmoid
-from .activations import tanh_reference as tanh
+from .activations import sigmoid_reference, sigmoid_values, tanh_reference, tanh_values
 
 Weights = tuple  # (w_ih, w_hh, b_ih, b_hh, w_hr), entries may be None
 State = tuple  # (h,) for GRU, (h, c) for LSTM
@@ -67,9 +66,9 @@ def _gru_step_naive(x_t, state, w):
         from_x = _affine(x_t, _rows(w_ih, k, size), _rows(b_ih, k, size))
         from_h = _affine(h, _rows(w_hh, k, size), _rows(b_hh, k, size))
         if name == "n":
-            gate[name] = tanh(from_x + gate["r"] * from_h)
+            gate[name] = tanh_reference(from_x + gate["r"] * from_h)
         else:
-            gate[name] = sigmoid(from_x + from_h)
+            gate[name] = sigmoid_reference(from_x + from_h)
     return ((1 - gate["z"]) * gate["n"] + gate["z"] * h,)
 
 
@@ -78,12 +77,12 @@ def _lstm_step_naive(x_t, state, w):
     w_ih, w_hh, b_ih, b_hh, w_hr = w
     size = c.shape[1]
     gate = {}
-    for k, (name, act) in enumerate(zip("ifgo", (sigmoid, sigmoid, tanh, sigmoid))):
+    for k, (name, act) in enumerate(zip("ifgo", (sigmoid_reference, sigmoid_reference, tanh_reference, sigmoid_reference))):
         from_x = _affine(x_t, _rows(w_ih, k, size), _rows(b_ih, k, size))
         from_h = _affine(h, _rows(w_hh, k, size), _rows(b_hh, k, size))
         gate[name] = act(from_x + from_h)
     c = gate["f"] * c + gate["i"] * gate["g"]
-    h = gate["o"] * tanh(c)
+    h = gate["o"] * tanh_reference(c)
     if w_hr is not None:
         h = h @ w_hr.t()
     return h, c
@@ -104,9 +103,9 @@ class _GRUStep(torch.autograd.Function):
     def forward(ctx, xp_t, h, w_hh, b_hh):
         size = h.shape[1]
         from_h = _affine(h, w_hh, b_hh)  # b_hh stays here: b_hn must sit inside r ⊙ (...)
-        rz = sigmoid(xp_t[:, :2 * size] + from_h[:, :2 * size])
+        rz = sigmoid_values(xp_t[:, :2 * size] + from_h[:, :2 * size])
         r, z = rz[:, :size], rz[:, size:]
-        n = tanh(xp_t[:, 2 * size:] + r * from_h[:, 2 * size:])
+        n = tanh_values(xp_t[:, 2 * size:] + r * from_h[:, 2 * size:])
         ctx.save_for_backward(h, w_hh, from_h, rz, n)
         ctx.has_bias = b_hh is not None
         return n + z * (h - n)  # = (1 - z) n + z h with one multiply
@@ -142,13 +141,13 @@ class _LSTMStep(torch.autograd.Function):
     def forward(ctx, xp_t, h, c, w_hh, w_hr):
         size = c.shape[1]
         gates = torch.addmm(xp_t, h, w_hh.t())
-        # tanh(g) = 2σ(2g) - 1 (tanh_reference's own formula), so one σ call covers all four
+        # tanh(g) = 2σ(2g) - 1, so one σ call covers all four gates
         gates[:, 2 * size:3 * size] *= 2
-        s = sigmoid(gates)
+        s = sigmoid_values(gates)
         i, f, o = s[:, :size], s[:, size:2 * size], s[:, 3 * size:]
         g = 2 * s[:, 2 * size:3 * size] - 1
         c_next = f * c + i * g
-        tc = tanh(c_next)
+        tc = tanh_values(c_next)
         out = o * tc
         ctx.save_for_backward(h, c, w_hh, w_hr, s, g, tc, out)
         return (out if w_hr is None else out @ w_hr.t()), c_next
