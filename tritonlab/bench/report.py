@@ -1,0 +1,124 @@
+"""Write a run's results: results.csv (every row), summary.md (per op: each provider's
+time, speed-up vs torch, share of the roofline, the best provider and the worst gap)
+and PNG plots (throughput vs size per op, and one roofline chart)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no screen needed
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .ceilings import Ceilings  # noqa: E402
+
+COLUMNS = ["op", "provider", "mode", "case", "dtype", "device", "ms_p50", "ms_p20", "ms_p80", "gbps", "tflops",
+           "roofline_frac", "speedup_vs_torch", "peak_mem_mb", "max_abs_err", "torch_version", "triton_version",
+           "timestamp", "status", "size", "bytes", "flops", "tf32", "copy_gbps_ceiling", "matmul_tflops_ceiling",
+           "launch_us"]
+
+
+def _fmt(v, spec: str) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def summary(df: pd.DataFrame, limits: Ceilings) -> str:
+    first = df.iloc[0]
+    out = [f"# tritonlab benchmark — {first['device']}, {first['dtype']}",
+           "",
+           f"torch {first['torch_version']}, triton {first['triton_version']}, {first['timestamp']}, "
+           f"TF32 {'on' if first['tf32'] else 'off'}. Measured ceilings: copy {limits.copy_gbps:.1f} GB/s, "
+           f"matmul {limits.matmul_tflops:.3f} TFLOP/s, smallest op {limits.launch_us:.1f} µs. "
+           "Times are medians in ms (p20–p80 in results.csv); ×torch is torch's time over "
+           "this provider's (above 1 is faster); roofline is the op's floor time under the "
+           "measured ceilings over its time.",
+           ""]
+    for op, g in df.groupby("op", sort=False):
+        out += [f"## {op}", ""]
+        rows = []
+        for _, r in g.iterrows():
+            timed = r["status"] == "ok"
+            rows.append([r["case"], r["mode"], r["provider"],
+                         _fmt(r["ms_p50"], ".3f") if timed else r["status"],
+                         _fmt(r["speedup_vs_torch"], ".2f") if timed else "",
+                         _fmt(100 * r["roofline_frac"], ".1f") if timed else "",
+                         _fmt(r["max_abs_err"], ".1e")])
+        out += [_table(["case", "mode", "provider", "ms", "×torch", "% roofline", "max abs err"], rows), ""]
+        ok = g[(g["status"] == "ok") & (g["provider"] != "torch")]
+        if len(ok):
+            best = ok.groupby("provider")["speedup_vs_torch"].median().sort_values()
+            worst = ok.loc[ok["speedup_vs_torch"].idxmin()]
+            out += [f"Best provider (median ×torch over cases): **{best.index[-1]}** ({best.iloc[-1]:.2f}×). "
+                    f"Worst gap: {worst['provider']} on {worst['case']} {worst['mode']} at "
+                    f"{worst['speedup_vs_torch']:.2f}× torch.", ""]
+    return "\n".join(out)
+
+
+def _throughput_column(g: pd.DataFrame) -> tuple[str, str]:
+    return ("tflops", "TFLOP/s") if g["flops"].max() > 10 * g["bytes"].max() else ("gbps", "GB/s")
+
+
+def plots(df: pd.DataFrame, out: Path) -> list[Path]:
+    written = []
+    ok = df[df["status"] == "ok"]
+    for op, g in ok.groupby("op", sort=False):
+        col, unit = _throughput_column(g)
+        if g[col].isna().all():
+            continue
+        modes = list(g["mode"].unique())
+        fig, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 3.6), squeeze=False)
+        for ax, mode in zip(axes[0], modes):
+            for provider, p in g[g["mode"] == mode].groupby("provider"):
+                p = p.sort_values("size")
+                ax.plot(p["size"], p[col], marker="o", label=provider)
+            ax.set(xscale="log", yscale="log", xlabel="problem size", ylabel=unit, title=f"{op} {mode}")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.suptitle(f"{g['device'].iloc[0]}, {g['dtype'].iloc[0]}", fontsize=9)
+        fig.tight_layout()
+        path = out / f"{op}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    written.append(_roofline(ok, out))
+    return written
+
+
+def _roofline(ok: pd.DataFrame, out: Path) -> Path:
+    """Every timed row as a point: arithmetic intensity vs achieved FLOP/s, under the
+    measured bandwidth and matmul ceilings."""
+    pts = ok[(ok["bytes"] > 0) & (ok["flops"] > 0)]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if len(pts):
+        bw, peak = pts["copy_gbps_ceiling"].iloc[0], pts["matmul_tflops_ceiling"].iloc[0]
+        ai = pts["flops"] / pts["bytes"]
+        xs = [min(ai.min(), 0.1), max(ai.max(), 1e3)]
+        ridge = peak * 1e3 / bw
+        ax.plot([xs[0], ridge, xs[1]], [bw * xs[0] / 1e3, peak, peak], "k-", lw=1, label="measured ceilings")
+        for provider, p in pts.groupby("provider"):
+            ax.scatter(p["flops"] / p["bytes"], p["flops"] / (p["ms_p50"] * 1e-3) / 1e12, label=provider, s=18)
+        ax.set(xscale="log", yscale="log")
+    ax.set(xlabel="arithmetic intensity (FLOP/byte)", ylabel="TFLOP/s", title="roofline")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "roofline.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write(df: pd.DataFrame, limits: Ceilings, out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    cols = COLUMNS + [c for c in df.columns if c not in COLUMNS]
+    df[cols].to_csv(out / "results.csv", index=False)
+    (out / "summary.md").write_text(summary(df, limits) + "\n")
+    return {"csv": out / "results.csv", "summary": out / "summary.md", "plots": plots(df, out)}

@@ -1,0 +1,57 @@
+"""How one callable is timed: CUDA events on a GPU, repeated wall-clock runs on CPU.
+
+Both return (p50, p20, p80) in milliseconds, the first call (compilation, autotuning,
+allocator warm-up) kept out. Under TRITON_INTERPRET=1 nothing is timed: the
+interpreter runs kernels in Python, thousands of times slower than the device.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+from ..backend import interpreter_enabled
+
+
+def refuse_interpreter() -> None:
+    if interpreter_enabled():
+        raise RuntimeError(
+            "refusing to time under TRITON_INTERPRET=1: the interpreter runs Triton kernels "
+            "in Python on the CPU, so its timings say nothing about the kernels; unset it"
+        )
+
+
+def _quantile(samples: list[float], q: float) -> float:
+    return statistics.quantiles(samples, n=100, method="inclusive")[round(q * 100) - 1] if len(samples) > 1 \
+        else samples[0]
+
+
+def time_cpu(fn: Callable[[], object], budget_s: float = 0.5, min_runs: int = 3,
+             max_runs: int = 100) -> tuple[float, float, float]:
+    """Median, p20 and p80 of repeated runs after one warm-up run, within `budget_s`
+    (but at least `min_runs` runs)."""
+    refuse_interpreter()
+    fn()
+    samples: list[float] = []
+    start = time.perf_counter()
+    while len(samples) < min_runs or (len(samples) < max_runs and time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(samples), _quantile(samples, 0.2), _quantile(samples, 0.8)
+
+
+def time_gpu(fn: Callable[[], object]) -> tuple[float, float, float]:
+    """triton.testing.do_bench: CUDA events, warm-up, an L2 flush before every run."""
+    refuse_interpreter()
+    from triton.testing import do_bench
+    fn()  # compile and autotune outside the timed runs
+    torch.cuda.synchronize()
+    p50, p20, p80 = do_bench(fn, warmup=25, rep=100, quantiles=[0.5, 0.2, 0.8])
+    return p50, p20, p80
+
+
+def time_fn(fn: Callable[[], object], device: torch.device, budget_s: float = 0.5) -> tuple[float, float, float]:
+    return time_gpu(fn) if device.type == "cuda" else time_cpu(fn, budget_s)
