@@ -39,7 +39,9 @@ def summary(df: pd.DataFrame, limits: Ceilings) -> str:
            f"matmul {limits.matmul_tflops:.3f} TFLOP/s, smallest op {limits.launch_us:.1f} µs. "
            "Times are medians in ms (p20–p80 in results.csv); ×torch is torch's time over "
            "this provider's (above 1 is faster); roofline is the op's floor time under the "
-           "measured ceilings over its time.",
+           "measured ceilings over its time. The bandwidth ceiling is a copy far larger than any "
+           "cache; on a CPU, repeated runs keep a small case's data in cache, so a roofline "
+           "share above 100% means the case fits in cache.",
            ""]
     for op, g in df.groupby("op", sort=False):
         out += [f"## {op}", ""]

@@ -1,0 +1,26 @@
+# Two commands on a fresh machine:
+#   make bench   set up .venv and write a benchmark report for the device that is there
+#   make test    set up .venv and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+# torch 2.13.0 is the version CI pins; on a machine that has torch already in the
+# venv, nothing is reinstalled
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: setup bench test
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+bench: setup
+	$(BIN)/tritonlab bench $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest $(ARGS)
