@@ -95,17 +95,18 @@ def _callable(mod: nn.Module, inputs, mode: str):
     grad = torch.randn_like(_first(mod(*leaves)))
 
     def fwd_bwd():
-        return torch.autograd.grad(_first(mod(*leaves)), wrt, grad)
+        return torch.autograd.grad(_first(mod(*leaves)), wrt, grad, allow_unused=True)
     return fwd_bwd
 
 
 def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=PROVIDERS, modes=MODES,
         progress=True) -> tuple[pd.DataFrame, ceil.Ceilings]:
-    """Benchmark `ops` (names; all by default) and return (rows, the measured ceilings)."""
+    """Benchmark `ops` (names or Op objects; all of OPS by default) and return (rows,
+    the measured ceilings)."""
     refuse_interpreter()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    names = list(ops or OPS)
-    unknown = [n for n in names if n not in OPS]
+    chosen = [OPS.get(o, o) if isinstance(o, str) else o for o in (ops or OPS)]
+    unknown = [o for o in chosen if not isinstance(o, Op)]
     if unknown:
         raise ValueError(f"unknown op(s) {unknown}; choose from {sorted(OPS)}")
     limits = ceil.measure(device, dtype, quick)
@@ -113,7 +114,7 @@ def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=PROVI
     common = {"dtype": str(dtype).removeprefix("torch."), "device": device_name(device),
               "torch_version": torch.__version__, "triton_version": _triton_version(), "timestamp": stamp,
               "tf32": torch.backends.cuda.matmul.allow_tf32 if device.type == "cuda" else False}
-    work = [(OPS[n], case) for n in names for case in OPS[n].cases if case.quick or not quick]
+    work = [(op, case) for op in chosen for case in op.cases if case.quick or not quick]
     rows = []
     budget = 0.2 if quick else 0.5
     for op, case in tqdm(work, desc="bench", disable=not progress, unit="case"):
@@ -129,14 +130,12 @@ def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=PROVI
                        "bytes": cost.bytes, "flops": cost.flops, **common}
                 reason = _skip_reason(op, case.params, provider, device)
                 try:
-                    if reason is None:
-                        row.update(_measure(op, mod, ref, inputs, mode, device, budget))
-                        row["status"] = "ok" if row["max_abs_err"] <= TOLERANCE[dtype] * max(
-                            1.0, row.pop("ref_scale")) else "wrong"
-                        if row["status"] == "wrong":
-                            row.update(ms_p50=float("nan"), ms_p20=float("nan"), ms_p80=float("nan"))
-                    else:
+                    if reason is not None:
                         row["status"] = reason
+                    else:
+                        row.update(_check(op, mod, ref, inputs, dtype))
+                        if row["status"] == "ok":
+                            row.update(_time(mod, inputs, mode, device, budget))
                 except NotImplementedError as e:
                     row["status"] = f"skipped: {e}"
                 except torch.cuda.OutOfMemoryError:
@@ -145,18 +144,23 @@ def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=PROVI
     return _derive(pd.DataFrame(rows), limits), limits
 
 
-def _measure(op, mod, ref, inputs, mode, device, budget) -> dict:
+def _check(op, mod, ref, inputs, dtype) -> dict:
+    """Forward once and compare with torch: `ok` within the dtype's tolerance (scaled by
+    the output's magnitude), else `wrong`."""
     with torch.no_grad():
         out = _first(mod(*inputs))
     err = _error(op, out, ref, inputs)
-    scale = out.abs().max().item() if out.numel() else 0.0
+    scale = max(1.0, out.abs().max().item()) if out.numel() else 1.0
+    return {"max_abs_err": err, "status": "ok" if err <= TOLERANCE[dtype] * scale else "wrong"}
+
+
+def _time(mod, inputs, mode, device, budget) -> dict:
     fn = _callable(mod, inputs, mode)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     p50, p20, p80 = time_fn(fn, device, budget)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
-    return {"ms_p50": p50, "ms_p20": p20, "ms_p80": p80, "max_abs_err": err, "ref_scale": scale,
-            "peak_mem_mb": peak}
+    return {"ms_p50": p50, "ms_p20": p20, "ms_p80": p80, "peak_mem_mb": peak}
 
 
 def _derive(df: pd.DataFrame, limits: ceil.Ceilings) -> pd.DataFrame:
