@@ -42,7 +42,7 @@ def run(module, inputs, grads_out=None):
     outs = _tensors(module(*leaves))
     if grads_out is None:
         gen = torch.Generator().manual_seed(1234)
-        grads_out = [torch.randn(o.shape, generator=gen, dtype=o.dtype) for o in outs]
+        grads_out = [torch.randn(o.shape, generator=gen, dtype=o.dtype).to(o.device) for o in outs]
     loss = sum((o * g).sum() for o, g in zip(outs, grads_out) if o.requires_grad)
     module.zero_grad(set_to_none=True)
     if isinstance(loss, torch.Tensor):
