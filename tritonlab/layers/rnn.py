@@ -11,6 +11,9 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from ..scratch import rnn as scratch
+# dropout between layers: the vectorized tier serves both RNN tiers (the naive tier's
+# loops are over time and gates)
+from ..scratch.dropout import dropout_reference
 from ._base import LabLayer
 from ._checks import check_input, check_like, check_size
 from ._dispatch import pick
@@ -72,21 +75,12 @@ class _Recurrent(LabLayer):
             hx = _map(lambda s: s.index_select(1, x.sorted_indices), hx)
         out, h_n = fn(data, hx, self._weights(), bidirectional=self.bidirectional,
                       batch_first=self.batch_first, dropout=self.dropout, training=self.training,
-                      dropout_fn=_dropout, batch_sizes=x.batch_sizes if packed else None)
+                      dropout_fn=dropout_reference, batch_sizes=x.batch_sizes if packed else None)
         if not packed:
             return out, h_n
         if x.unsorted_indices is not None:
             h_n = _map(lambda s: s.index_select(1, x.unsorted_indices), h_n)
         return PackedSequence(out, x.batch_sizes, x.sorted_indices, x.unsorted_indices), h_n
-
-
-def _dropout(x, p, training):
-    """Dropout between layers. The vectorized tier serves both RNN tiers (the naive
-    tier's loops are over time and gates); imported on first use, so the RNN layers
-    need the dropout module only when dropout is on."""
-    from ..scratch.dropout import dropout_reference
-
-    return dropout_reference(x, p, training)
 
 
 def _map(f, state):
