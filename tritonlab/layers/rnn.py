@@ -26,6 +26,10 @@ class _Recurrent(LabLayer):
     """What GRU and LSTM share: input and state checks, weights per (layer, direction),
     packing, and the call into the scratch driver."""
 
+    def __init__(self, *args, backend: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)  # torch.nn's own constructor, via the MRO
+        self._set_backend(backend)
+
     def _weights(self) -> list[tuple]:
         """(w_ih, w_hh, b_ih, b_hh, w_hr) per (layer, direction), layer-major like h_n;
         None for what this module does not have (biases when bias=False, w_hr without
@@ -93,10 +97,6 @@ def _map(f, state):
 class GRU(_Recurrent, nn.GRU):
     """torch.nn.GRU; forward(input, h0=None) -> (output, h_n)."""
 
-    def __init__(self, *args, backend: str | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._set_backend(backend)
-
     def forward(self, input, hx=None):
         self._check_input(input)
         if hx is not None:
@@ -106,10 +106,6 @@ class GRU(_Recurrent, nn.GRU):
 
 class LSTM(_Recurrent, nn.LSTM):
     """torch.nn.LSTM; forward(input, (h0, c0)=None) -> (output, (h_n, c_n))."""
-
-    def __init__(self, *args, backend: str | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._set_backend(backend)
 
     def forward(self, input, hx=None):
         self._check_input(input)
