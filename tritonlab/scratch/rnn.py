@@ -34,7 +34,7 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 from torch.autograd.function import once_differentiable
 
-from .activations import sigmoid_reference, sigmoid_values, tanh_reference, tanh_values
+from .activations import LOG2E, sigmoid_reference, sigmoid_values, tanh_reference, tanh_values
 
 Weights = tuple  # (w_ih, w_hh, b_ih, b_hh, w_hr), entries may be None
 State = tuple  # (h,) for GRU, (h, c) for LSTM
@@ -42,7 +42,9 @@ State = tuple  # (h,) for GRU, (h, c) for LSTM
 
 class Cell(NamedTuple):
     project: Callable[[torch.Tensor, Weights], torch.Tensor]  # whole sequence, before the loop
-    step: Callable[[torch.Tensor, State, Weights], State]  # one time step
+    # the time loop of one direction: (projected rows, initial state, weights, sizes,
+    # reverse) -> (output rows, final state)
+    run: Callable[..., tuple[torch.Tensor, State]]
     state_sizes: Callable[[Weights], tuple]  # feature size of each state tensor
 
 
@@ -89,45 +91,110 @@ def _lstm_step_naive(x_t, state, w):
 
 
 # ---- reference: input projection hoisted, one gate matmul per step ------------------
-# Each step is one autograd node with its backward written out from the saved gate
-# activations (σ' = s(1 - s), tanh' = 1 - t²), as the activations' reference tier does:
-# recording the ~30 small ops of a step one by one would cost more than the math.
+# One layer-direction, all its time steps, is one autograd node with its backward
+# written out from the saved gate activations (σ' = s(1 - s), tanh' = 1 - t²): on a
+# CPU, each small op costs microseconds of dispatch whatever its size, so the loops
+# below do as few as they can. The forward loop writes every step into slices of
+# preallocated (rows, ·) buffers, in place. The backward loop does only what the
+# recurrence needs (dh and dc flow from step to step); everything that does not depend
+# on it -- the gates' local derivatives, dW_hh, d(input projection) -- is one op over
+# all steps at once.
+#
+# Rows are time-major (step t is rows sum(sizes[:t]) up to sizes[t] more); `.split(sizes)`
+# once gives each buffer's per-step views. A state tensor keeps all B rows; step t reads
+# and replaces its first sizes[t] (all of them unless packed), and the backward carries
+# dh (and dc) the same way, so rows of sequences not running at t pass through untouched.
+
+
+def _steps(sizes: list[int], reverse: bool, backward: bool = False):
+    """Time steps in the order the forward (or the backward) loop visits them."""
+    return reversed(range(len(sizes))) if reverse != backward else range(len(sizes))
+
+
+def _per_step(buf: torch.Tensor, sizes: list[int], parts: int = 1):
+    """Views of each step's rows of `buf`, per part (gate) of its columns when parts > 1:
+    one split up front instead of slicing in every step of the loop."""
+    if parts == 1:
+        return buf.split(sizes)
+    return list(zip(*(part.split(sizes) for part in buf.chunk(parts, 1))))
+
+
+def _rows_in(state: torch.Tensor, n: int) -> torch.Tensor:
+    """The first n rows of `state`: the sequences running at a step of n."""
+    return state if n == state.shape[0] else state[:n]  # a slice costs a microsecond
+
+
+def _next_state(state: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """`state` with its first rows replaced by the step's `new` ones."""
+    n = new.shape[0]
+    return new if n == state.shape[0] else torch.cat((new, state[n:]))
+
 
 def _gru_project(x, w):
     w_ih, _, b_ih, _, _ = w
     return _affine(x, w_ih, b_ih)
 
 
-class _GRUStep(torch.autograd.Function):
+class _GRU(torch.autograd.Function):
+    """One GRU layer-direction: xp (rows, 3H) input projection, h0 (B, H) -> (out, h_n)."""
+
     @staticmethod
-    def forward(ctx, xp_t, h, w_hh, b_hh):
-        size = h.shape[1]
-        from_h = _affine(h, w_hh, b_hh)  # b_hh stays here: b_hn must sit inside r ⊙ (...)
-        rz = sigmoid_values(xp_t[:, :2 * size] + from_h[:, :2 * size])
-        r, z = rz[:, :size], rz[:, size:]
-        n = tanh_values(xp_t[:, 2 * size:] + r * from_h[:, 2 * size:])
-        ctx.save_for_backward(h, w_hh, from_h, rz, n)
-        ctx.has_bias = b_hh is not None
-        return n + z * (h - n)  # = (1 - z) n + z h with one multiply
+    def forward(ctx, xp, h0, w_hh, b_hh, sizes, reverse):
+        rows, size = xp.shape[0], h0.shape[1]
+        # pre = [x W_irzᵀ + b_irz + b_hrz, b_hn] before the loop, + h W_hhᵀ in it: the r, z
+        # columns are then the whole pre-activation and the n columns stay W_hn h + b_hn,
+        # which r gates
+        pre = xp.new_zeros(rows, 3 * size) if b_hh is None else b_hh.repeat(rows, 1)
+        pre[:, :2 * size] += xp[:, :2 * size]
+        rz, n, out = xp.new_empty(rows, 2 * size), xp.new_empty(rows, size), xp.new_empty(rows, size)
+        pre_t, pre_rz, pre_n = (_per_step(b, sizes) for b in (pre, pre[:, :2 * size], pre[:, 2 * size:]))
+        xp_n, rz_t, n_t, out_t = (_per_step(b, sizes) for b in (xp[:, 2 * size:], rz, n, out))
+        r_z = _per_step(rz, sizes, 2)
+        h, h_in, w_t = h0, [None] * len(sizes), w_hh.t()
+        for t in _steps(sizes, reverse):
+            h_in[t] = _rows_in(h, sizes[t])
+            pre_t[t].addmm_(h_in[t], w_t)
+            r, z = r_z[t]
+            sigmoid_values(pre_rz[t], out=rz_t[t])
+            tanh_values(torch.addcmul(xp_n[t], r, pre_n[t], out=n_t[t]), out=n_t[t])
+            h = _next_state(h, torch.lerp(n_t[t], h_in[t], z, out=out_t[t]))  # (1 - z) n + z h
+        ctx.save_for_backward(torch.cat(h_in), w_hh, pre[:, 2 * size:], rz, n)
+        ctx.sizes, ctx.reverse, ctx.has_bias = sizes, reverse, b_hh is not None
+        return out, h
 
     @staticmethod
     @once_differentiable  # the saved gates carry no graph: a second derivative would be wrong
-    def backward(ctx, dh_next):
-        h, w_hh, from_h, rz, n = ctx.saved_tensors
-        size = h.shape[1]
-        r, z = rz[:, :size], rz[:, size:]
-        d_n = dh_next * (1 - z) * (1 - n * n)  # through tanh: gradient of n's pre-activation
-        d_rz = torch.cat((d_n * from_h[:, 2 * size:], dh_next * (h - n)), 1) * rz * (1 - rz)
-        d_xp = torch.cat((d_rz, d_n), 1)
-        d_from_h = torch.cat((d_rz, d_n * r), 1)
-        dh = dh_next * z + d_from_h @ w_hh
-        dw_hh = d_from_h.t() @ h if ctx.needs_input_grad[2] else None
+    def backward(ctx, d_out, d_hn):
+        h_in, w_hh, from_hn, rz, n = ctx.saved_tensors
+        rows, size, sizes = n.shape[0], n.shape[1], ctx.sizes
+        r, z = rz.chunk(2, 1)
+        # each pre-activation's gradient per unit of dh' (the gradient of the step's
+        # output), for all steps at once: through n (tanh), z, and r (inside n)
+        d_n = (1 - z) * (1 - n * n)
+        d_z = (h_in - n) * z * (1 - z)
+        d_r = d_n * from_hn * r * (1 - r)
+        per_xp = torch.stack((d_r, d_z, d_n), 1)  # (rows, 3, H): for the input projection
+        per_h = torch.stack((d_r, d_z, d_n * r), 1)  # for h W_hhᵀ (+ b_hh): r gates W_hn h
+        d_h = torch.empty_like(n)  # dh' of every step
+        d_from_h = n.new_empty(rows, 3, size)
+        d_h_t, d_out_t, z_t = _per_step(d_h, sizes), _per_step(d_out, sizes), _per_step(z, sizes)
+        per_h_t, d_from_h_t = _per_step(per_h, sizes), _per_step(d_from_h, sizes)
+        carry = d_hn.clone()  # dh flowing back into each step's h_in, B rows
+        for t in _steps(sizes, ctx.reverse, backward=True):
+            dh = _rows_in(carry, sizes[t])
+            torch.add(dh, d_out_t[t], out=d_h_t[t])
+            torch.mul(per_h_t[t], d_h_t[t].unsqueeze(1), out=d_from_h_t[t])
+            torch.mul(d_h_t[t], z_t[t], out=dh).addmm_(d_from_h_t[t].flatten(1), w_hh)
+        d_from_h = d_from_h.flatten(1)
+        d_xp = (per_xp * d_h.unsqueeze(1)).flatten(1)
+        dw_hh = d_from_h.t() @ h_in if ctx.needs_input_grad[2] else None
         db_hh = d_from_h.sum(0) if ctx.has_bias and ctx.needs_input_grad[3] else None
-        return d_xp, dh, dw_hh, db_hh
+        return d_xp, carry, dw_hh, db_hh, None, None
 
 
-def _gru_step(xp_t, state, w):
-    return (_GRUStep.apply(xp_t, state[0], w[1], w[3]),)
+def _gru_run(xp, state, w, sizes, reverse):
+    out, h = _GRU.apply(xp, state[0], w[1], w[3], sizes, reverse)
+    return out, (h,)
 
 
 def _lstm_project(x, w):
@@ -136,40 +203,82 @@ def _lstm_project(x, w):
     return _affine(x, w_ih, None if b_ih is None else b_ih + b_hh)
 
 
-class _LSTMStep(torch.autograd.Function):
+class _LSTM(torch.autograd.Function):
+    """One LSTM layer-direction: xp (rows, 4H) input projection with both biases,
+    h0 (B, P), c0 (B, H) -> (out, h_n, c_n); P = H unless projected by w_hr."""
+
     @staticmethod
-    def forward(ctx, xp_t, h, c, w_hh, w_hr):
-        size = c.shape[1]
-        gates = torch.addmm(xp_t, h, w_hh.t())
-        # tanh(g) = 2σ(2g) - 1, so one σ call covers all four gates
-        gates[:, 2 * size:3 * size] *= 2
-        s = sigmoid_values(gates)
-        i, f, o = s[:, :size], s[:, size:2 * size], s[:, 3 * size:]
-        g = 2 * s[:, 2 * size:3 * size] - 1
-        c_next = f * c + i * g
-        tc = tanh_values(c_next)
-        out = o * tc
-        ctx.save_for_backward(h, c, w_hh, w_hr, s, g, tc, out)
-        return (out if w_hr is None else out @ w_hr.t()), c_next
+    def forward(ctx, xp, h0, c0, w_hh, w_hr, sizes, reverse):
+        rows, size = xp.shape[0], c0.shape[1]
+        # σ(a) = 1 / (1 + 2^(-a log2 e)) and tanh(a) = 1 - 2σ(-2a). Scaling the columns of
+        # xp and the rows of W_hh once, by -log2 e for i, f, o and by 2 log2 e for g, makes
+        # each step's matmul give exp2's argument for all four gates: the gates buffer
+        # then holds i, f, o and s_g = σ(-2g) (g = 1 - 2 s_g). Likewise r = σ(-2c'):
+        #   c' = f c + i g = f c + i - 2 i s_g,   h = o tanh(c') = o - 2 o r
+        scale = xp.new_full((4 * size,), -LOG2E)
+        scale[2 * size:3 * size] = 2 * LOG2E
+        gates = xp * scale  # exp2's arguments, then in place each step's activations
+        w_t = (w_hh * scale[:, None]).t()
+        # 0-d tensors, not Python numbers, which are wrapped anew on every call (activations)
+        one, two_log2e = xp.new_tensor(1.0), xp.new_tensor(2 * LOG2E)
+        c, r, hid = (xp.new_empty(rows, size) for _ in range(3))  # c', σ(-2c'), o tanh(c')
+        out = hid if w_hr is None else xp.new_empty(rows, w_hr.shape[0])
+        gates_t, ifgo_t = _per_step(gates, sizes), _per_step(gates, sizes, 4)
+        c_t, r_t, hid_t = (_per_step(b, sizes) for b in (c, r, hid))
+        out_t = hid_t if w_hr is None else _per_step(out, sizes)
+        h, cell, h_in, c_in = h0, c0, [None] * len(sizes), [None] * len(sizes)
+        w_hr_t = None if w_hr is None else w_hr.t()
+        for t in _steps(sizes, reverse):
+            h_in[t], c_in[t] = _rows_in(h, sizes[t]), _rows_in(cell, sizes[t])
+            i, f, s_g, o = ifgo_t[t]
+            gates_t[t].addmm_(h_in[t], w_t).exp2_().add_(one).reciprocal_()  # σ
+            torch.mul(f, c_in[t], out=c_t[t]).add_(i).addcmul_(i, s_g, value=-2)
+            torch.mul(c_t[t], two_log2e, out=r_t[t]).exp2_().add_(one).reciprocal_()
+            torch.addcmul(o, o, r_t[t], value=-2, out=hid_t[t])
+            if w_hr is not None:
+                torch.mm(hid_t[t], w_hr_t, out=out_t[t])
+            h, cell = _next_state(h, out_t[t]), _next_state(cell, c_t[t])
+        ctx.save_for_backward(torch.cat(h_in), torch.cat(c_in), w_hh, w_hr, gates, r, hid)
+        ctx.sizes, ctx.reverse = sizes, reverse
+        return out, h, cell
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dh_next, dc_next):
-        h, c, w_hh, w_hr, s, g, tc, out = ctx.saved_tensors
-        size = c.shape[1]
-        i, f, o = s[:, :size], s[:, size:2 * size], s[:, 3 * size:]
-        d_out = dh_next if w_hr is None else dh_next @ w_hr
-        dc = dc_next + d_out * o * (1 - tc * tc)
-        # d/dpre of σ is s(1 - s) for i, f, o; of tanh(g) = 2σ(2g) - 1 it is 4 s(1 - s) = 1 - g²
-        d_gates = torch.cat((dc * g, dc * c, 4 * dc * i, d_out * tc), 1) * s * (1 - s)
-        dh = d_gates @ w_hh
-        dw_hh = d_gates.t() @ h if ctx.needs_input_grad[3] else None
-        dw_hr = dh_next.t() @ out if w_hr is not None and ctx.needs_input_grad[4] else None
-        return d_gates, dh, dc * f, dw_hh, dw_hr
+    def backward(ctx, d_out, d_hn, d_cn):
+        h_in, c_in, w_hh, w_hr, gates, r, hid = ctx.saved_tensors
+        sizes = ctx.sizes
+        i, f, s_g, o = gates.chunk(4, 1)
+        g, tc = 1 - 2 * s_g, 1 - 2 * r  # tanh(g), tanh(c')
+        # each pre-activation's gradient per unit of dc (i, f, g) or of d_hid (o), and dc
+        # per unit of d_hid, for all steps at once: σ' = s(1 - s), tanh' = 1 - t²
+        per_dc = torch.stack((g * i * (1 - i), c_in * f * (1 - f), i * (1 - g * g)), 1)
+        per_dhid = tc * o * (1 - o)
+        dc_per_dhid = o * (1 - tc * tc)
+        d_gates = torch.empty_like(gates)
+        d_h = torch.empty_like(d_out)  # dh of every step's output
+        d_ifg_t = _per_step(d_gates.view(-1, 4, i.shape[1])[:, :3], sizes)
+        d_o_t, d_gates_t = _per_step(d_gates[:, 3 * i.shape[1]:], sizes), _per_step(d_gates, sizes)
+        per_dc_t, per_dhid_t, dc_per_dhid_t = (_per_step(b, sizes) for b in (per_dc, per_dhid, dc_per_dhid))
+        d_h_t, d_out_t, f_t = _per_step(d_h, sizes), _per_step(d_out, sizes), _per_step(f, sizes)
+        dh_carry, dc_carry = d_hn.clone(), d_cn.clone()  # flowing back into h_in, c_in
+        for t in _steps(sizes, ctx.reverse, backward=True):
+            dh, dc = _rows_in(dh_carry, sizes[t]), _rows_in(dc_carry, sizes[t])
+            d_hid = torch.add(dh, d_out_t[t], out=d_h_t[t])
+            if w_hr is not None:
+                d_hid = d_hid @ w_hr
+            dc.addcmul_(d_hid, dc_per_dhid_t[t])
+            torch.mul(per_dc_t[t], dc.unsqueeze(1), out=d_ifg_t[t])  # dc feeds i, f, g alike
+            torch.mul(d_hid, per_dhid_t[t], out=d_o_t[t])
+            dc.mul_(f_t[t])
+            torch.mm(d_gates_t[t], w_hh, out=dh)
+        dw_hh = d_gates.t() @ h_in if ctx.needs_input_grad[3] else None
+        dw_hr = d_h.t() @ hid if w_hr is not None and ctx.needs_input_grad[4] else None
+        return d_gates, dh_carry, dc_carry, dw_hh, dw_hr, None, None
 
 
-def _lstm_step(xp_t, state, w):
-    return _LSTMStep.apply(xp_t, *state, w[1], w[4])
+def _lstm_run(xp, state, w, sizes, reverse):
+    out, h, c = _LSTM.apply(xp, *state, w[1], w[4], sizes, reverse)
+    return out, (h, c)
 
 
 def _gru_sizes(w):
@@ -180,31 +289,33 @@ def _lstm_sizes(w):
     return (w[1].shape[1], w[1].shape[0] // 4)  # h is proj_size wide when projected
 
 
-GRU_NAIVE = Cell(lambda x, w: x, _gru_step_naive, _gru_sizes)
-LSTM_NAIVE = Cell(lambda x, w: x, _lstm_step_naive, _lstm_sizes)
-GRU_REFERENCE = Cell(_gru_project, _gru_step, _gru_sizes)
-LSTM_REFERENCE = Cell(_lstm_project, _lstm_step, _lstm_sizes)
+def _stepwise(step: Callable[[torch.Tensor, State, Weights], State]):
+    """A cell's time loop from its one-step function, each step recorded by autograd."""
+    def run(xp, state, w, sizes, reverse):
+        # one split, not a slice per step: each slice's backward would write a gradient
+        # the size of the whole sequence, T of them
+        xs = xp.split(sizes)
+        outs = [None] * len(sizes)
+        for t in _steps(sizes, reverse):
+            n = sizes[t]  # packed: only the first n sequences are running at step t
+            new = step(xs[t], tuple(s[:n] for s in state), w)
+            state = tuple(_next_state(s, a) for s, a in zip(state, new))
+            outs[t] = new[0]
+        return torch.cat(outs), state
+    return run
+
+
+GRU_NAIVE = Cell(lambda x, w: x, _stepwise(_gru_step_naive), _gru_sizes)
+LSTM_NAIVE = Cell(lambda x, w: x, _stepwise(_lstm_step_naive), _lstm_sizes)
+GRU_REFERENCE = Cell(_gru_project, _gru_run, _gru_sizes)
+LSTM_REFERENCE = Cell(_lstm_project, _lstm_run, _lstm_sizes)
 
 
 # ---- the shared driver ---------------------------------------------------------------
 
 def _direction(cell: Cell, x, state: State, w: Weights, sizes: list[int], reverse: bool):
     """One layer, one direction over time-major rows `x`; returns (outputs, final state)."""
-    # one split, not a slice per step: each slice's backward would write a gradient the
-    # size of the whole sequence, T of them
-    xs = cell.project(x, w).split(sizes)
-    batch = sizes[0]
-    outs = [None] * len(sizes)
-    for t in (reversed(range(len(sizes))) if reverse else range(len(sizes))):
-        n = sizes[t]
-        if n == batch:
-            state = cell.step(xs[t], state, w)
-            outs[t] = state[0]
-        else:  # packed: only the first n sequences are running at step t
-            new = cell.step(xs[t], tuple(s[:n] for s in state), w)
-            state = tuple(torch.cat((a, s[n:])) for a, s in zip(new, state))
-            outs[t] = new[0]
-    return torch.cat(outs), state
+    return cell.run(cell.project(x, w), state, w, sizes, reverse)
 
 
 def _rnn(cell: Cell, x, hx: State | None, weights: Sequence[Weights], *, bidirectional=False,
