@@ -52,21 +52,6 @@ def tanh_naive(x: torch.Tensor) -> torch.Tensor:
 
 # ---- reference: vectorized, backward written out from the saved output --------------
 
-class _ReLU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        # max(x, 0): not x * (x > 0), as -inf * 0 is nan; and on CPU torch.where with a
-        # scalar is 30x slower than maximum with a 0-d tensor
-        y = torch.maximum(x, x.new_zeros(()))
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, dy):
-        (y,) = ctx.saved_tensors
-        return dy * (y > 0)
-
-
 # Python numbers are wrapped into a new tensor on every call (~2 µs on a CPU, more than
 # a small op itself); 0-d tensors made once are not. In place they keep x's dtype.
 _ONE, _TWO = torch.tensor(1.0), torch.tensor(2.0)
@@ -101,39 +86,35 @@ def tanh_values(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tenso
     return e.add_(_ONE).reciprocal_().mul_(_TWO).sub_(_ONE)
 
 
-class _Sigmoid(torch.autograd.Function):
+def relu_values(x: torch.Tensor) -> torch.Tensor:
+    """max(x, 0): not x * (x > 0), as -inf * 0 is nan; and on a CPU torch.where with a
+    scalar is 30x slower than maximum with a 0-d tensor."""
+    return torch.maximum(x, x.new_zeros(()))
+
+
+class _Pointwise(torch.autograd.Function):
+    """y = f(x) whose derivative is a function of y alone, so only y is saved."""
+
     @staticmethod
-    def forward(ctx, x):
-        y = sigmoid_values(x)
+    def forward(ctx, x, f, derivative):
+        y = f(x)
         ctx.save_for_backward(y)
+        ctx.derivative = derivative
         return y
 
     @staticmethod
     def backward(ctx, dy):
         (y,) = ctx.saved_tensors
-        return dy * y * (1 - y)  # d sigmoid = y (1 - y)
-
-
-class _Tanh(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        y = tanh_values(x)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, dy):
-        (y,) = ctx.saved_tensors
-        return dy * (1 - y * y)  # d tanh = 1 - y^2
+        return dy * ctx.derivative(y), None, None
 
 
 def relu_reference(x: torch.Tensor) -> torch.Tensor:
-    return _ReLU.apply(x)
+    return _Pointwise.apply(x, relu_values, lambda y: y > 0)
 
 
 def sigmoid_reference(x: torch.Tensor) -> torch.Tensor:
-    return _Sigmoid.apply(x)
+    return _Pointwise.apply(x, sigmoid_values, lambda y: y * (1 - y))
 
 
 def tanh_reference(x: torch.Tensor) -> torch.Tensor:
-    return _Tanh.apply(x)
+    return _Pointwise.apply(x, tanh_values, lambda y: 1 - y * y)
