@@ -23,6 +23,9 @@ and with G groups, output channel o only sees input channels of group o // (O/G)
 """
 from __future__ import annotations
 
+import math
+import threading
+
 import torch
 
 Pair = tuple[int, int]
@@ -93,70 +96,99 @@ def _patches(xp: torch.Tensor, kernel: Pair, stride: Pair, dilation: Pair, out: 
                          xp.storage_offset())
 
 
+_scratch = threading.local()
+
+
+def _scratch_buffer(shape, like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised tensor of `shape` in memory this thread reuses from call to call.
+    The column matrix is kh * kw times the input; allocating that fresh every call costs
+    a page fault per 4 KiB of it (the allocator hands big blocks back to the system on
+    free), which at these sizes costs as much as the copy into it. Only for tensors that
+    do not outlive the call that takes them."""
+    numel = math.prod(shape)
+    key = (like.device, like.dtype)
+    buffers = _scratch.__dict__.setdefault("buffers", {})
+    if key not in buffers or buffers[key].numel() < numel:
+        buffers[key] = like.new_empty(numel)
+    return buffers[key][:numel].view(shape)
+
+
+def _im2col(x: torch.Tensor, kernel: Pair, stride: Pair, padding: tuple[Pair, Pair], dilation: Pair,
+            groups: int) -> tuple[torch.Tensor, Pair]:
+    """The column matrix of x, (N, G, K, L) with K = C/G * kh * kw and L = P * Q: column
+    l of cols[n, g] is the patch (group g's channels) that output position l sees. Also
+    returns (P, Q). It lives in this thread's scratch memory, so it is valid until the
+    next _im2col on this thread, and it is never a view of x, so it may be overwritten."""
+    xp = _zero_pad(x, padding)
+    p = _out_size(xp.shape[2], kernel[0], stride[0], dilation[0])
+    q = _out_size(xp.shape[3], kernel[1], stride[1], dilation[1])
+    patches = _patches(xp, kernel, stride, dilation, (p, q))
+    # the one copy im2col makes: no view can lay overlapping patches out as a matrix
+    cols = _scratch_buffer(patches.shape, x).copy_(patches)
+    return cols.view(x.shape[0], groups, x.shape[1] // groups * kernel[0] * kernel[1], p * q), (p, q)
+
+
 class _Conv2dIm2col(torch.autograd.Function):
     """im2col forward, written-out backward.
 
-    Forward: the column matrix `cols` (N, G, K, L), K = C/G * kh * kw rows (one per
-    weight of a filter), L = P * Q columns (one per output position), holds in column l
-    the patch output position l sees. Then out[n, g] = W[g] (O/G, K) @ cols[n, g] (K, L):
-    one batched matmul over (N, G), each operand contiguous, and its (N, G, O/G, L)
-    result already is the (N, O, P, Q) output in memory.
+    Forward: the column matrix `cols` (N, G, K, L) of `_im2col`. Then
+    out[n, g] = W[g] (O/G, K) @ cols[n, g] (K, L): one batched matmul over (N, G), each
+    operand contiguous, and its (N, G, O/G, L) result already is the (N, O, P, Q)
+    output in memory.
 
     Backward (dY = grad of out, same (N, G, O/G, L) layout):
-      dW[g] = sum over n of dY[n, g] @ cols[n, g]^T   (cols saved from the forward)
+      dW[g] = sum over n of dY[n, g] @ cols[n, g]^T
       dcols = W[g]^T @ dY[n, g], then col2im: every column entry goes back to the pixel
               it was copied from, summing where patches overlap; then drop the padding.
       db    = dY summed over everything but O.
+
+    cols is rebuilt from x in the backward rather than saved: the rebuild is one copy
+    (a few % of the step) and saving it would hold kh * kw times the input's memory from
+    forward to backward. Being a temporary, it can live in reused scratch memory, and the
+    backward writes dcols over it once dW is done, so no call allocates a buffer that
+    size afresh.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
         n = x.shape[0]
-        o, cg, kh, kw = weight.shape
-        xp = _zero_pad(x, padding)
-        p = _out_size(xp.shape[2], kh, stride[0], dilation[0])
-        q = _out_size(xp.shape[3], kw, stride[1], dilation[1])
-        k = cg * kh * kw
-        # the one copy im2col makes: reshape cannot view overlapping patches as a matrix
-        cols = _patches(xp, (kh, kw), stride, dilation, (p, q)).reshape(n, groups, k, p * q)
-        w_mat = weight.reshape(groups, o // groups, k)
-        out = torch.matmul(w_mat, cols)  # (N, G, O/G, L)
+        o, _, kh, kw = weight.shape
+        cols, (p, q) = _im2col(x, (kh, kw), stride, padding, dilation, groups)
+        out = torch.matmul(weight.reshape(groups, o // groups, -1), cols)  # (N, G, O/G, L)
         out = out.view(n, o, p, q)
         if bias is not None:
             out.add_(bias.view(o, 1, 1))  # in place: `out` is our own fresh tensor
 
-        ctx.geometry = (x.shape, xp.shape, (kh, kw), stride, padding, dilation, groups, (p, q))
-        # cols is kept for dW rather than rebuilt: kh * kw times the input's memory, one
-        # im2col less per step
-        ctx.save_for_backward(cols if ctx.needs_input_grad[1] else None,
-                              w_mat if ctx.needs_input_grad[0] else None)
+        ctx.geometry = (x.shape, stride, padding, dilation, groups)
+        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, weight)
         return out
 
     @staticmethod
-    # cols is saved without a graph back to x, so a second derivative through this
-    # backward would be silently wrong: refuse it instead
+    # this backward is written out (col2im, in-place writes), not a graph autograd could
+    # differentiate again: refuse a second derivative rather than return a wrong one
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        cols, w_mat = ctx.saved_tensors
-        x_shape, xp_shape, kernel, stride, padding, dilation, groups, (p, q) = ctx.geometry
-        n, o = grad_out.shape[:2]
+        x, weight = ctx.saved_tensors
+        x_shape, stride, padding, dilation, groups = ctx.geometry
+        n, o, p, q = grad_out.shape
+        w_mat = weight.reshape(groups, o // groups, -1)  # (G, O/G, K)
         dy = grad_out.reshape(n, groups, o // groups, p * q)
-        grad_x = grad_w = grad_b = None
+        grad_x = grad_w = grad_b = cols = None
 
-        if ctx.needs_input_grad[0]:
-            dcols = torch.matmul(w_mat.transpose(1, 2), dy)  # (N, G, K, L)
-            grad_x = _col2im(dcols, x_shape, xp_shape, kernel, stride, padding, dilation, (p, q))
         if ctx.needs_input_grad[1]:
-            kh, kw = kernel
+            cols, _ = _im2col(x, weight.shape[2:], stride, padding, dilation, groups)
             # (N, G, O/G, K) per sample, then summed over the batch
-            grad_w = torch.matmul(dy, cols.transpose(2, 3)).sum(0)
-            grad_w = grad_w.reshape(o, -1, kh, kw)
+            grad_w = torch.matmul(dy, cols.transpose(2, 3)).sum(0).reshape(weight.shape)
+        if ctx.needs_input_grad[0]:
+            # cols is done with and has dcols' shape: write dcols over it
+            dcols = torch.matmul(w_mat.transpose(1, 2), dy, out=cols)  # (N, G, K, L)
+            grad_x = _col2im(dcols, x_shape, weight.shape[2:], stride, padding, dilation, (p, q))
         if ctx.needs_input_grad[2]:
             grad_b = grad_out.sum((0, 2, 3))
         return grad_x, grad_w, grad_b, None, None, None, None
 
 
-def _col2im(dcols, x_shape, xp_shape, kernel, stride, padding, dilation, out):
+def _col2im(dcols, x_shape, kernel, stride, padding, dilation, out):
     """Scatter-add a (N, G, K, L) column-matrix gradient back onto the input's pixels.
 
     One strided add per kernel tap (i, j): that tap saw, across all output positions, the
@@ -165,9 +197,9 @@ def _col2im(dcols, x_shape, xp_shape, kernel, stride, padding, dilation, out):
     """
     n, c, h, w = x_shape
     (kh, kw), (sh, sw), (dh, dw), (p, q) = kernel, stride, dilation, out
-    (top, _), (left, _) = padding
+    (top, bottom), (left, right) = padding
     taps = dcols.view(n, c, kh, kw, p, q)
-    grad = dcols.new_zeros(xp_shape)
+    grad = dcols.new_zeros(n, c, top + h + bottom, left + w + right)
     for i in range(kh):
         for j in range(kw):
             grad[:, :, i * dh:i * dh + sh * (p - 1) + 1:sh,
