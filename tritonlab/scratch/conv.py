@@ -104,7 +104,10 @@ def _scratch_buffer(shape, like: torch.Tensor) -> torch.Tensor:
     The column matrix is kh * kw times the input; allocating that fresh every call costs
     a page fault per 4 KiB of it (the allocator hands big blocks back to the system on
     free), which at these sizes costs as much as the copy into it. Only for tensors that
-    do not outlive the call that takes them."""
+    do not outlive the call that takes them. CPU only: a GPU's caching allocator already
+    reuses its blocks, and held GPU memory would be missed elsewhere."""
+    if like.device.type != "cpu":
+        return like.new_empty(shape)
     numel = math.prod(shape)
     key = (like.device, like.dtype)
     buffers = _scratch.__dict__.setdefault("buffers", {})
