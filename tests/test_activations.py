@@ -53,3 +53,9 @@ def test_empty_tensor():
 def test_integer_input_is_a_type_error(cls):
     with pytest.raises(TypeError, match="floating-point.*torch.int64"):
         cls()(torch.arange(5))
+
+
+@pytest.mark.parametrize("tier", ["naive", "reference"])
+def test_relu_keeps_nan_like_torch(tier):
+    y = tritonlab.ReLU(backend=tier)(torch.tensor([float("nan"), -1.0, 2.0]))
+    assert torch.isnan(y[0]) and y[1:].tolist() == [0.0, 2.0]

@@ -80,3 +80,9 @@ def test_dtype_mismatch_names_both():
 def test_not_a_tensor():
     with pytest.raises(TypeError, match="torch.Tensor, got list"):
         tritonlab.Linear(3, 2)([1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("tier", ["naive", "reference"])
+def test_zero_in_features_gives_the_bias(tier):
+    lab = tritonlab.Linear(0, 2)
+    assert_matches_torch(lab, nn.Linear(0, 2), torch.randn(3, 0), tier=tier)

@@ -210,3 +210,11 @@ def test_bad_input(cell, x, hx, kwargs, error, match):
     layer = CELLS[cell][0](3, 5, **kwargs)
     with pytest.raises(error, match=match):
         layer(x, hx)
+
+
+@pytest.mark.parametrize("cls", [tritonlab.GRU, tritonlab.LSTM])
+def test_reference_refuses_second_derivative_instead_of_a_wrong_one(cls):
+    layer = cls(3, 4, backend="reference")
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="cannot be differentiated again"):
+        torch.autograd.grad(layer(x)[0].sum(), x, create_graph=True)

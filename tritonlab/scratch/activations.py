@@ -25,7 +25,7 @@ def _naive_rowwise(x: torch.Tensor, f) -> torch.Tensor:
     if x.numel() == 0:
         return x.clone()
     rows = _rows(x)
-    out = torch.stack([f(rows[i]) for i in range(rows.shape[0])]) 
+    out = torch.stack([f(rows[i]) for i in range(rows.shape[0])])
     return out.reshape(x.shape)
 
 
@@ -38,7 +38,7 @@ def _sigmoid_formula(v: torch.Tensor) -> torch.Tensor:
 
 
 def relu_naive(x: torch.Tensor) -> torch.Tensor:
-    return _naive_rowwise(x, lambda row: torch.where(row > 0, row, 0.0))
+    return _naive_rowwise(x, lambda row: torch.where(row <= 0, 0.0, row))  # nan stays nan, as in torch
 
 
 def sigmoid_naive(x: torch.Tensor) -> torch.Tensor:

@@ -23,10 +23,10 @@ and with G groups, output channel o only sees input channels of group o // (O/G)
 """
 from __future__ import annotations
 
-import math
-import threading
 
 import torch
+
+from ._autograd import first_order_only
 
 Pair = tuple[int, int]
 
@@ -96,38 +96,17 @@ def _patches(xp: torch.Tensor, kernel: Pair, stride: Pair, dilation: Pair, out: 
                          xp.storage_offset())
 
 
-_scratch = threading.local()
-
-
-def _scratch_buffer(shape, like: torch.Tensor) -> torch.Tensor:
-    """An uninitialised tensor of `shape` in memory this thread reuses from call to call.
-    The column matrix is kh * kw times the input; allocating that fresh every call costs
-    a page fault per 4 KiB of it (the allocator hands big blocks back to the system on
-    free), which at these sizes costs as much as the copy into it. Only for tensors that
-    do not outlive the call that takes them. CPU only: a GPU's caching allocator already
-    reuses its blocks, and held GPU memory would be missed elsewhere."""
-    if like.device.type != "cpu":
-        return like.new_empty(shape)
-    numel = math.prod(shape)
-    key = (like.device, like.dtype)
-    buffers = _scratch.__dict__.setdefault("buffers", {})
-    if key not in buffers or buffers[key].numel() < numel:
-        buffers[key] = like.new_empty(numel)
-    return buffers[key][:numel].view(shape)
-
-
 def _im2col(x: torch.Tensor, kernel: Pair, stride: Pair, padding: tuple[Pair, Pair], dilation: Pair,
             groups: int) -> tuple[torch.Tensor, Pair]:
     """The column matrix of x, (N, G, K, L) with K = C/G * kh * kw and L = P * Q: column
     l of cols[n, g] is the patch (group g's channels) that output position l sees. Also
-    returns (P, Q). It lives in this thread's scratch memory, so it is valid until the
-    next _im2col on this thread, and it is never a view of x, so it may be overwritten."""
+    returns (P, Q). It is a fresh copy, never a view of x, so it may be overwritten."""
     xp = _zero_pad(x, padding)
     p = _out_size(xp.shape[2], kernel[0], stride[0], dilation[0])
     q = _out_size(xp.shape[3], kernel[1], stride[1], dilation[1])
     patches = _patches(xp, kernel, stride, dilation, (p, q))
     # the one copy im2col makes: no view can lay overlapping patches out as a matrix
-    cols = _scratch_buffer(patches.shape, x).copy_(patches)
+    cols = patches.clone(memory_format=torch.contiguous_format)  # always a copy
     return cols.view(x.shape[0], groups, x.shape[1] // groups * kernel[0] * kernel[1], p * q), (p, q)
 
 
@@ -147,9 +126,8 @@ class _Conv2dIm2col(torch.autograd.Function):
 
     cols is rebuilt from x in the backward rather than saved: the rebuild is one copy
     (a few % of the step) and saving it would hold kh * kw times the input's memory from
-    forward to backward. Being a temporary, it can live in reused scratch memory, and the
-    backward writes dcols over it once dW is done, so no call allocates a buffer that
-    size afresh.
+    forward to backward. The backward writes dcols over it once dW is done, so one
+    buffer of that size serves both.
     """
 
     @staticmethod
@@ -169,7 +147,7 @@ class _Conv2dIm2col(torch.autograd.Function):
     @staticmethod
     # this backward is written out (col2im, in-place writes), not a graph autograd could
     # differentiate again: refuse a second derivative rather than return a wrong one
-    @torch.autograd.function.once_differentiable
+    @first_order_only
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
         x_shape, stride, padding, dilation, groups = ctx.geometry

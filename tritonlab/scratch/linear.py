@@ -1,12 +1,14 @@
 """Linear (y = x Wᵀ + b over any leading dimensions) from scratch, two tiers."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 
 def linear_naive(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """One Python iteration per output row: each output feature is a dot product."""
-    rows = x.reshape(-1, x.shape[-1])
+    rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])  # not -1: in_features may be 0
     out = []
     for i in range(rows.shape[0]):
         y = (weight * rows[i]).sum(dim=1)  # out_features dot products of length in_features
@@ -17,7 +19,7 @@ def linear_naive(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
 
 def linear_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """All leading dimensions folded into one matmul: (M, K) @ (K, N) + b."""
-    rows = x.reshape(-1, x.shape[-1])
+    rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])  # not -1: in_features may be 0
     y = rows @ weight.t()
     if bias is not None:
         y = y + bias

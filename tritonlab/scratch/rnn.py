@@ -32,7 +32,8 @@ from __future__ import annotations
 from typing import Callable, NamedTuple, Sequence
 
 import torch
-from torch.autograd.function import once_differentiable
+
+from ._autograd import first_order_only
 
 from .activations import LOG2E, sigmoid_reference, sigmoid_values, tanh_reference, tanh_values
 
@@ -163,7 +164,7 @@ class _GRU(torch.autograd.Function):
         return out, h
 
     @staticmethod
-    @once_differentiable  # the saved gates carry no graph: a second derivative would be wrong
+    @first_order_only  # the saved gates carry no graph: a second derivative would be wrong
     def backward(ctx, d_out, d_hn):
         h_in, w_hh, from_hn, rz, n = ctx.saved_tensors
         rows, size, sizes = n.shape[0], n.shape[1], ctx.sizes
@@ -243,7 +244,7 @@ class _LSTM(torch.autograd.Function):
         return out, h, cell
 
     @staticmethod
-    @once_differentiable
+    @first_order_only
     def backward(ctx, d_out, d_hn, d_cn):
         h_in, c_in, w_hh, w_hr, gates, r, hid = ctx.saved_tensors
         sizes = ctx.sizes
