@@ -58,7 +58,7 @@ def test_report_files(tiny_run, tmp_path):
     text = files["summary"].read_text()
     for op in ("linear", "relu", "lstm"):
         assert f"## {op}" in text
-    assert "Best provider" in text
+    assert "Fastest tritonlab tier" in text
     assert {p.name for p in files["plots"]} == {"linear.png", "relu.png", "lstm.png", "roofline.png"}
     assert all(p.stat().st_size > 1000 for p in files["plots"])
 

@@ -97,6 +97,12 @@ def test_bad_probability(cls, p):
         cls(p)
 
 
+def test_probability_as_numpy_or_0d_tensor():
+    import numpy as np
+    assert tritonlab.Dropout(np.float32(0.25)).p == 0.25
+    assert tritonlab.SoftmaxDropout(torch.tensor(0.5)).p == 0.5
+
+
 def test_state_dict_matches_torch():
     assert tritonlab.Dropout(0.2).state_dict().keys() == nn.Dropout(0.2).state_dict().keys()
 

@@ -33,3 +33,8 @@ def test_scalar_input_like_torch():
 def test_dims_out_of_range(start, end):
     with pytest.raises(ValueError, match="does not fit a .*-D input"):
         tritonlab.Flatten(start, end)(torch.randn(3) if (start, end) == (1, -1) else torch.randn(2, 3))
+
+
+def test_integer_and_bool_tensors_flatten_like_torch():
+    for x in (torch.arange(24).reshape(2, 3, 4), torch.ones(2, 3, 4, dtype=torch.bool)):
+        assert torch.equal(tritonlab.Flatten()(x), nn.Flatten()(x))

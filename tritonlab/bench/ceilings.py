@@ -30,11 +30,14 @@ def measure(device: torch.device, dtype: torch.dtype, quick: bool = False) -> Ce
     ms, _, _ = time_fn(lambda: dst.copy_(src), device)
     copy_gbps = 2 * src.numel() * src.element_size() / (ms * 1e-3) / 1e9  # read + write
     del src, dst
-    m = 8192 if gpu else (512 if quick else 1024)
-    a = torch.randn(m, m, device=device).to(dtype)
-    b = torch.randn(m, m, device=device).to(dtype)
-    ms, _, _ = time_fn(lambda: a @ b, device)
-    matmul_tflops = 2 * m ** 3 / (ms * 1e-3) / 1e12
+    # the best of several sizes: a single small matmul undershoots what large ones reach
+    sizes = (4096, 8192) if gpu else ((512, 1024) if quick else (512, 1024, 2048))
+    matmul_tflops = 0.0
+    for m in sizes:
+        a = torch.randn(m, m, device=device).to(dtype)
+        b = torch.randn(m, m, device=device).to(dtype)
+        ms, _, _ = time_fn(lambda: a @ b, device)
+        matmul_tflops = max(matmul_tflops, 2 * m ** 3 / (ms * 1e-3) / 1e12)
     one = torch.zeros(1, device=device)
     ms, _, _ = time_fn(lambda: one.add_(0), device)
     return Ceilings(copy_gbps, matmul_tflops, ms * 1e3)

@@ -9,7 +9,7 @@ GEMM-shaped ops: two more GEMMs of the same size).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -42,7 +42,7 @@ class Op:
     cost: Callable[[dict, str, int], Cost]  # (params, mode, bytes per element)
     naive_steps: Callable[[dict], int]    # Python iterations the naive tier makes
     random: bool = False                  # output depends on a random mask (dropout)
-    tags: tuple = field(default=())
+    size_unit: str = "elements"           # what Case.size counts
 
 
 def _numel(shape) -> int:
@@ -105,7 +105,7 @@ def _conv_case(n, c, o, h, k, stride=1, quick=False):
 
 
 def _rnn_case(b, t, i, h, quick=False):
-    return Case(f"B{b} T{t} I{i} H{h}", b * t * (i + h) * h, {"b": b, "t": t, "i": i, "h": h}, quick)
+    return Case(f"B{b} T{t} I{i} H{h}", 2 * b * t * (i + h) * h, {"b": b, "t": t, "i": i, "h": h}, quick)
 
 
 def _rnn(name, lab_cls, torch_cls, gates, cases):
@@ -113,7 +113,7 @@ def _rnn(name, lab_cls, torch_cls, gates, cases):
         name, cases,
         lambda p: lab_cls(p["i"], p["h"]), lambda p: torch_cls(p["i"], p["h"]),
         lambda p: (torch.randn(p["t"], p["b"], p["i"]),),
-        _rnn_cost(gates), lambda p: p["t"] * (gates + 1),
+        _rnn_cost(gates), lambda p: p["t"] * (gates + 1), size_unit="FLOPs per gate",
     )
 
 
@@ -137,12 +137,12 @@ OPS: dict[str, Op] = {op.name: op for op in [
     Op("linear", [Case(f"{m}x{k}->{n}", 2 * m * n * k, {"m": m, "k": k, "n": n}, quick=i == 0)
                   for i, (m, k, n) in enumerate([(256, 512, 512), (1024, 1024, 1024)])],
        lambda p: tritonlab.Linear(p["k"], p["n"]), lambda p: nn.Linear(p["k"], p["n"]),
-       lambda p: (torch.randn(p["m"], p["k"]),), _linear_cost, lambda p: p["m"]),
+       lambda p: (torch.randn(p["m"], p["k"]),), _linear_cost, lambda p: p["m"], size_unit="FLOPs"),
     Op("conv2d", [_conv_case(8, 16, 32, 32, 3, quick=True), _conv_case(8, 64, 64, 28, 3), _conv_case(8, 64, 128, 28, 1)],
        lambda p: tritonlab.Conv2d(p["c"], p["o"], p["k"], p["stride"], p["padding"]),
        lambda p: nn.Conv2d(p["c"], p["o"], p["k"], p["stride"], p["padding"]),
        lambda p: (torch.randn(p["n"], p["c"], p["h"], p["h"]),), _conv_cost,
-       lambda p: _conv_out(p)[0] * _conv_out(p)[1]),
+       lambda p: _conv_out(p)[0] * _conv_out(p)[1], size_unit="FLOPs"),
     _rnn("gru", tritonlab.GRU, nn.GRU, 3, RNN_CASES),
     _rnn("lstm", tritonlab.LSTM, nn.LSTM, 4, RNN_CASES),
 ]}

@@ -24,6 +24,11 @@ def _fmt(v, spec: str) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
+def _relative(speedup: float) -> str:
+    """'2.5× faster than torch' / '40× slower than torch' rather than a ratio near 0."""
+    return f"{speedup:.2f}× faster than torch" if speedup >= 1 else f"{1 / speedup:.1f}× slower than torch"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -41,7 +46,8 @@ def summary(df: pd.DataFrame, limits: Ceilings) -> str:
            "this provider's (above 1 is faster); roofline is the op's floor time under the "
            "measured ceilings over its time. The bandwidth ceiling is a copy far larger than any "
            "cache; on a CPU, repeated runs keep a small case's data in cache, so a roofline "
-           "share above 100% means the case fits in cache.",
+           "share above 100% means the case fits in cache. Dropout ops are checked against torch's "
+           "output without dropout times this provider's own mask / (1 - p).",
            ""]
     for op, g in df.groupby("op", sort=False):
         out += [f"## {op}", ""]
@@ -58,9 +64,9 @@ def summary(df: pd.DataFrame, limits: Ceilings) -> str:
         if len(ok):
             best = ok.groupby("provider")["speedup_vs_torch"].median().sort_values()
             worst = ok.loc[ok["speedup_vs_torch"].idxmin()]
-            out += [f"Best provider (median ×torch over cases): **{best.index[-1]}** ({best.iloc[-1]:.2f}×). "
-                    f"Worst gap: {worst['provider']} on {worst['case']} {worst['mode']} at "
-                    f"{worst['speedup_vs_torch']:.2f}× torch.", ""]
+            out += [f"Fastest tritonlab tier (median over cases): **{best.index[-1]}** at "
+                    f"{_relative(best.iloc[-1])}. Widest gap: {worst['provider']} on {worst['case']} "
+                    f"{worst['mode']}, {_relative(worst['speedup_vs_torch'])}.", ""]
     return "\n".join(out)
 
 
@@ -81,7 +87,7 @@ def plots(df: pd.DataFrame, out: Path) -> list[Path]:
             for provider, p in g[g["mode"] == mode].groupby("provider"):
                 p = p.sort_values("size")
                 ax.plot(p["size"], p[col], marker="o", label=provider)
-            ax.set(xscale="log", yscale="log", xlabel="problem size", ylabel=unit, title=f"{op} {mode}")
+            ax.set(xscale="log", yscale="log", xlabel=f"case size ({g['size_unit'].iloc[0]})", ylabel=unit, title=f"{op} {mode}")
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
         fig.suptitle(f"{g['device'].iloc[0]}, {g['dtype'].iloc[0]}", fontsize=9)

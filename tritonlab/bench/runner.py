@@ -127,6 +127,7 @@ def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=PROVI
             for mode in modes:
                 cost = op.cost(case.params, mode, es)
                 row = {"op": op.name, "provider": provider, "mode": mode, "case": case.label, "size": case.size,
+                       "size_unit": op.size_unit,
                        "bytes": cost.bytes, "flops": cost.flops, **common}
                 reason = _skip_reason(op, case.params, provider, device)
                 try:

@@ -1,6 +1,9 @@
 """Softmax, Dropout and SoftmaxDropout: torch.nn's classes with a tier-dispatched forward."""
 from __future__ import annotations
 
+import numbers
+import warnings
+
 import torch
 from torch import nn
 
@@ -17,7 +20,9 @@ _SOFTMAX_DROPOUT = {"naive": scratch_dropout.softmax_dropout_naive,
 
 
 def _check_p(p, layer: str) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+    if isinstance(p, torch.Tensor) and p.dim() == 0:
+        p = p.item()
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
         raise ValueError(f"{layer} probability p must be a number in [0, 1], got {p!r}")
     return float(p)
 
@@ -25,7 +30,9 @@ def _check_p(p, layer: str) -> float:
 def _resolve_dim(dim: int | None, x: torch.Tensor, layer: str) -> int:
     """Normalise `dim` for `x`; None follows torch's legacy implicit choice."""
     ndim = x.dim()
-    if dim is None:  # what torch.nn.Softmax(dim=None) does (with a warning there)
+    if dim is None:  # what torch.nn.Softmax(dim=None) does, warning included
+        warnings.warn(f"Implicit dimension choice for {layer} has been deprecated. "
+                      "Change the call to include dim=X as an argument.", stacklevel=3)
         return 0 if ndim in (0, 1, 3) else 1
     lo, hi = -max(ndim, 1), max(ndim, 1) - 1
     if not lo <= dim <= hi:
