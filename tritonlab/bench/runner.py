@@ -124,17 +124,19 @@ def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=PROVI
         es = inputs[0].element_size()
         for provider in providers:
             mod = _provider_module(op, case.params, provider, ref, device, dtype)
+            reason = _skip_reason(op, case.params, provider, device)
+            checked = None  # the forward check, once per provider, shared by its modes
             for mode in modes:
                 cost = op.cost(case.params, mode, es)
                 row = {"op": op.name, "provider": provider, "mode": mode, "case": case.label, "size": case.size,
                        "size_unit": op.size_unit,
                        "bytes": cost.bytes, "flops": cost.flops, **common}
-                reason = _skip_reason(op, case.params, provider, device)
                 try:
                     if reason is not None:
                         row["status"] = reason
                     else:
-                        row.update(_check(op, mod, ref, inputs, dtype))
+                        checked = checked or _check(op, mod, ref, inputs, dtype)
+                        row.update(checked)
                         if row["status"] == "ok":
                             row.update(_time(mod, inputs, mode, device, budget))
                 except NotImplementedError as e:

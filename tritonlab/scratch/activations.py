@@ -14,7 +14,7 @@ import math
 import torch
 
 
-def _rows(x: torch.Tensor) -> torch.Tensor:
+def as_rows(x: torch.Tensor) -> torch.Tensor:
     """View `x` as rows of its last dimension (a 0-D tensor is one row of one)."""
     return x.reshape(-1, x.shape[-1]) if x.dim() else x.reshape(1, 1)
 
@@ -24,7 +24,7 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 def _naive_rowwise(x: torch.Tensor, f) -> torch.Tensor:
     if x.numel() == 0:
         return x.clone()
-    rows = _rows(x)
+    rows = as_rows(x)
     out = torch.stack([f(rows[i]) for i in range(rows.shape[0])])
     return out.reshape(x.shape)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from .activations import as_rows
 from .softmax import softmax_backward, softmax_naive, softmax_reference, softmax_rows
 
 
@@ -31,29 +32,26 @@ def _scale(p: float) -> float:
 
 # ---- naive: one Python iteration per row, forward and backward ----------------------
 
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    return t.reshape(-1, t.shape[-1]) if t.dim() else t.reshape(1, 1)
+def _mask_rowwise(t: torch.Tensor, seed: int, p: float) -> torch.Tensor:
+    """t times the keep-mask of `seed`, scaled, one row at a time. The forward applies it
+    to x, the backward to dy: the same mask, regenerated rather than saved."""
+    keep = as_rows(keep_mask(seed, t.shape, p, t.device))
+    rows, scale = as_rows(t), _scale(p)
+    out = torch.empty_like(rows)
+    for i in range(rows.shape[0]):
+        out[i] = rows[i] * keep[i] * scale
+    return out.reshape(t.shape)
 
 
 class _DropoutNaive(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, p, seed):
-        keep = _rows(keep_mask(seed, x.shape, p, x.device))
-        rows, scale = _rows(x), _scale(p)
-        y = torch.empty_like(rows)
-        for i in range(rows.shape[0]):
-            y[i] = rows[i] * keep[i] * scale
         ctx.p, ctx.seed = p, seed
-        return y.reshape(x.shape)
+        return _mask_rowwise(x, seed, p)
 
     @staticmethod
     def backward(ctx, dy):
-        keep = _rows(keep_mask(ctx.seed, dy.shape, ctx.p, dy.device))  # regenerated, not saved
-        rows, scale = _rows(dy), _scale(ctx.p)
-        dx = torch.empty_like(rows)
-        for i in range(rows.shape[0]):
-            dx[i] = rows[i] * keep[i] * scale
-        return dx.reshape(dy.shape), None, None
+        return _mask_rowwise(dy, ctx.seed, ctx.p), None, None
 
 
 def dropout_naive(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import torch
 
+from .activations import as_rows
+
 
 def softmax_naive(x: torch.Tensor, dim: int) -> torch.Tensor:
     """One Python iteration per row: max, exp, sum, divide."""
     moved = x.movedim(dim, -1)
-    rows = moved.reshape(-1, moved.shape[-1]) if moved.dim() else moved.reshape(1, 1)
+    rows = as_rows(moved)
     out = []
     for i in range(rows.shape[0]):
         row = rows[i]
