@@ -1,7 +1,15 @@
+import os
+
 import pytest
 import torch
 
-import tritonlab
+# Without a GPU the triton tier runs on CPU tensors through Triton's interpreter. The
+# flag is read when a kernel is decorated, so it is set before any kernel module loads.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import tritonlab  # noqa: E402
+from tritonlab.backend import triton_available  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -10,6 +18,14 @@ def _fresh_state():
     torch.manual_seed(0)
     with tritonlab.use_backend("auto"):
         yield
+
+
+@pytest.fixture
+def triton_device() -> str:
+    """Where the triton tier runs in this session: CUDA, or CPU under the interpreter."""
+    if not triton_available():
+        pytest.skip("needs the triton package")
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def pytest_collection_modifyitems(config, items):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import tritonlab
+from tritonlab.layers._dispatch import lazy, pick
 from tritonlab.scratch import linear as scratch_linear
 
 
@@ -49,8 +50,15 @@ def test_triton_on_cpu_without_interpreter_says_how(monkeypatch):
 def test_triton_without_a_kernel_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     monkeypatch.setattr(tritonlab.backend, "triton_available", lambda: True)
-    with pytest.raises(NotImplementedError, match="no Triton kernel for relu yet; use backend='reference'"):
-        tritonlab.ReLU(backend="triton")(torch.randn(3))
+    impls = {"naive": torch.neg, "reference": torch.neg}   # an op whose kernel has not landed
+    with pytest.raises(NotImplementedError, match="no Triton kernel for neg yet; use backend='reference'"):
+        pick("neg", impls, "triton", torch.randn(3))
+    assert pick("neg", impls, "auto", torch.randn(3)) is torch.neg
+
+
+def test_lazy_imports_on_first_call():
+    fn = lazy("math", "sqrt")
+    assert "sqrt" == fn.__name__ and fn(4.0) == 2.0
 
 
 def _run(code: str) -> subprocess.CompletedProcess:

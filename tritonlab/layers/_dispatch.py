@@ -1,6 +1,7 @@
 """Pick the function that runs one op on the tier a call resolves to."""
 from __future__ import annotations
 
+import importlib
 from typing import Callable
 
 import torch
@@ -26,3 +27,14 @@ def pick(op: str, impls: dict[str, Callable], layer_backend: str | None, x: torc
         f"tritonlab has no Triton kernel for {op} yet; use backend='reference' "
         f"(vectorized torch) or 'naive' (textbook loops)"
     )
+
+
+def lazy(module: str, name: str) -> Callable:
+    """`module.name`, imported on first call: the Triton tier's Functions import triton,
+    which `import tritonlab` must not do (the CPU path works without triton)."""
+
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module, __package__), name)(*args, **kwargs)
+
+    call.__name__ = name
+    return call
