@@ -29,6 +29,7 @@ its initial state at its own last step.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple, Sequence
 
 import torch
@@ -214,34 +215,40 @@ class _LSTM(torch.autograd.Function):
         # σ(a) = 1 / (1 + 2^(-a log2 e)) and tanh(a) = 1 - 2σ(-2a). Scaling the columns of
         # xp and the rows of W_hh once, by -log2 e for i, f, o and by 2 log2 e for g, makes
         # each step's matmul give exp2's argument for all four gates: the gates buffer
-        # then holds i, f, o and s_g = σ(-2g) (g = 1 - 2 s_g). Likewise r = σ(-2c'):
-        #   c' = f c + i g = f c + i - 2 i s_g,   h = o tanh(c') = o - 2 o r
+        # then holds i, f, o and s_g = σ(-2g) (g = 1 - 2 s_g). The cell runs scaled by
+        # k = 2 log2 e, C = k c, so that r = σ(-2c') = 1 / (1 + 2^C') needs no multiply; i
+        # comes out as I = k i by shifting its exp2 argument by -log2 k and adding 1/k:
+        #   C' = f C + I - 2 I s_g,   h = o tanh(c') = o - 2 o r
+        k = 2 * LOG2E
         scale = xp.new_full((4 * size,), -LOG2E)
-        scale[2 * size:3 * size] = 2 * LOG2E
-        gates = xp * scale  # exp2's arguments, then in place each step's activations
+        scale[2 * size:3 * size] = k
+        shift, addend = xp.new_zeros(4 * size), xp.new_ones(4 * size)
+        shift[:size], addend[:size] = -math.log2(k), 1 / k
+        gates = torch.addcmul(shift, xp, scale)  # exp2's arguments, then each step's activations
         w_t = (w_hh * scale[:, None]).t()
-        # 0-d tensors, not Python numbers, which are wrapped anew on every call (activations)
-        one, two_log2e = xp.new_tensor(1.0), xp.new_tensor(2 * LOG2E)
-        c, r, hid = (xp.new_empty(rows, size) for _ in range(3))  # c', σ(-2c'), o tanh(c')
+        one = xp.new_tensor(1.0)  # a 0-d tensor: a Python number is wrapped anew on every call
+        c, r, hid = (xp.new_empty(rows, size) for _ in range(3))  # C', σ(-2c'), o tanh(c')
         out = hid if w_hr is None else xp.new_empty(rows, w_hr.shape[0])
         gates_t, ifgo_t = _per_step(gates, sizes), _per_step(gates, sizes, 4)
         c_t, r_t, hid_t = (_per_step(b, sizes) for b in (c, r, hid))
         out_t = hid_t if w_hr is None else _per_step(out, sizes)
-        h, cell, h_in, c_in = h0, c0, [None] * len(sizes), [None] * len(sizes)
+        h, cell, h_in, c_in = h0, c0 * k, [None] * len(sizes), [None] * len(sizes)
         w_hr_t = None if w_hr is None else w_hr.t()
+        addcmul, exp2, mm = torch.addcmul, torch.exp2, torch.mm  # the loop is launch-bound
         for t in _steps(sizes, reverse):
-            h_in[t], c_in[t] = _rows_in(h, sizes[t]), _rows_in(cell, sizes[t])
-            i, f, s_g, o = ifgo_t[t]
-            gates_t[t].addmm_(h_in[t], w_t).exp2_().add_(one).reciprocal_()  # σ
-            torch.mul(f, c_in[t], out=c_t[t]).add_(i).addcmul_(i, s_g, value=-2)
-            torch.mul(c_t[t], two_log2e, out=r_t[t]).exp2_().add_(one).reciprocal_()
-            torch.addcmul(o, o, r_t[t], value=-2, out=hid_t[t])
+            h_in[t], c_in[t] = hp, cp = _rows_in(h, sizes[t]), _rows_in(cell, sizes[t])
+            (i, f, s_g, o), ct, rt, ht, ot = ifgo_t[t], c_t[t], r_t[t], hid_t[t], out_t[t]
+            gates_t[t].addmm_(hp, w_t).exp2_().add_(addend).reciprocal_()  # σ, and k i
+            addcmul(i, f, cp, out=ct).addcmul_(i, s_g, value=-2)
+            exp2(ct, out=rt).add_(one).reciprocal_()
+            addcmul(o, o, rt, value=-2, out=ht)
             if w_hr is not None:
-                torch.mm(hid_t[t], w_hr_t, out=out_t[t])
-            h, cell = _next_state(h, out_t[t]), _next_state(cell, c_t[t])
-        ctx.save_for_backward(torch.cat(h_in), torch.cat(c_in), w_hh, w_hr, gates, r, hid)
+                mm(ht, w_hr_t, out=ot)
+            h, cell = _next_state(h, ot), _next_state(cell, ct)
+        gates[:, :size].div_(k)  # unscaled once for the backward: i, c
+        ctx.save_for_backward(torch.cat(h_in), torch.cat(c_in).div_(k), w_hh, w_hr, gates, r, hid)
         ctx.sizes, ctx.reverse = sizes, reverse
-        return out, h, cell
+        return out, h, cell / k
 
     @staticmethod
     @first_order_only
