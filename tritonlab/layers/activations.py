@@ -7,11 +7,15 @@ from torch import nn
 from ..scratch import activations as scratch
 from ._base import LabLayer
 from ._checks import check_input
-from ._dispatch import pick
+from ._dispatch import lazy, pick
 
-_RELU = {"naive": scratch.relu_naive, "reference": scratch.relu_reference}
-_SIGMOID = {"naive": scratch.sigmoid_naive, "reference": scratch.sigmoid_reference}
-_TANH = {"naive": scratch.tanh_naive, "reference": scratch.tanh_reference}
+_FUNCTIONS = ".functions.activations"
+_RELU = {"naive": scratch.relu_naive, "reference": scratch.relu_reference,
+         "triton": lazy(_FUNCTIONS, "relu_triton")}
+_SIGMOID = {"naive": scratch.sigmoid_naive, "reference": scratch.sigmoid_reference,
+            "triton": lazy(_FUNCTIONS, "sigmoid_triton")}
+_TANH = {"naive": scratch.tanh_naive, "reference": scratch.tanh_reference,
+         "triton": lazy(_FUNCTIONS, "tanh_triton")}
 
 
 class ReLU(LabLayer, nn.ReLU):
