@@ -16,10 +16,12 @@ from ..scratch import rnn as scratch
 from ..scratch.dropout import dropout_reference
 from ._base import LabLayer
 from ._checks import check_input, check_like, check_size
-from ._dispatch import pick
+from ._dispatch import lazy, pick
 
-_GRU = {"naive": scratch.gru_naive, "reference": scratch.gru_reference}
-_LSTM = {"naive": scratch.lstm_naive, "reference": scratch.lstm_reference}
+_GRU = {"naive": scratch.gru_naive, "reference": scratch.gru_reference,
+        "triton": lazy(".functions.rnn", "gru_triton")}
+_LSTM = {"naive": scratch.lstm_naive, "reference": scratch.lstm_reference,
+         "triton": lazy(".functions.rnn", "lstm_triton")}
 
 
 class _Recurrent(LabLayer):
