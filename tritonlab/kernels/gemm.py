@@ -33,6 +33,7 @@ def _configs():
     return [
         c({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=8, num_stages=3),
         c({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=8, num_stages=4),
+        c({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 8}, num_warps=8, num_stages=3),
         c({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 8}, num_warps=4, num_stages=4),
         c({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8}, num_warps=4, num_stages=4),
         c({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 8}, num_warps=4, num_stages=4),
@@ -42,12 +43,23 @@ def _configs():
     ]
 
 
+_SMEM_BUDGET = 200 * 1024  # bytes of shared memory per block, under the H100/H200's 227 KB
+
+
+def _fits_smem(configs, named_args, **kwargs):
+    """Drop configs whose pipelined A and B tiles overflow shared memory for this dtype
+    (fp32 tiles take twice the bytes of 16-bit ones) before they are compiled and timed."""
+    size = named_args["a_ptr"].element_size()
+    return [c for c in configs if c.num_stages * size * c.kwargs["BLOCK_K"]
+            * (c.kwargs["BLOCK_M"] + c.kwargs["BLOCK_N"]) <= _SMEM_BUDGET]
+
+
 # Under the interpreter one small fixed tile (autotuning would time configs there): several
 # programs per test shape, so grouping, ragged edges and the K tail all run.
 _INTERPRET_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, "num_warps": 4, "num_stages": 1}
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M_BUCKET"])
 def _matmul_kernel(
     a_ptr, b_ptr, c_ptr, bias_ptr,
     M, N, K, M_BUCKET,
@@ -111,7 +123,10 @@ def _matmul_kernel(
 # BLOCK_K autotune picks, so the heuristic sits inside the autotuner.
 _even_k = triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})
 _matmul_fixed = _even_k(_matmul_kernel)
-_matmul_tuned = triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K", "PRECISION"])(_matmul_fixed)
+# The key holds no raw M: a new batch size retunes only when it enters a new bucket.
+# The autotuner adds every tensor argument's dtype to the key itself.
+_matmul_tuned = triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K", "PRECISION"],
+                                prune_configs_by={"early_config_prune": _fits_smem})(_matmul_fixed)
 
 
 def _check_2d(t, name: str) -> None:
@@ -197,3 +212,102 @@ def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
             return (triton.cdiv(M, m["BLOCK_M"]) * triton.cdiv(N, m["BLOCK_N"]),)
         _matmul_tuned[grid](*args, **meta)
     return out
+
+
+@triton.jit
+def _epilogue_grad_kernel(
+    dy_ptr, y_ptr, g_ptr, db_ptr,
+    M, N, ROWS_PER_PROGRAM,
+    stride_dym, stride_dyn, stride_ym, stride_yn, stride_gm, stride_gn,
+    ACT: tl.constexpr, HAS_DB: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Backward of the epilogue: g = dy * act'(y) and the column sums of g (db).
+
+    Pointers: dy, y, g (M, N) with their own strides (y and g unused when ACT is NONE:
+    then g = dy and nothing is written but the sums); db (cdiv(M, ROWS_PER_PROGRAM), N)
+    contiguous: row s holds the sum over rows [s * ROWS_PER_PROGRAM, (s+1) *
+    ROWS_PER_PROGRAM) (unused unless HAS_DB). ROWS_PER_PROGRAM is a multiple of BLOCK_M.
+    Grid: (cdiv(N, BLOCK_N), cdiv(M, ROWS_PER_PROGRAM)); a program walks its row range in
+    BLOCK_M x BLOCK_N tiles and keeps its BLOCK_N column sums in fp32 registers.
+    Cost: reads dy (+ y), writes g: 3*M*N*itemsize bytes with an activation, M*N*itemsize
+    for db alone; a few FLOPs per element, so bandwidth-bound (4096x4096 bf16 with an
+    activation: 100 MB, ~30 us at 3.35 TB/s).
+    """
+    pid_n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_n = rn < N
+    row0 = pid_s.to(tl.int64) * ROWS_PER_PROGRAM
+    acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    for r in range(0, ROWS_PER_PROGRAM, BLOCK_M):
+        rm = row0 + r + tl.arange(0, BLOCK_M)
+        mask = (rm < M)[:, None] & mask_n[None, :]
+        g = tl.load(dy_ptr + rm[:, None] * stride_dym + rn[None, :] * stride_dyn, mask=mask, other=0.0)
+        g = g.to(tl.float32)
+        if ACT != 0:
+            y = tl.load(y_ptr + rm[:, None] * stride_ym + rn[None, :] * stride_yn, mask=mask, other=0.0)
+            g = activate_grad(g, y.to(tl.float32), ACT)
+            tl.store(g_ptr + rm[:, None] * stride_gm + rn[None, :] * stride_gn,
+                     g.to(g_ptr.dtype.element_ty), mask=mask)
+        if HAS_DB:
+            acc += tl.sum(g, axis=0)  # masked entries loaded dy = 0, so g = 0 there
+    if HAS_DB:
+        tl.store(db_ptr + pid_s.to(tl.int64) * N + rn, acc.to(db_ptr.dtype.element_ty), mask=mask_n)
+
+
+def _programs_wanted(device: torch.device) -> int:
+    """Enough programs to fill the GPU a few times over; few under the interpreter
+    (each one runs in Python), but more than one so the split-and-sum path runs there."""
+    if device.type != "cuda":
+        return 4
+    return 4 * torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def epilogue_grad(dy: torch.Tensor, y: torch.Tensor | None, activation: str | None,
+                  bias_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(g, db) for c = act(a @ b + bias): g = dy * act'(y), the gradient at the GEMM's
+    output (dy itself, no copy, without an activation), and db = g summed over rows
+    (None unless `bias_grad`), both in dy's dtype, db summed in fp32.
+
+    dy and y: (M, N), any strides; y is the saved forward output, needed only with an
+    activation. Chosen over a prologue in the backward GEMMs: those would each reload y
+    and recompute act' once per tile that reads an element (N/BLOCK_N and K/BLOCK_N
+    times) and route their A operand through registers; here g costs one write and two
+    reads of M*N more than the prologue (dX and dW then read g, not dy and y), and db
+    comes out of the same pass.
+
+    Rows are split over programs so that small N still fills the GPU; the per-split
+    partial sums (fp32) are then summed by the same kernel in a second, small launch.
+    """
+    M, N = dy.shape
+    act = ACTIVATIONS[activation]
+    g = torch.empty((M, N), device=dy.device, dtype=dy.dtype) if act else dy
+    if not act and not bias_grad:
+        return g, None
+    if M == 0:
+        return g, (torch.zeros(N, device=dy.device, dtype=dy.dtype) if bias_grad else None)
+    return g, _epilogue_grad(dy, y, g, act, bias_grad, dy.dtype)
+
+
+def _epilogue_grad(dy, y, g, act, bias_grad, db_dtype):
+    """Launch `_epilogue_grad_kernel`; returns db ((N,), db_dtype) or None."""
+    M, N = dy.shape
+    block_m, block_n = (16, 32) if _interpret() else (32, 128)
+    col_programs = triton.cdiv(N, block_n)
+    splits = max(1, min(triton.cdiv(M, block_m), _programs_wanted(dy.device) // col_programs))
+    rows = triton.cdiv(triton.cdiv(M, splits), block_m) * block_m
+    splits = triton.cdiv(M, rows)
+    db = None
+    if bias_grad:
+        db = torch.empty((splits, N), device=dy.device, dtype=torch.float32 if splits > 1 else db_dtype)
+    ys = y if act else dy  # placeholder pointers where the kernel reads or writes nothing
+    _epilogue_grad_kernel[(col_programs, splits)](
+        dy, ys, g, db if bias_grad else dy, M, N, rows,
+        dy.stride(0), dy.stride(1), ys.stride(0), ys.stride(1), g.stride(0), g.stride(1),
+        ACT=act, HAS_DB=bias_grad, BLOCK_M=block_m, BLOCK_N=block_n,
+    )
+    if not bias_grad:
+        return None
+    if splits > 1:  # sum the fp32 partial sums, a (splits, N) matrix, the same way
+        return _epilogue_grad(db, None, db, 0, True, db_dtype)
+    return db.view(N)

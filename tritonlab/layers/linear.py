@@ -1,15 +1,24 @@
-"""Linear: torch.nn.Linear with a tier-dispatched forward."""
+"""Linear: torch.nn.Linear with a tier-dispatched forward.
+
+The layer keeps torch.nn.Linear's signature, so it has no activation; Linear followed
+by ReLU/Sigmoid/Tanh as one Triton kernel is
+`tritonlab.layers.functions.linear.linear_triton(x, weight, bias, activation="relu")`.
+"""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from ..backend import get_backend
 from ..scratch import linear as scratch
 from ._base import LabLayer
 from ._checks import check_input, check_like, check_size
-from ._dispatch import pick
+from ._dispatch import lazy, pick
 
-_LINEAR = {"naive": scratch.linear_naive, "reference": scratch.linear_reference}
+_SCRATCH = {"naive": scratch.linear_naive, "reference": scratch.linear_reference}
+_LINEAR = {**_SCRATCH, "triton": lazy(".functions.linear", "linear_triton")}
+# dtypes the Triton GEMM takes; `auto` sends others (float64) to the reference tier
+_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 class Linear(LabLayer, nn.Linear):
@@ -24,4 +33,6 @@ class Linear(LabLayer, nn.Linear):
             raise ValueError("Linear expected an input of shape (*, in_features), got a 0-D tensor")
         check_size(x, -1, self.in_features, "Linear", "input features")
         check_like(x, self.weight, "Linear")
-        return pick("linear", _LINEAR, self.backend, x)(x, self.weight, self.bias)
+        requested = self.backend if self.backend is not None else get_backend()
+        impls = _LINEAR if x.dtype in _TRITON_DTYPES or requested == "triton" else _SCRATCH
+        return pick("linear", impls, self.backend, x)(x, self.weight, self.bias)

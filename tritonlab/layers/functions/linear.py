@@ -1,0 +1,89 @@
+"""Linear on the Triton tier: y = act(x Wᵀ + b) as one GEMM with a fused epilogue,
+and a backward made of Triton kernels too.
+
+`linear_triton(x, weight, bias=None, activation=None)` is the public entry point; the
+Linear layer (torch.nn.Linear's signature, so no activation) calls it with none. For
+Linear followed by an activation in one kernel:
+
+    from tritonlab.layers.functions.linear import linear_triton
+    y = linear_triton(x, layer.weight, layer.bias, activation="relu")  # or "sigmoid", "tanh"
+
+Backward, with g = dy * act'(y) (= dy without an activation):
+    dX = g @ W      and     dW = gᵀ @ X     two launches of the same GEMM kernel,
+    db = g summed over rows, fused with computing g in one elementwise pass
+(`kernels.gemm.epilogue_grad`, which documents why not a prologue in the GEMMs).
+Saved for backward: x, weight, and y only when an activation is fused.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ...kernels.gemm import DTYPES, epilogue_grad, matmul
+from ...kernels._math import ACTIVATIONS
+from ...scratch._autograd import first_order_only
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """(*, F) as (prod(*), F): a view whenever the strides allow (reshape copies only
+    when they do not); not reshape(-1, F), which fails for F = 0."""
+    return t.reshape(math.prod(t.shape[:-1]), t.shape[-1])
+
+
+class LinearFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, activation):
+        y = matmul(_rows(x), weight.t(), bias, activation).view(*x.shape[:-1], weight.shape[0])
+        ctx.activation = activation
+        ctx.save_for_backward(x, weight, y if activation is not None else None)
+        return y
+
+    @staticmethod
+    @first_order_only
+    def backward(ctx, dy):
+        x, weight, y = ctx.saved_tensors
+        need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
+        g, db = epilogue_grad(_rows(dy), None if y is None else _rows(y), ctx.activation, need_db)
+        dx = matmul(g, weight).view(x.shape) if need_dx else None
+        dw = matmul(g.t(), _rows(x)) if need_dw else None
+        return dx, dw, db, None
+
+
+def linear_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                  activation: str | None = None) -> torch.Tensor:
+    """act(x Wᵀ + b) over any leading dims of x, differentiable in x, weight and bias.
+
+    x (*, in_features); weight (out_features, in_features); bias (out_features,) or
+    None; one dtype among float32 (TF32 when torch.backends.cuda.matmul.allow_tf32),
+    float16, bfloat16; activation None, "relu", "sigmoid" or "tanh".
+    """
+    for name, t in (("x", x), ("weight", weight), ("bias", bias)):
+        if t is None and name == "bias":
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"linear_triton expected {name} to be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype not in DTYPES:
+            raise TypeError(
+                f"the triton tier of Linear supports float32, float16 and bfloat16, got {name} "
+                f"of dtype {t.dtype}; use backend='reference' for other dtypes"
+            )
+    if x.dim() == 0:
+        raise ValueError("linear_triton expected x of shape (*, in_features), got a 0-D tensor")
+    if weight.dim() != 2:
+        raise ValueError(f"linear_triton expected a 2-D weight (out_features, in_features), got shape {tuple(weight.shape)}")
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"linear_triton expected x with {weight.shape[1]} input features in its last dimension "
+            f"for weight of shape {tuple(weight.shape)}, got x of shape {tuple(x.shape)}"
+        )
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"linear_triton activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"linear_triton expected bias of shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t.dtype != x.dtype:
+            raise TypeError(f"linear_triton expected {name} of x's dtype {x.dtype}, got {t.dtype}")
+        if t is not None and t.device != x.device:
+            raise ValueError(f"linear_triton expected {name} on x's device {x.device}, got {t.device}")
+    return LinearFunction.apply(x, weight, bias, activation)
