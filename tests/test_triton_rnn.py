@@ -1,0 +1,240 @@
+"""GRU and LSTM on the triton tier (kernels/rnn.py through layers/functions/rnn.py):
+forward and every gradient against torch.nn and the reference tier, both recurrence
+variants ("step": a launch per step; "persistent": one launch per sequence), on odd
+sizes under the interpreter; real sizes in fp16/bf16/fp32 on a GPU (pytest -m gpu)."""
+import contextlib
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import tritonlab
+from parity import assert_matches_torch, run
+
+CELLS = {"GRU": (tritonlab.GRU, nn.GRU), "LSTM": (tritonlab.LSTM, nn.LSTM)}
+VARIANTS = ["step", "persistent"]
+
+# name: (module kwargs, T, B (None: unbatched), initial state given). Under the
+# interpreter the kernels use 16-wide blocks: H = 37 spans three hidden blocks and three
+# K chunks, B = 17 two batch blocks.
+CONFIGS = {
+    "H5": (dict(input_size=3, hidden_size=5), 4, 2, False),
+    "H13_h0": (dict(input_size=3, hidden_size=13), 6, 3, True),
+    "I1_B1_T1": (dict(input_size=1, hidden_size=7), 1, 1, True),
+    "T37_H2": (dict(input_size=3, hidden_size=2), 37, 2, True),
+    "H37_B17": (dict(input_size=3, hidden_size=37), 3, 17, True),
+    "layers3": (dict(input_size=3, hidden_size=7, num_layers=3), 5, 2, True),
+    "no_bias": (dict(input_size=3, hidden_size=5, bias=False), 4, 2, True),
+    "batch_first": (dict(input_size=3, hidden_size=5, batch_first=True), 4, 2, True),
+    "bidir_layers2_no_h0": (dict(input_size=2, hidden_size=5, num_layers=2, bidirectional=True), 3, 2, False),
+    "unbatched": (dict(input_size=3, hidden_size=5, num_layers=2), 4, None, True),
+    "unbatched_bidir_no_h0": (dict(input_size=3, hidden_size=5, bidirectional=True), 4, None, False),
+    "everything_eval": (dict(input_size=3, hidden_size=7, num_layers=2, bias=False, batch_first=True,
+                             bidirectional=True, dropout=0.3), 5, 3, True),
+}
+
+
+@pytest.fixture(params=VARIANTS)
+def variant(request, monkeypatch, triton_device):
+    """Run the test with the module-wide recurrence variant set (restored after)."""
+    from tritonlab.layers.functions import rnn
+    monkeypatch.setattr(rnn, "variant", request.param)
+    return request.param
+
+
+def initial_state(cell, kwargs, batch, dtype, device="cpu"):
+    """h0 (GRU) or (h0, c0) (LSTM), each (layers * directions, [batch,] hidden)."""
+    layers = kwargs.get("num_layers", 1) * (2 if kwargs.get("bidirectional") else 1)
+    lead = (layers,) if batch is None else (layers, batch)
+    h0 = torch.randn(*lead, kwargs["hidden_size"], dtype=dtype, device=device)
+    if cell == "GRU":
+        return h0
+    return h0, torch.randn(*lead, kwargs["hidden_size"], dtype=dtype, device=device)
+
+
+def make_inputs(cell, kwargs, steps, batch, with_state, dtype=torch.float32, device="cpu"):
+    if batch is None:
+        x = torch.randn(steps, kwargs["input_size"], dtype=dtype, device=device)
+    else:
+        shape = (batch, steps) if kwargs.get("batch_first") else (steps, batch)
+        x = torch.randn(*shape, kwargs["input_size"], dtype=dtype, device=device)
+    return [x, initial_state(cell, kwargs, batch, dtype, device)] if with_state else [x]
+
+
+def assert_tiers_match(module, inputs, tier, other, atol, rtol):
+    """`module` on `tier` equals itself on `other`: forward, input and weight gradients."""
+    with tritonlab.use_backend(other):
+        ref_out, ref_in, ref_p, gout = run(module, inputs)
+    with tritonlab.use_backend(tier):
+        out, in_g, p_g, _ = run(module, inputs, gout)
+    for a, b in zip(out + in_g, ref_out + ref_in):
+        torch.testing.assert_close(a, b, atol=atol, rtol=rtol)
+    for name in ref_p:
+        torch.testing.assert_close(p_g[name], ref_p[name], atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("cell", CELLS)
+def test_matches_torch_float32(cell, config, variant):
+    kwargs, steps, batch, with_state = CONFIGS[config]
+    lab_cls, torch_cls = CELLS[cell]
+    lab, ref = lab_cls(**kwargs).eval(), torch_cls(**kwargs).eval()  # eval: dropout off for parity
+    assert_matches_torch(lab, ref, *make_inputs(cell, kwargs, steps, batch, with_state), tier="triton")
+
+
+@pytest.mark.parametrize("config", ["H13_h0", "bidir_layers2_no_h0", "unbatched"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_matches_reference_tier(cell, config, variant):
+    kwargs, steps, batch, with_state = CONFIGS[config]
+    lab = CELLS[cell][0](**kwargs)
+    inputs = make_inputs(cell, kwargs, steps, batch, with_state)
+    assert_tiers_match(lab, inputs, "triton", "reference", atol=1e-5, rtol=1e-5)
+
+
+def _upcast(i):
+    if isinstance(i, tuple):
+        return tuple(_upcast(t) for t in i)
+    return i.float()
+
+
+@pytest.mark.parametrize("config", ["H13_h0", "H37_B17", "bidir_layers2_no_h0"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_float16_matches_torch_float32(cell, config, variant):
+    """fp16 weights and inputs against torch.nn in fp32 on the same (fp16-exact) values:
+    the error is the kernels' fp16 storage of activations and gradients."""
+    kwargs, steps, batch, with_state = CONFIGS[config]
+    lab_cls, torch_cls = CELLS[cell]
+    lab, ref = lab_cls(**kwargs, dtype=torch.float16), torch_cls(**kwargs)
+    ref.load_state_dict({k: v.float() for k, v in lab.state_dict().items()})
+    inputs = make_inputs(cell, kwargs, steps, batch, with_state, torch.float16)
+    ref_out, ref_in, ref_p, gout = run(ref, [_upcast(i) for i in inputs])
+    with tritonlab.use_backend("triton"):
+        out, in_g, p_g, _ = run(lab, inputs, [g.half() for g in gout])
+    for a, b in zip(out + in_g, ref_out + ref_in):
+        assert a.dtype == torch.float16
+        torch.testing.assert_close(a.float(), b, atol=2e-2, rtol=2e-2)
+    for name in ref_p:
+        torch.testing.assert_close(p_g[name].float(), ref_p[name], atol=3e-2, rtol=2e-2,
+                                   msg=lambda m: f"{name}: {m}")
+
+
+class Packed(nn.Module):
+    """Pads -> packs (unsorted lengths) -> rnn -> pads again."""
+
+    def __init__(self, rnn):
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x, lengths, hx=None):
+        out, h_n = self.rnn(pack_padded_sequence(x, lengths, enforce_sorted=False), hx)
+        return pad_packed_sequence(out)[0], h_n
+
+
+@pytest.mark.parametrize("with_state", [False, True], ids=["no_h0", "h0"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_packed_sequence(cell, with_state, variant):
+    """Packed input: each step runs only the sequences still going; finished ones keep
+    their state (forward) and pass their gradient through (backward)."""
+    kwargs = dict(input_size=3, hidden_size=5, num_layers=2, bidirectional=True)
+    lab_cls, torch_cls = CELLS[cell]
+    inputs = [torch.randn(6, 5, 3), torch.tensor([3, 6, 1, 6, 2])]
+    if with_state:
+        inputs.append(initial_state(cell, kwargs, 5, torch.float32))
+    assert_matches_torch(Packed(lab_cls(**kwargs)), Packed(torch_cls(**kwargs)), *inputs, tier="triton")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_dropout_in_training(cell, variant):
+    """Dropout between layers in train mode: reproducible under a seed, different from
+    eval, differentiable; equal to the reference tier given the same seed (both draw the
+    mask through the layer's dropout function)."""
+    lab = CELLS[cell][0](3, 5, num_layers=3, dropout=0.5, backend="triton")
+    x = torch.randn(4, 2, 3)
+    torch.manual_seed(7)
+    first = lab(x)[0]
+    torch.manual_seed(7)
+    torch.testing.assert_close(lab(x)[0], first, atol=0, rtol=0)
+    lab.backend = "reference"
+    torch.manual_seed(7)
+    torch.testing.assert_close(lab(x)[0], first, atol=1e-5, rtol=1e-5)
+    lab.backend = "triton"
+    lab.eval()
+    assert not torch.allclose(first, lab(x)[0])
+    first.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in lab.parameters())
+
+
+def test_variant_chosen_per_call_and_automatically(triton_device):
+    from tritonlab.layers.functions import rnn
+    assert rnn._persistent("auto", rnn.PERSISTENT_MAX_H) and not rnn._persistent("auto", rnn.PERSISTENT_MAX_H + 1)
+    assert rnn._persistent("persistent", 4096) and not rnn._persistent("step", 4)
+    lab = tritonlab.LSTM(3, 5)
+    x = torch.randn(4, 2, 3)
+    outs = [rnn.lstm_triton(x, None, lab._weights(), variant=v)[0] for v in ("step", "persistent")]
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"variant must be one of \('auto', 'step', 'persistent'\), got 'fast'"):
+        rnn.lstm_triton(x, None, lab._weights(), variant="fast")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_refuses_what_it_cannot_do(cell, triton_device):
+    lab = CELLS[cell][0](3, 5, dtype=torch.float64, backend="triton")
+    with pytest.raises(TypeError, match="float32, float16 or bfloat16, got torch.float64"):
+        lab(torch.randn(4, 2, 3, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="cannot be differentiated again"):
+        x = torch.randn(4, 2, 3, requires_grad=True)
+        torch.autograd.grad(CELLS[cell][0](3, 5, backend="triton")(x)[0].sum(), x, create_graph=True)
+
+
+def test_lstm_proj_size_is_not_implemented(triton_device):
+    with pytest.raises(NotImplementedError, match="proj_size has no Triton kernel; use backend='reference'"):
+        tritonlab.LSTM(3, 5, proj_size=2, backend="triton")(torch.randn(4, 2, 3))
+
+
+# ---- GPU: real sizes, fp32 (TF32 off), fp16, bf16 against cuDNN -----------------------
+
+GPU_CASES = [(8, 64, 128, 256), (32, 128, 256, 512), (64, 64, 512, 1024), (17, 37, 100, 300)]  # B, T, I, H
+GPU_TOL = {torch.float32: (2e-4, 1e-3), torch.float16: (3e-2, 3e-2), torch.bfloat16: (1.5e-1, 1e-1)}
+
+
+@contextlib.contextmanager
+def no_tf32():
+    """fp32 in full precision on both sides: cuDNN's RNN and the Triton kernels/GEMMs
+    (which follow torch.backends.cuda.matmul.allow_tf32)."""
+    prev = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = prev
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", GPU_CASES, ids=lambda c: "B{}_T{}_I{}_H{}".format(*c))
+@pytest.mark.parametrize("cell", CELLS)
+def test_gpu_matches_cudnn(cell, case, dtype, variant):
+    """Forward and every gradient against torch.nn on CUDA (cuDNN, TF32 off for fp32) in
+    fp32, with the fp16/bf16 result compared to fp32 torch on the same values. Gradients
+    compare relative to their own scale: weight gradients sum B*T products."""
+    B, T, I, H = case
+    if variant == "persistent" and H > 512:
+        pytest.skip("one program per batch block walking H > 512 is needlessly slow")
+    lab_cls, torch_cls = CELLS[cell]
+    kwargs = dict(input_size=I, hidden_size=H, num_layers=2, bidirectional=True)
+    lab = lab_cls(**kwargs, device="cuda", dtype=dtype)
+    ref = torch_cls(**kwargs, device="cuda")
+    ref.load_state_dict({k: v.float() for k, v in lab.state_dict().items()})
+    inputs = make_inputs(cell, kwargs, T, B, True, dtype, "cuda")
+    atol, rtol = GPU_TOL[dtype]
+    with no_tf32():
+        ref_out, ref_in, ref_p, gout = run(ref, [_upcast(i) for i in inputs])
+        with tritonlab.use_backend("triton"):
+            out, in_g, p_g, _ = run(lab, inputs, [g.to(dtype) for g in gout])
+    got = out + in_g + [p_g[n] for n in ref_p]
+    want = ref_out + ref_in + [ref_p[n] for n in ref_p]
+    for a, b in zip(got, want):
+        scale = b.abs().max().clamp_min(1.0)
+        torch.testing.assert_close(a.float() / scale, b / scale, atol=atol, rtol=rtol)
