@@ -168,7 +168,7 @@ def test_state_dict_round_trip(bias):
 def test_constructor_signature_is_torchs():
     def params(cls):
         return [(p.name, p.kind, p.default) for p in inspect.signature(cls.__init__).parameters.values()
-                if p.name != "backend"]
+                if p.name not in ("backend", "algo")]
 
     assert params(tritonlab.Conv2d) == params(nn.Conv2d)
     backend = inspect.signature(tritonlab.Conv2d.__init__).parameters["backend"]

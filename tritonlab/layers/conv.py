@@ -8,9 +8,12 @@ from torch import nn
 from ..scratch import conv as scratch
 from ._base import LabLayer
 from ._checks import check_input, check_like, check_size
-from ._dispatch import pick
+from ._dispatch import lazy, pick
 
-_CONV = {"naive": scratch.conv2d_naive, "reference": scratch.conv2d_reference}
+_SCRATCH = {"naive": scratch.conv2d_naive, "reference": scratch.conv2d_reference}
+# the triton tier's two paths; `algo=` picks one (the other tiers ignore it)
+ALGOS = ("implicit", "im2col")
+_CONV = {algo: {**_SCRATCH, "triton": lazy(".functions.conv", f"conv2d_{algo}")} for algo in ALGOS}
 
 
 def _strides_like_channels_last(t: torch.Tensor) -> bool:
@@ -32,14 +35,25 @@ def _strides_like_channels_last(t: torch.Tensor) -> bool:
 
 class Conv2d(LabLayer, nn.Conv2d):
     """torch.nn.Conv2d: stride, padding (int, pair, 'same', 'valid'), dilation, groups,
-    bias, every padding_mode, unbatched (C, H, W) input and channels_last memory format."""
+    bias, every padding_mode, unbatched (C, H, W) input and channels_last memory format.
+
+    `algo` (keyword-only) picks the triton tier's path: "implicit" (default; implicit
+    GEMM, no unfolded buffer) or "im2col" (unfold into a buffer, then a GEMM: the
+    teaching step, kept for lessons and benchmarks)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True, padding_mode="zeros", device=None,
-                 dtype=None, *, backend: str | None = None):
+                 dtype=None, *, backend: str | None = None, algo: str = "implicit"):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
                          groups, bias, padding_mode, device, dtype)
         self._set_backend(backend)
+        if algo not in ALGOS:
+            raise ValueError(f"Conv2d algo must be one of {ALGOS}, got {algo!r}")
+        self.algo = algo
+
+    def extra_repr(self) -> str:
+        base = super().extra_repr()
+        return base if self.algo == "implicit" else f"{base}, algo={self.algo!r}"
 
     def _explicit_padding(self) -> tuple[tuple[int, int], tuple[int, int]]:
         """The padding as ((top, bottom), (left, right)). 'same' pads the total
@@ -71,7 +85,7 @@ class Conv2d(LabLayer, nn.Conv2d):
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             padding = ((0, 0), (0, 0))
 
-        conv = pick("conv2d", _CONV, self.backend, x)
+        conv = pick("conv2d", _CONV[self.algo], self.backend, x)
         y = conv(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
         if channels_last:
             y = y.contiguous(memory_format=torch.channels_last)
