@@ -11,12 +11,16 @@ from ..scratch import dropout as scratch_dropout
 from ..scratch import softmax as scratch_softmax
 from ._base import LabLayer
 from ._checks import check_input
-from ._dispatch import pick
+from ._dispatch import lazy, pick
 
-_SOFTMAX = {"naive": scratch_softmax.softmax_naive, "reference": scratch_softmax.softmax_reference}
-_DROPOUT = {"naive": scratch_dropout.dropout_naive, "reference": scratch_dropout.dropout_reference}
+_FUNCTIONS = ".functions.softmax"
+_SOFTMAX = {"naive": scratch_softmax.softmax_naive, "reference": scratch_softmax.softmax_reference,
+            "triton": lazy(_FUNCTIONS, "softmax_triton")}
+_DROPOUT = {"naive": scratch_dropout.dropout_naive, "reference": scratch_dropout.dropout_reference,
+            "triton": lazy(_FUNCTIONS, "dropout_triton")}
 _SOFTMAX_DROPOUT = {"naive": scratch_dropout.softmax_dropout_naive,
-                    "reference": scratch_dropout.softmax_dropout_reference}
+                    "reference": scratch_dropout.softmax_dropout_reference,
+                    "triton": lazy(_FUNCTIONS, "softmax_dropout_triton")}
 
 
 def _check_p(p, layer: str) -> float:
