@@ -9,20 +9,15 @@ otherwise; the flag is read at every call. The interpreter ignores the choice (n
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from ..backend import interpreter_enabled
 from ._math import ACTIVATIONS, activate, activate_grad
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _M_BUCKET_CAP = 4096  # autotune per power-of-two bucket of M up to this, then once for all larger M
-
-
-def _interpret() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def _configs():
@@ -203,7 +198,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
     )
     meta = dict(HAS_BIAS=bias is not None, ACT=ACTIVATIONS[activation],
                 PRECISION="tf32" if tf32 or a.dtype != torch.float32 else "ieee")
-    if _interpret():
+    if interpreter_enabled():
         cfg = _INTERPRET_CONFIG
         grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
         _matmul_fixed[grid](*args, **meta, **cfg)
@@ -292,7 +287,7 @@ def epilogue_grad(dy: torch.Tensor, y: torch.Tensor | None, activation: str | No
 def _epilogue_grad(dy, y, g, act, bias_grad, db_dtype):
     """Launch `_epilogue_grad_kernel`; returns db ((N,), db_dtype) or None."""
     M, N = dy.shape
-    block_m, block_n = (16, 32) if _interpret() else (32, 128)
+    block_m, block_n = (16, 32) if interpreter_enabled() else (32, 128)
     col_programs = triton.cdiv(N, block_n)
     splits = max(1, min(triton.cdiv(M, block_m), _programs_wanted(dy.device) // col_programs))
     rows = triton.cdiv(triton.cdiv(M, splits), block_m) * block_m

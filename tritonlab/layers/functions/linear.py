@@ -12,7 +12,7 @@ Backward, with g = dy * act'(y) (= dy without an activation):
     dX = g @ W      and     dW = gᵀ @ X     two launches of the same GEMM kernel,
     db = g summed over rows, fused with computing g in one elementwise pass
 (`kernels.gemm.epilogue_grad`, which documents why not a prologue in the GEMMs).
-Saved for backward: x, weight, and y only when an activation is fused.
+Saved for backward: x as 2-D rows, weight, and y only when an activation is fused.
 """
 from __future__ import annotations
 
@@ -34,19 +34,22 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
 class LinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, activation):
-        y = matmul(_rows(x), weight.t(), bias, activation).view(*x.shape[:-1], weight.shape[0])
+        rows = _rows(x)
+        y = matmul(rows, weight.t(), bias, activation).view(*x.shape[:-1], weight.shape[0])
         ctx.activation = activation
-        ctx.save_for_backward(x, weight, y if activation is not None else None)
+        ctx.x_shape = x.shape
+        # the 2-D rows, not x: where reshape had to copy, backward need not copy again
+        ctx.save_for_backward(rows, weight, y if activation is not None else None)
         return y
 
     @staticmethod
     @first_order_only
     def backward(ctx, dy):
-        x, weight, y = ctx.saved_tensors
+        rows, weight, y = ctx.saved_tensors
         need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
         g, db = epilogue_grad(_rows(dy), None if y is None else _rows(y), ctx.activation, need_db)
-        dx = matmul(g, weight).view(x.shape) if need_dx else None
-        dw = matmul(g.t(), _rows(x)) if need_dw else None
+        dx = matmul(g, weight).view(ctx.x_shape) if need_dx else None
+        dw = matmul(g.t(), rows) if need_dw else None
         return dx, dw, db, None
 
 
