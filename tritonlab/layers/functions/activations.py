@@ -17,7 +17,7 @@ def check_dtype(x: torch.Tensor, op: str) -> None:
     if x.dtype not in DTYPES:
         raise TypeError(f"{op} on the triton tier expects one of {DTYPES}, got dtype {x.dtype}")
     if x.dtype == torch.bfloat16 and not x.is_cuda and interpreter_enabled():
-        raise TypeError(f"{op} on the triton tier got a bfloat16 CPU tensor, but the Triton "
+        raise TypeError(f"{op} on the triton tier got dtype {x.dtype} on the CPU, but the Triton "
                         "interpreter has no bfloat16; use float16/float32 or a CUDA tensor")
 
 
