@@ -7,7 +7,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from tritonlab import cli
-from tritonlab.bench import report, runner
+from tritonlab.bench import convert, report, runner
+from tritonlab.bench import providers as prov
 from tritonlab.bench.ops import OPS, Case
 from tritonlab.layers import linear as lab_linear
 
@@ -38,16 +39,64 @@ def tiny_run():
 
 def test_rows_for_every_provider_and_mode(tiny_run):
     df, _ = tiny_run
-    assert len(df) == 3 * len(runner.PROVIDERS) * len(runner.MODES)
+    expected = sum(len(prov.for_op(OPS[name], prov.DEFAULT["cpu"])) for name in ("linear", "relu", "lstm"))
+    assert len(df) == expected * len(runner.QUICK_MODES)
     ok = df[df["status"] == "ok"]
     assert set(ok["provider"]) == {"naive", "reference", "torch"}
     assert (ok["ms_p20"] <= ok["ms_p50"]).all() and (ok["ms_p50"] <= ok["ms_p80"]).all()
-    assert (ok["max_abs_err"] < 1e-4).all()
+    assert (ok["max_abs_err"] < 1e-4).all() and (ok["first_call_ms"] > 0).all()
     torch_rows = ok[ok["provider"] == "torch"]
     assert (torch_rows["speedup_vs_torch"] == 1).all()
     # the reason a row was not run is written in it
-    triton = df[df["provider"] == "triton"]
-    assert triton["status"].str.contains("CUDA only").all()
+    triton = df[df["provider"].str.startswith("triton")]
+    assert len(triton) and triton["status"].str.contains("CUDA only").all()
+
+
+def test_bwd_mode_costs_the_backward_alone():
+    df, _ = runner.run([_tiny("linear", {"m": 5, "k": 7, "n": 3})], providers=("reference",), progress=False)
+    by_mode = df.set_index("mode")
+    assert list(df["mode"]) == list(runner.MODES) and (df["status"] == "ok").all()
+    assert by_mode.loc["bwd", "flops"] == by_mode.loc["fwd+bwd", "flops"] - by_mode.loc["fwd", "flops"] == 2 * 2 * 5 * 7 * 3
+
+
+def test_a_provider_that_raises_is_recorded_and_the_run_goes_on(monkeypatch):
+    def broken(x, w, b):
+        raise RuntimeError("kernel exploded\nsecond line")
+    monkeypatch.setitem(lab_linear._LINEAR, "reference", broken)
+    df, _ = runner.run([_tiny("linear", {"m": 3, "k": 4, "n": 2})], quick=True, providers=("reference", "torch"),
+                       progress=False)
+    ref = df[df["provider"] == "reference"]
+    assert (ref["status"] == "failed: RuntimeError: kernel exploded").all()
+    assert (df[df["provider"] == "torch"]["status"] == "ok").all()
+
+
+def test_compile_and_graph_rows_say_why_they_did_not_run():
+    df, _ = runner.run([_tiny("flatten", {"shape": (2, 3, 4)}), _tiny("lstm", {"b": 2, "t": 3, "i": 4, "h": 5})],
+                       quick=True, providers=("compile", "graph"), progress=False)
+    status = df.set_index(["op", "provider"])["status"]
+    assert status.loc[("flatten", "compile")].str.contains("torch.compile would").all()
+    assert status.loc[("lstm", "compile")].str.contains("torch.compile would").all()
+    assert status.loc[("lstm", "graph")].str.contains("CUDA graphs need a CUDA device").all()
+
+
+def test_compile_provider_checked_and_timed():
+    df, _ = runner.run([_tiny("relu", {"shape": (3, 5)})], quick=True, providers=("compile",), modes=("fwd",),
+                       progress=False)
+    row = df.iloc[0]
+    assert row["status"] == "ok" and row["max_abs_err"] == 0
+    assert row["first_call_ms"] > row["ms_p50"]  # inductor's compile is kept out of the median
+
+
+def test_unknown_provider():
+    with pytest.raises(ValueError, match="unknown provider"):
+        runner.run(["relu"], providers=("cudnn",), progress=False)
+
+
+def test_cases_sized_for_the_device():
+    for op in OPS.values():
+        for kind in ("cpu", "cuda"):
+            cases = [c for c in op.cases if c.device == kind]
+            assert cases and any(c.quick for c in cases), (op.name, kind)
 
 
 def test_derived_columns_follow_the_cost_model(tiny_run):
@@ -109,7 +158,8 @@ def test_unknown_op():
 def test_cost_model_flops_match_torch_flop_counter(name):
     op = OPS[name]
     for case in op.cases:
-        mod, inputs = op.torch(case.params), op.inputs(case.params)
+        with torch.device("meta"):  # shapes only: the GPU-sized cases cost nothing to count
+            mod, inputs = op.torch(case.params), op.inputs(case.params)
         with FlopCounterMode(display=False) as counter:
             mod(*inputs)
         assert op.cost(case.params, "fwd", 4).flops == counter.get_total_flops(), case.label
@@ -131,3 +181,46 @@ def test_python_dash_m_entry_point():
     import sys
     r = subprocess.run([sys.executable, "-m", "tritonlab", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "bench" in r.stdout
+
+
+def _csv(path, rows):
+    pd.DataFrame(rows, columns=["op", "case", "mode", "provider", "ms_p50"]).to_csv(path, index=False)
+    return str(path)
+
+
+def test_compare_two_runs(tmp_path, capsys):
+    a = _csv(tmp_path / "a.csv", [["relu", "4x4", "fwd", "torch", 2.0], ["relu", "4x4", "fwd", "reference", 3.0],
+                                  ["relu", "4x4", "fwd", "naive", None]])
+    b = _csv(tmp_path / "b.csv", [["relu", "4x4", "fwd", "torch", 1.0], ["relu", "4x4", "fwd", "reference", 6.0]])
+    both = convert.compare(a, b).set_index("provider")
+    assert list(both.index) == ["torch", "reference"]  # the naive row was not timed in A
+    assert both.loc["torch", "ratio"] == 2.0 and both.loc["reference", "ratio"] == 0.5
+    assert cli.main(["bench", "compare", a, b]) == 0
+    assert "2.000" in capsys.readouterr().out
+
+
+def test_compare_rejects_what_is_not_a_results_csv(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y\n1,2\n")
+    assert cli.main(["bench", "compare", str(bad), str(bad)]) == 2
+    assert "not a tritonlab results.csv" in capsys.readouterr().err
+    assert cli.main(["bench", "compare", str(bad)]) == 2
+    assert cli.main(["bench", "frobnicate"]) == 2
+
+
+def test_pytest_benchmark_suite_to_report(tmp_path):
+    """The pytest-benchmark suite on one tiny selection, then its JSON through the CLI."""
+    import os
+    import subprocess
+    import sys
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider", "--bench-quick",
+                        "--benchmark-only", f"--benchmark-json={out}", "-k", "flatten and not naive"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    df, limits = convert.from_pytest_json(out)
+    assert set(df["provider"]) == {"reference", "torch"} and set(df["mode"]) == set(runner.MODES)
+    assert (df["ms_p50"] > 0).all() and limits.copy_gbps > 0
+    assert cli.main(["bench", "--from-pytest-json", str(out), "--out", str(tmp_path / "rep")]) == 0
+    assert len(pd.read_csv(tmp_path / "rep" / "results.csv")) == len(df)

@@ -10,44 +10,92 @@ from pathlib import Path
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 
+def _default_out(device_name: str) -> Path:
+    slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")[:40]
+    return Path("out") / f"{slug}-{datetime.date.today().isoformat()}"
+
+
+def _print_table(df) -> None:
+    table = df.pivot_table(index=["op", "case", "mode"], columns="provider", values="ms_p50", sort=False)
+    table = table[[p for p in df["provider"].unique() if p in table.columns]]
+    print(f"\nmedian ms on {df['device'].iloc[0]}, {df['dtype'].iloc[0]} (– = not run; see summary.md for why)")
+    print(table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="–"))
+
+
+def _compare(paths: list[str]) -> int:
+    from .bench.convert import compare
+
+    if len(paths) != 2:
+        print("usage: tritonlab bench compare A.csv B.csv", file=sys.stderr)
+        return 2
+    try:
+        both = compare(*paths)
+    except (OSError, ValueError) as e:
+        print(e, file=sys.stderr)
+        return 2
+    print(f"ratio = time in {paths[0]} / time in {paths[1]} (above 1: the second is faster)")
+    print(both.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
 def _bench(args) -> int:
+    if args.action:
+        if args.action[0] != "compare":
+            print(f"unknown bench action {args.action[0]!r}; did you mean `tritonlab bench compare A.csv B.csv`?",
+                  file=sys.stderr)
+            return 2
+        return _compare(args.action[1:])
+
     import torch
 
     from .bench import report, runner
     from .bench.ops import OPS
 
-    if args.ops:
-        unknown = sorted(set(args.ops) - set(OPS))
+    if args.from_pytest_json:
+        from .bench.convert import from_pytest_json
+        df, limits = from_pytest_json(args.from_pytest_json)
+        out = Path(args.out) if args.out else _default_out(df["device"].iloc[0])
+    else:
+        unknown = sorted(set(args.ops or ()) - set(OPS))
         if unknown:
             print(f"unknown op(s) {unknown}; choose from {sorted(OPS)}", file=sys.stderr)
             return 2
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("--device cuda asked for, but torch sees no CUDA device", file=sys.stderr)
-        return 2
-    dtype = getattr(torch, args.dtype)
-    df, limits = runner.run(args.ops, dtype, device, args.quick)
-    out = Path(args.out) if args.out else Path("out") / (
-        re.sub(r"[^a-z0-9]+", "-", runner.device_name(device).lower()).strip("-")[:40]
-        + "-" + datetime.date.today().isoformat())
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if device.type == "cuda" and not torch.cuda.is_available():
+            print("--device cuda asked for, but torch sees no CUDA device", file=sys.stderr)
+            return 2
+        df, limits = runner.run(args.ops, getattr(torch, args.dtype), device, args.quick,
+                                providers=args.providers, modes=args.modes)
+        out = Path(args.out) if args.out else _default_out(runner.device_name(device))
     files = report.write(df, limits, out)
-    table = df.pivot_table(index=["op", "case", "mode"], columns="provider", values="ms_p50", sort=False)
-    table = table[[p for p in runner.PROVIDERS if p in table.columns]]
-    print(f"\nmedian ms on {df['device'].iloc[0]}, {args.dtype} (– = not run; see summary.md for why)")
-    print(table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="–"))
+    _print_table(df)
     print(f"\nwrote {files['csv']}, {files['summary']} and {len(files['plots'])} plots in {out}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .bench.providers import BASE
+    from .bench.runner import MODES
+
     parser = argparse.ArgumentParser(prog="tritonlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    bench = sub.add_parser("bench", help="time every tier against torch.nn and the device's limits")
+    bench = sub.add_parser(
+        "bench", help="time every tier against torch.nn and the device's limits",
+        description="Time every tier against torch.nn and the device's limits and write results.csv, "
+                    "summary.md and plots. `tritonlab bench compare A.csv B.csv` prints per-row ratios "
+                    "of two runs.")
+    bench.add_argument("action", nargs="*", help="`compare A.csv B.csv`, or nothing to run the benchmark")
     bench.add_argument("--ops", nargs="+", metavar="OP", help="ops to run (default: all)")
     bench.add_argument("--dtype", choices=DTYPES, default="float32")
     bench.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when there is one")
+    bench.add_argument("--providers", nargs="+", choices=BASE, metavar="P",
+                       help=f"of {', '.join(BASE)} (default: all on a GPU; no compile or graph on a CPU)")
+    bench.add_argument("--modes", nargs="+", choices=MODES, metavar="M",
+                       help=f"of {', '.join(MODES)} (default: all; fwd and fwd+bwd with --quick)")
     bench.add_argument("--quick", action="store_true", help="one small case per op")
     bench.add_argument("--out", help="output folder (default: out/<device>-<date>)")
+    bench.add_argument("--from-pytest-json", metavar="FILE",
+                       help="write the report from `pytest benchmarks/ --benchmark-json FILE` instead of running")
     bench.set_defaults(run=_bench)
     args = parser.parse_args(argv)
     return args.run(args)

@@ -1,10 +1,11 @@
 """The device's own limits, measured at the start of each run: copy bandwidth, matmul
-FLOP/s for the benchmarked dtype, and the latency of the smallest op (a launch on a
-GPU, the dispatcher's overhead on a CPU). Every row's roofline fraction divides the
-op's floor time under these ceilings by its measured time."""
+FLOP/s (on a GPU for fp32 with TF32 off and on, fp16 and bf16; the run's own setting
+gives the roofline), and the latency of the smallest op (a launch on a GPU, the
+dispatcher's overhead on a CPU). Every row's roofline fraction divides the op's floor
+time under these ceilings by its measured time."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -16,6 +17,7 @@ class Ceilings:
     copy_gbps: float
     matmul_tflops: float
     launch_us: float
+    matmul_all: dict = field(default_factory=dict)  # label -> TFLOP/s, every dtype measured
 
     def floor_ms(self, nbytes: float, flops: float) -> float:
         """The least time an op moving `nbytes` and doing `flops` can take here."""
@@ -32,12 +34,32 @@ def measure(device: torch.device, dtype: torch.dtype, quick: bool = False) -> Ce
     del src, dst
     # the best of several sizes: a single small matmul undershoots what large ones reach
     sizes = (4096, 8192) if gpu else ((512, 1024) if quick else (512, 1024, 2048))
-    matmul_tflops = 0.0
-    for m in sizes:
-        a = torch.randn(m, m, device=device).to(dtype)
-        b = torch.randn(m, m, device=device).to(dtype)
-        ms, _, _ = time_fn(lambda: a @ b, device)
-        matmul_tflops = max(matmul_tflops, 2 * m ** 3 / (ms * 1e-3) / 1e12)
+    labels = {"float32": (torch.float32, False), "float32+tf32": (torch.float32, True),
+              "float16": (torch.float16, False), "bfloat16": (torch.bfloat16, False)} if gpu else {}
+    run_label = _label(dtype, gpu and torch.backends.cuda.matmul.allow_tf32)
+    labels.setdefault(run_label, (dtype, gpu and torch.backends.cuda.matmul.allow_tf32))
+    matmul_all = {label: _matmul_tflops(device, dt, tf32, sizes) for label, (dt, tf32) in labels.items()}
     one = torch.zeros(1, device=device)
     ms, _, _ = time_fn(lambda: one.add_(0), device)
-    return Ceilings(copy_gbps, matmul_tflops, ms * 1e3)
+    return Ceilings(copy_gbps, matmul_all[run_label], ms * 1e3, matmul_all)
+
+
+def _label(dtype: torch.dtype, tf32: bool) -> str:
+    name = str(dtype).removeprefix("torch.")
+    return name + "+tf32" if tf32 and dtype == torch.float32 else name
+
+
+def _matmul_tflops(device, dtype, tf32: bool, sizes) -> float:
+    """Best matmul FLOP/s over `sizes`, with torch's TF32 flag set to `tf32` meanwhile."""
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        best = 0.0
+        for m in sizes:
+            a = torch.randn(m, m, device=device).to(dtype)
+            b = torch.randn(m, m, device=device).to(dtype)
+            ms, _, _ = time_fn(lambda: a @ b, device)
+            best = max(best, 2 * m ** 3 / (ms * 1e-3) / 1e12)
+        return best
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved

@@ -9,7 +9,7 @@ GEMM-shaped ops: two more GEMMs of the same size).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -24,6 +24,7 @@ class Case:
     size: int           # the x-axis of plots: elements or FLOPs that grow with the case
     params: dict        # what the op's builders read
     quick: bool = False  # part of `--quick`
+    device: str = "cpu"  # sized for "cpu" (seconds on two cores) or "cuda" (real model sizes)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class Op:
     naive_steps: Callable[[dict], int]    # Python iterations the naive tier makes
     random: bool = False                  # output depends on a random mask (dropout)
     size_unit: str = "elements"           # what Case.size counts
+    # more triton providers: name -> attributes set on the op's tritonlab layers
+    variants: dict = field(default_factory=dict)
+    compiled: bool = True                 # benchmark torch.compile of the reference tier
+    graphed: bool = False                 # benchmark a CUDA-graph replay of the reference tier
 
 
 def _numel(shape) -> int:
@@ -59,13 +64,24 @@ def _rows(shape) -> int:
     return _numel(shape[:-1])
 
 
-def _elementwise(name, lab_cls, torch_cls, shapes, **kw):
-    cases = [Case("x".join(map(str, s)), _numel(s), {"shape": s}, quick=i == 0) for i, s in enumerate(shapes)]
-    return Op(name, cases, lambda p: lab_cls(**kw), lambda p: torch_cls(**kw),
-              lambda p: (torch.randn(p["shape"]),), _elementwise_cost, lambda p: _rows(p["shape"]))
+def _shape_cases(shapes: dict[str, list[tuple]], quick: tuple) -> list[Case]:
+    """One case per shape, per device; the `quick` shape of each device marks --quick."""
+    return [Case("x".join(map(str, s)), _numel(s), {"shape": s}, quick=s in quick, device=dev)
+            for dev, group in shapes.items() for s in group]
 
 
-ROW_SHAPES = [(256, 1024), (1024, 4096)]
+# CPU: seconds on two cores. GPU: 16M+ elements, so a kernel runs long enough to
+# reach bandwidth; rows of 1K-8K columns, and 32K (past what one program holds on chip)
+ELEMENTWISE = {"cpu": [(256, 1024), (1024, 4096)], "cuda": [(4096, 4096), (8192, 8192)]}
+ROWS = {"cpu": [(256, 1024), (1024, 4096)],
+        "cuda": [(8192, 1024), (8192, 4096), (8192, 8192), (2048, 32768)]}
+QUICK = ((256, 1024), (4096, 4096), (8192, 4096))
+
+
+def _elementwise(name, lab, ref, shapes, naive_steps=_rows, **kw):
+    """An op on one tensor of `shape`: lab and ref build the modules, with no parameters."""
+    return Op(name, _shape_cases(shapes, QUICK), lambda p: lab(), lambda p: ref(),
+              lambda p: (torch.randn(p["shape"]),), _elementwise_cost, lambda p: naive_steps(p["shape"]), **kw)
 
 
 def _linear_cost(p, mode, es):
@@ -98,14 +114,30 @@ def _rnn_cost(gates):
     return cost
 
 
-def _conv_case(n, c, o, h, k, stride=1, quick=False):
-    p = {"n": n, "c": c, "o": o, "h": h, "k": k, "stride": stride, "padding": k // 2}
+def _conv_case(n, c, o, h, k, stride=1, layout="nchw", quick=False, device="cpu"):
+    p = {"n": n, "c": c, "o": o, "h": h, "k": k, "stride": stride, "padding": k // 2, "layout": layout}
     oh, ow = _conv_out(p)
-    return Case(f"N{n} {c}->{o} {h}x{h} k{k}/{stride}", 2 * n * o * oh * ow * c * k * k, p, quick)
+    return Case(f"N{n} {c}->{o} {h}x{h} k{k}/{stride} {layout}", 2 * n * o * oh * ow * c * k * k, p, quick, device)
 
 
-def _rnn_case(b, t, i, h, quick=False):
-    return Case(f"B{b} T{t} I{i} H{h}", 2 * b * t * (i + h) * h, {"b": b, "t": t, "i": i, "h": h}, quick)
+def _conv_input(p):
+    x = torch.randn(p["n"], p["c"], p["h"], p["h"])
+    return (x.to(memory_format=torch.channels_last) if p["layout"] == "nhwc" else x,)
+
+
+# ResNet-50's convolutions at batch 32 (the 7x7/2 stem; 1x1 and 3x3 at 56, 28, 14, 7),
+# each in both layouts, and two at batch 1
+RESNET50 = [(3, 64, 224, 7, 2), (64, 64, 56, 3, 1), (256, 64, 56, 1, 1), (128, 128, 28, 3, 1), (512, 128, 28, 1, 1),
+            (256, 256, 14, 3, 1), (1024, 256, 14, 1, 1), (512, 512, 7, 3, 1), (2048, 512, 7, 1, 1)]
+CONV_CASES = [_conv_case(8, 16, 32, 32, 3, quick=True), _conv_case(8, 64, 64, 28, 3), _conv_case(8, 64, 128, 28, 1),
+              _conv_case(8, 64, 64, 28, 3, layout="nhwc")] + [
+    _conv_case(32, c, o, h, k, s, layout, quick=(c, k, layout) == (64, 3, "nhwc"), device="cuda")
+    for layout in ("nhwc", "nchw") for c, o, h, k, s in RESNET50] + [
+    _conv_case(1, c, o, h, k, s, "nhwc", device="cuda") for c, o, h, k, s in (RESNET50[1], RESNET50[5])]
+
+
+def _rnn_case(b, t, i, h, quick=False, device="cpu"):
+    return Case(f"B{b} T{t} I{i} H{h}", 2 * b * t * (i + h) * h, {"b": b, "t": t, "i": i, "h": h}, quick, device)
 
 
 def _rnn(name, lab_cls, torch_cls, gates, cases):
@@ -114,35 +146,53 @@ def _rnn(name, lab_cls, torch_cls, gates, cases):
         lambda p: lab_cls(p["i"], p["h"]), lambda p: torch_cls(p["i"], p["h"]),
         lambda p: (torch.randn(p["t"], p["b"], p["i"]),),
         _rnn_cost(gates), lambda p: p["t"] * (gates + 1), size_unit="FLOPs per gate",
+        variants={"triton-step": {"variant": "step"}, "triton-persistent": {"variant": "persistent"}},
+        compiled=False, graphed=True,  # compile would unroll every time step into one graph
     )
 
 
-RNN_CASES = [_rnn_case(8, 64, 64, 128, quick=True), _rnn_case(32, 64, 128, 256)]
+# (B, T, I, H): small batches are launch-bound (one recurrent step after another), the
+# large ones compute-bound
+RNN_CASES = [_rnn_case(8, 64, 64, 128, quick=True), _rnn_case(32, 64, 128, 256)] + [
+    _rnn_case(*c, quick=i == 1, device="cuda") for i, c in enumerate(
+        [(1, 512, 128, 256), (8, 512, 256, 256), (32, 256, 256, 512), (64, 512, 512, 1024), (256, 128, 1024, 1024)])]
+
+LINEAR = {"cpu": [(256, 512, 512), (1024, 1024, 1024)],
+          "cuda": [(4096, 4096, 4096), (128, 4096, 4096), (16384, 1024, 4096)]}
+
+
+def _linear_cases() -> list[Case]:
+    return [Case(f"{m}x{k}->{n}", 2 * m * n * k, {"m": m, "k": k, "n": n}, quick=i == 0, device=dev)
+            for dev, group in LINEAR.items() for i, (m, k, n) in enumerate(group)]
+
+
+def _flatten_cases() -> list[Case]:
+    return [Case("x".join(map(str, s)), _numel(s), {"shape": s}, quick=True, device=dev)
+            for dev, s in (("cpu", (32, 64, 8, 8)), ("cuda", (256, 64, 32, 32)))]
+
+
+def _softmax_dropout():
+    return nn.Sequential(nn.Softmax(-1), nn.Dropout(0.1))
+
 
 OPS: dict[str, Op] = {op.name: op for op in [
-    _elementwise("relu", tritonlab.ReLU, nn.ReLU, ROW_SHAPES),
-    _elementwise("sigmoid", tritonlab.Sigmoid, nn.Sigmoid, ROW_SHAPES),
-    _elementwise("tanh", tritonlab.Tanh, nn.Tanh, ROW_SHAPES),
-    _elementwise("softmax", tritonlab.Softmax, nn.Softmax, ROW_SHAPES, dim=-1),
-    Op("dropout", [Case("x".join(map(str, s)), _numel(s), {"shape": s}, quick=i == 0) for i, s in enumerate(ROW_SHAPES)],
-       lambda p: tritonlab.Dropout(0.1), lambda p: nn.Dropout(0.1),
-       lambda p: (torch.randn(p["shape"]),), _elementwise_cost, lambda p: _rows(p["shape"]), random=True),
-    Op("softmax_dropout", [Case("x".join(map(str, s)), _numel(s), {"shape": s}, quick=i == 0)
-                           for i, s in enumerate(ROW_SHAPES)],
-       lambda p: tritonlab.SoftmaxDropout(0.1, -1), lambda p: nn.Sequential(nn.Softmax(-1), nn.Dropout(0.1)),
-       lambda p: (torch.randn(p["shape"]),), _elementwise_cost, lambda p: 2 * _rows(p["shape"]), random=True),
-    Op("flatten", [Case("32x64x8x8", 32 * 64 * 64, {"shape": (32, 64, 8, 8)}, quick=True)],
-       lambda p: tritonlab.Flatten(), lambda p: nn.Flatten(),
-       lambda p: (torch.randn(p["shape"]),), lambda p, mode, es: Cost(0, 0), lambda p: 1),
-    Op("linear", [Case(f"{m}x{k}->{n}", 2 * m * n * k, {"m": m, "k": k, "n": n}, quick=i == 0)
-                  for i, (m, k, n) in enumerate([(256, 512, 512), (1024, 1024, 1024)])],
+    _elementwise("relu", tritonlab.ReLU, nn.ReLU, ELEMENTWISE),
+    _elementwise("sigmoid", tritonlab.Sigmoid, nn.Sigmoid, ELEMENTWISE),
+    _elementwise("tanh", tritonlab.Tanh, nn.Tanh, ELEMENTWISE),
+    _elementwise("softmax", lambda: tritonlab.Softmax(-1), lambda: nn.Softmax(-1), ROWS),
+    _elementwise("dropout", lambda: tritonlab.Dropout(0.1), lambda: nn.Dropout(0.1), ROWS, random=True),
+    _elementwise("softmax_dropout", lambda: tritonlab.SoftmaxDropout(0.1, -1), _softmax_dropout, ROWS,
+                 naive_steps=lambda s: 2 * _rows(s), random=True),
+    Op("flatten", _flatten_cases(), lambda p: tritonlab.Flatten(), lambda p: nn.Flatten(),
+       lambda p: (torch.randn(p["shape"]),), lambda p, mode, es: Cost(0, 0), lambda p: 1, compiled=False),
+    Op("linear", _linear_cases(),
        lambda p: tritonlab.Linear(p["k"], p["n"]), lambda p: nn.Linear(p["k"], p["n"]),
        lambda p: (torch.randn(p["m"], p["k"]),), _linear_cost, lambda p: p["m"], size_unit="FLOPs"),
-    Op("conv2d", [_conv_case(8, 16, 32, 32, 3, quick=True), _conv_case(8, 64, 64, 28, 3), _conv_case(8, 64, 128, 28, 1)],
+    Op("conv2d", CONV_CASES,
        lambda p: tritonlab.Conv2d(p["c"], p["o"], p["k"], p["stride"], p["padding"]),
        lambda p: nn.Conv2d(p["c"], p["o"], p["k"], p["stride"], p["padding"]),
-       lambda p: (torch.randn(p["n"], p["c"], p["h"], p["h"]),), _conv_cost,
-       lambda p: _conv_out(p)[0] * _conv_out(p)[1], size_unit="FLOPs"),
+       _conv_input, _conv_cost, lambda p: _conv_out(p)[0] * _conv_out(p)[1], size_unit="FLOPs",
+       variants={"triton-im2col": {"algo": "im2col"}, "triton-implicit": {"algo": "implicit"}}),
     _rnn("gru", tritonlab.GRU, nn.GRU, 3, RNN_CASES),
     _rnn("lstm", tritonlab.LSTM, nn.LSTM, 4, RNN_CASES),
 ]}

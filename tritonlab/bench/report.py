@@ -16,8 +16,8 @@ from .ceilings import Ceilings  # noqa: E402
 
 COLUMNS = ["op", "provider", "mode", "case", "dtype", "device", "ms_p50", "ms_p20", "ms_p80", "gbps", "tflops",
            "roofline_frac", "speedup_vs_torch", "peak_mem_mb", "max_abs_err", "torch_version", "triton_version",
-           "timestamp", "status", "size", "bytes", "flops", "tf32", "copy_gbps_ceiling", "matmul_tflops_ceiling",
-           "launch_us"]
+           "timestamp", "status", "first_call_ms", "size", "bytes", "flops", "tf32", "cuda_version",
+           "driver_version", "copy_gbps_ceiling", "matmul_tflops_ceiling", "launch_us"]
 
 
 def _fmt(v, spec: str) -> str:
@@ -37,12 +37,17 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def summary(df: pd.DataFrame, limits: Ceilings) -> str:
     first = df.iloc[0]
+    cuda = "" if first.get("cuda_version", "none") == "none" else \
+        f", CUDA {first['cuda_version']}, driver {first['driver_version']}"
+    matmul = ", ".join(f"{k} {v:.3g}" for k, v in limits.matmul_all.items()) or f"{limits.matmul_tflops:.3g}"
     out = [f"# tritonlab benchmark — {first['device']}, {first['dtype']}",
            "",
-           f"torch {first['torch_version']}, triton {first['triton_version']}, {first['timestamp']}, "
+           f"torch {first['torch_version']}, triton {first['triton_version']}{cuda}, {first['timestamp']}, "
            f"TF32 {'on' if first['tf32'] else 'off'}. Measured ceilings: copy {limits.copy_gbps:.1f} GB/s, "
-           f"matmul {limits.matmul_tflops:.3f} TFLOP/s, smallest op {limits.launch_us:.1f} µs. "
-           "Times are medians in ms (p20–p80 in results.csv); ×torch is torch's time over "
+           f"matmul TFLOP/s {matmul} (the run's roofline uses {limits.matmul_tflops:.3g}), "
+           f"smallest op {limits.launch_us:.1f} µs. "
+           "Times are medians in ms (p20–p80 in results.csv), the first call (compile, "
+           "autotune) kept out and reported as first_call_ms; ×torch is torch's time over "
            "this provider's (above 1 is faster); roofline is the op's floor time under the "
            "measured ceilings over its time. The bandwidth ceiling is a copy far larger than any "
            "cache; on a CPU, repeated runs keep a small case's data in cache, so a roofline "
@@ -114,9 +119,9 @@ def _roofline(ok: pd.DataFrame, out: Path) -> Path:
         for provider, p in pts.groupby("provider"):
             ax.scatter(p["flops"] / p["bytes"], p["flops"] / (p["ms_p50"] * 1e-3) / 1e12, label=provider, s=18)
         ax.set(xscale="log", yscale="log")
+        ax.legend(fontsize=8)
     ax.set(xlabel="arithmetic intensity (FLOP/byte)", ylabel="TFLOP/s", title="roofline")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
     fig.tight_layout()
     path = out / "roofline.png"
     fig.savefig(path, dpi=110)

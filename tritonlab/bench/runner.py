@@ -1,29 +1,34 @@
 """Run ops × cases × providers × modes and collect one row each (DESIGN.md's columns).
 
-Providers: the tiers (`naive`, `reference`, `triton`) through tritonlab's layers, and
-`torch` (torch.nn: oneDNN on CPU, cuDNN/cuBLAS on GPU) with the same weights. Before a
-provider is timed, its forward output is checked against torch's; a wrong provider is
-recorded as `wrong`, never timed. The naive tier runs only cases it can finish in
-seconds; anything not run is a row with `status` saying why.
+Providers are registered in `providers.py`. Before a provider is timed, its forward
+output is checked against torch's; a wrong provider is recorded as `wrong`, never
+timed, and one that raises is recorded as `failed` with the error, so one broken
+kernel never costs the rest of a run. The naive tier runs only cases it can finish in
+seconds; anything not run is a row with `status` saying why. The first forward of each
+provider (compile, autotune, allocator warm-up) is kept out of the medians and reported
+as `first_call_ms`.
 """
 from __future__ import annotations
 
 import datetime
 import importlib.metadata
 import platform
+import subprocess
+import time
 
 import pandas as pd
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..layers._base import LabLayer
 from . import ceilings as ceil
-from .ops import OPS, Op
+from . import providers as prov
+from .ops import OPS, Cost, Op
 from .timing import refuse_interpreter, time_fn
 
-PROVIDERS = ("naive", "reference", "triton", "torch")
-MODES = ("fwd", "fwd+bwd")
+PROVIDERS = prov.BASE
+MODES = ("fwd", "bwd", "fwd+bwd")
+QUICK_MODES = ("fwd", "fwd+bwd")  # --quick: the backward alone shows as their difference
 NAIVE_MAX_STEPS = 5000  # Python iterations per call; more would take minutes
 DROPOUT_P = 0.1         # the p of the benchmarked dropout ops
 TOLERANCE = {torch.float64: 1e-8, torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 5e-2}
@@ -47,18 +52,6 @@ def _triton_version() -> str:
         return "none"
 
 
-def _provider_module(op: Op, params: dict, provider: str, ref: nn.Module, device, dtype) -> nn.Module:
-    """torch.nn for `torch`; else the tritonlab layer pinned to the tier, with ref's weights."""
-    if provider == "torch":
-        return ref
-    lab = op.lab(params).to(device=device, dtype=dtype)
-    lab.load_state_dict(ref.state_dict())
-    for m in lab.modules():
-        if isinstance(m, LabLayer):
-            m.backend = provider
-    return lab
-
-
 def _first(out) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else _first(out[0])
 
@@ -76,15 +69,44 @@ def _error(op: Op, out: torch.Tensor, ref: nn.Module, inputs) -> float:
     return (out.double() - expected.double()).abs().max().item() if out.numel() else 0.0
 
 
-def _skip_reason(op: Op, params: dict, provider: str, device: torch.device) -> str | None:
+def _cuda_versions() -> dict:
+    """CUDA runtime torch was built with and the driver's version (nvidia-smi), or 'none'."""
+    if not torch.cuda.is_available():
+        return {"cuda_version": "none", "driver_version": "none"}
+    try:
+        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=30).stdout.split("\n")[0].strip()
+    except (OSError, subprocess.SubprocessError):
+        driver = ""
+    return {"cuda_version": torch.version.cuda or "none", "driver_version": driver or "unknown"}
+
+
+def common_columns(device: torch.device, dtype: torch.dtype) -> dict:
+    """What every row of a run carries: dtype, device, versions, TF32, time stamp."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return {"dtype": str(dtype).removeprefix("torch."), "device": device_name(device),
+            "torch_version": torch.__version__, "triton_version": _triton_version(), "timestamp": stamp,
+            "tf32": torch.backends.cuda.matmul.allow_tf32 if device.type == "cuda" else False,
+            **_cuda_versions()}
+
+
+def skip_reason(op: Op, params: dict, provider: str, mode: str, device: torch.device) -> str | None:
     if provider == "naive" and op.naive_steps(params) > NAIVE_MAX_STEPS:
         return f"skipped: naive tier would loop {op.naive_steps(params)} times in Python"
-    if provider == "triton" and device.type != "cuda":
-        return "skipped: Triton kernels are timed on CUDA only (never under the interpreter)"
-    return None
+    if provider == "graph" and mode == "bwd":
+        return "skipped: a graphed backward replays only after its own forward; see fwd+bwd"
+    return prov.skip_reason(op, provider, device)
 
 
-def _callable(mod: nn.Module, inputs, mode: str):
+def cost_of(op: Op, params: dict, mode: str, es: int) -> Cost:
+    """The op's floor for `mode`; the backward alone is fwd+bwd less the forward."""
+    if mode != "bwd":
+        return op.cost(params, mode, es)
+    both, fwd = op.cost(params, "fwd+bwd", es), op.cost(params, "fwd", es)
+    return Cost(both.bytes - fwd.bytes, both.flops - fwd.flops)
+
+
+def make_callable(mod: nn.Module, inputs, mode: str):
     if mode == "fwd":
         def fwd():
             with torch.no_grad():
@@ -92,29 +114,42 @@ def _callable(mod: nn.Module, inputs, mode: str):
         return fwd
     leaves = [i.detach().requires_grad_() for i in inputs]
     wrt = leaves + [p for p in mod.parameters() if p.requires_grad]
-    grad = torch.randn_like(_first(mod(*leaves)))
+    out = _first(mod(*leaves))
+    grad = torch.randn_like(out)
+    if mode == "bwd":  # the forward once, its graph kept for every timed backward
+        return lambda: torch.autograd.grad(out, wrt, grad, retain_graph=True, allow_unused=True)
 
     def fwd_bwd():
         return torch.autograd.grad(_first(mod(*leaves)), wrt, grad, allow_unused=True)
     return fwd_bwd
 
 
-def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=PROVIDERS, modes=MODES,
+def _failure(e: Exception) -> str:
+    msg = str(e).strip().split("\n")[0][:200]
+    return f"failed: {type(e).__name__}: {msg}"
+
+
+def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=None, modes=None,
         progress=True) -> tuple[pd.DataFrame, ceil.Ceilings]:
-    """Benchmark `ops` (names or Op objects; all of OPS by default) and return (rows,
-    the measured ceilings)."""
+    """Benchmark `ops` (names or Op objects; all of OPS by default) on the cases sized
+    for `device`, and return (rows, the measured ceilings). `providers` defaults to
+    providers.DEFAULT for the device, `modes` to all three (fwd and fwd+bwd if quick)."""
     refuse_interpreter()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     chosen = [OPS.get(o, o) if isinstance(o, str) else o for o in (ops or OPS)]
     unknown = [o for o in chosen if not isinstance(o, Op)]
     if unknown:
         raise ValueError(f"unknown op(s) {unknown}; choose from {sorted(OPS)}")
+    providers = providers or prov.DEFAULT[device.type]
+    modes = modes or (QUICK_MODES if quick else MODES)
+    bad = sorted(set(providers) - set(PROVIDERS))
+    if bad:
+        raise ValueError(f"unknown provider(s) {bad}; choose from {list(PROVIDERS)}")
     limits = ceil.measure(device, dtype, quick)
-    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    common = {"dtype": str(dtype).removeprefix("torch."), "device": device_name(device),
-              "torch_version": torch.__version__, "triton_version": _triton_version(), "timestamp": stamp,
-              "tf32": torch.backends.cuda.matmul.allow_tf32 if device.type == "cuda" else False}
-    work = [(op, case) for op in chosen for case in op.cases if case.quick or not quick]
+    common = common_columns(device, dtype)
+    kind = "cuda" if device.type == "cuda" else "cpu"
+    work = [(op, case) for op in chosen for case in op.cases
+            if case.device == kind and (case.quick or not quick)]
     rows = []
     budget = 0.2 if quick else 0.5
     for op, case in tqdm(work, desc="bench", disable=not progress, unit="case"):
@@ -122,20 +157,20 @@ def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=PROVI
         ref = op.torch(case.params).to(device=device, dtype=dtype)
         inputs = [t.to(device=device, dtype=dtype) for t in op.inputs(case.params)]
         es = inputs[0].element_size()
-        for provider in providers:
-            mod = _provider_module(op, case.params, provider, ref, device, dtype)
-            reason = _skip_reason(op, case.params, provider, device)
-            checked = None  # the forward check, once per provider, shared by its modes
+        for provider in prov.for_op(op, providers):
+            checked = mod = None  # the module and its forward check, once per provider
             for mode in modes:
-                cost = op.cost(case.params, mode, es)
+                cost = cost_of(op, case.params, mode, es)
                 row = {"op": op.name, "provider": provider, "mode": mode, "case": case.label, "size": case.size,
-                       "size_unit": op.size_unit,
-                       "bytes": cost.bytes, "flops": cost.flops, **common}
+                       "size_unit": op.size_unit, "bytes": cost.bytes, "flops": cost.flops, **common}
+                reason = skip_reason(op, case.params, provider, mode, device)
                 try:
                     if reason is not None:
                         row["status"] = reason
                     else:
-                        checked = checked or _check(op, mod, ref, inputs, dtype)
+                        if checked is None:
+                            mod = prov.build(op, case.params, provider, ref, device, dtype)
+                            checked = check(op, mod, ref, inputs, dtype, device)
                         row.update(checked)
                         if row["status"] == "ok":
                             row.update(_time(mod, inputs, mode, device, budget))
@@ -143,22 +178,37 @@ def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=PROVI
                     row["status"] = f"skipped: {e}"
                 except torch.cuda.OutOfMemoryError:
                     row["status"] = "skipped: out of memory"
+                except Exception as e:  # recorded, so one broken provider does not end the run
+                    row["status"] = _failure(e)
+                    if checked is None:  # the build or the check failed: the other modes would too
+                        checked = {"status": row["status"]}
                 rows.append(row)
-    return _derive(pd.DataFrame(rows), limits), limits
+            del mod
+    return derive(pd.DataFrame(rows), limits), limits
 
 
-def _check(op, mod, ref, inputs, dtype) -> dict:
-    """Forward once and compare with torch: `ok` within the dtype's tolerance (scaled by
-    the output's magnitude), else `wrong`."""
+def check(op, mod, ref, inputs, dtype, device) -> dict:
+    """Forward once (timed: compile and autotune happen here) and compare with torch:
+    `ok` within the dtype's tolerance (scaled by the output's magnitude), else `wrong`."""
+    _sync(device)
+    start = time.perf_counter()
     with torch.no_grad():
         out = _first(mod(*inputs))
+    _sync(device)
+    first_ms = (time.perf_counter() - start) * 1e3
     err = _error(op, out, ref, inputs)
     scale = max(1.0, out.abs().max().item()) if out.numel() else 1.0
-    return {"max_abs_err": err, "status": "ok" if err <= TOLERANCE[dtype] * scale else "wrong"}
+    return {"max_abs_err": err, "first_call_ms": first_ms,
+            "status": "ok" if err <= TOLERANCE[dtype] * scale else "wrong"}
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _time(mod, inputs, mode, device, budget) -> dict:
-    fn = _callable(mod, inputs, mode)
+    fn = make_callable(mod, inputs, mode)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     p50, p20, p80 = time_fn(fn, device, budget)
@@ -166,9 +216,9 @@ def _time(mod, inputs, mode, device, budget) -> dict:
     return {"ms_p50": p50, "ms_p20": p20, "ms_p80": p80, "peak_mem_mb": peak}
 
 
-def _derive(df: pd.DataFrame, limits: ceil.Ceilings) -> pd.DataFrame:
+def derive(df: pd.DataFrame, limits: ceil.Ceilings) -> pd.DataFrame:
     """Throughput, roofline fraction and speed-up vs torch from the times and costs."""
-    for col in ("ms_p50", "ms_p20", "ms_p80", "max_abs_err", "peak_mem_mb"):
+    for col in ("ms_p50", "ms_p20", "ms_p80", "max_abs_err", "peak_mem_mb", "first_call_ms"):
         if col not in df:
             df[col] = float("nan")
     sec = df["ms_p50"] * 1e-3

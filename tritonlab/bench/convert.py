@@ -1,0 +1,48 @@
+"""Other ways into a report: a pytest-benchmark JSON turned into the runner's rows,
+and two results.csv files compared row by row."""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pandas as pd
+
+from .ceilings import Ceilings
+from .runner import derive
+
+KEY = ["op", "case", "mode", "provider"]
+
+
+def from_pytest_json(path: str | Path) -> tuple[pd.DataFrame, Ceilings]:
+    """Rows and ceilings from `pytest benchmarks/ --benchmark-json FILE`: times in ms,
+    p20/p80 from the raw samples, and the ceilings the suite measured."""
+    data = json.loads(Path(path).read_text())
+    meta = data.get("tritonlab")
+    if meta is None:
+        raise ValueError(f"{path} has no 'tritonlab' section: write it with "
+                         "`pytest benchmarks/ --benchmark-only --benchmark-json FILE`")
+    rows = []
+    for b in data["benchmarks"]:
+        samples = [t * 1e3 for t in b["stats"].get("data") or []]
+        q = statistics.quantiles(samples, n=5, method="inclusive") if len(samples) > 1 else [float("nan")] * 4
+        rows.append({**meta["common"], **b["extra_info"], "status": "ok", "ms_p50": b["stats"]["median"] * 1e3,
+                     "ms_p20": q[0], "ms_p80": q[3], "peak_mem_mb": float("nan")})
+    if not rows:
+        raise ValueError(f"{path} holds no benchmark results")
+    return derive(pd.DataFrame(rows), Ceilings(**meta["ceilings"])), Ceilings(**meta["ceilings"])
+
+
+def compare(a: str | Path, b: str | Path) -> pd.DataFrame:
+    """Rows timed in both runs, with ms in each and ratio = A's time / B's (above 1: B is
+    faster), e.g. before/after a change or one GPU against another."""
+    runs = []
+    for path in (a, b):
+        df = pd.read_csv(path)
+        missing = [c for c in KEY + ["ms_p50"] if c not in df.columns]
+        if missing:
+            raise ValueError(f"{path} is not a tritonlab results.csv (no column {missing[0]!r})")
+        runs.append(df[df["ms_p50"].notna()].set_index(KEY)["ms_p50"])
+    both = pd.concat(runs, axis=1, keys=["ms_a", "ms_b"], join="inner").reset_index()
+    both["ratio"] = both["ms_a"] / both["ms_b"]
+    return both
