@@ -89,10 +89,14 @@ def _fwd_kernel(x_ptr, out_ptr, lse_ptr, seed_ptr, p, scale, n_rows, n, inner,
     x_base = o * sx_o + i * sx_i
     out_base = o * n * inner + i
     cols = tl.arange(0, BLOCK_N).to(tl.int64)
+    if SOFTMAX:  # what a padding column reads: nothing for the max and the sum
+        pad = float("-inf")
+    else:        # and for dropout alone a finite value (-inf * 0 would be a nan)
+        pad = 0.0
     if not LOOPED:
         mask = cols[None, :] < n
         x = compute_dtype(tl.load(x_ptr + x_base[:, None] + cols[None, :] * sx_n, mask=mask,
-                                  other=float("-inf")))
+                                  other=pad))
         if SOFTMAX:
             m = tl.max(x, axis=1)
             e = tl.exp(x - m[:, None])
@@ -112,7 +116,7 @@ def _fwd_kernel(x_ptr, out_ptr, lse_ptr, seed_ptr, p, scale, n_rows, n, inner,
                 c = start + cols
                 mask = c[None, :] < n
                 x = compute_dtype(tl.load(x_ptr + x_base[:, None] + c[None, :] * sx_n,
-                                          mask=mask, other=float("-inf")))
+                                          mask=mask, other=pad))
                 m_new = tl.maximum(m, tl.max(x, axis=1))
                 # a block of only -inf keeps m at -inf; shift by 0 then, not by -inf (nan)
                 shift = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -124,7 +128,7 @@ def _fwd_kernel(x_ptr, out_ptr, lse_ptr, seed_ptr, p, scale, n_rows, n, inner,
             c = start + cols
             mask = c[None, :] < n
             x = compute_dtype(tl.load(x_ptr + x_base[:, None] + c[None, :] * sx_n,
-                                      mask=mask, other=float("-inf")))
+                                      mask=mask, other=pad))
             if SOFTMAX:
                 x = tl.exp(x - m[:, None]) / s[:, None]
             if DROPOUT:
