@@ -69,6 +69,27 @@ def test_matmul_out_in_float32_for_half_inputs(triton_device):
     torch.testing.assert_close(out, (a.double() @ b.double()).float(), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("m,k,n,split_k", [(5, 400, 7, 3), (33, 129, 67, 2), (1, 1000, 1, 40), (20, 64, 30, 5)],
+                         ids=str)
+def test_matmul_split_k(m, k, n, split_k, dtype, triton_device):
+    a = torch.randn(m, k, device=triton_device, dtype=dtype)
+    b = torch.randn(n, k, device=triton_device, dtype=dtype).t() / k ** 0.5
+    bias = torch.randn(n, device=triton_device, dtype=dtype)
+    for activation in (None, "sigmoid"):
+        _close(matmul(a, b, bias, activation, split_k=split_k), _expected(a, b, bias, activation), dtype, scale=2)
+
+
+def test_matmul_split_k_into_out_with_odd_strides(triton_device):
+    a = torch.randn(300, 10, device=triton_device).t()             # (10, 300), strides (1, 10)
+    b = torch.randn(300, 9, device=triton_device) / 17
+    store = torch.zeros(9, 12, device=triton_device)
+    out = store.t()[2:]                                             # (10, 9), strides (1, 12)
+    matmul(a, b, None, "relu", out=out, split_k=4)
+    _close(out, _expected(a, b, None, "relu"), torch.float32)
+    assert (store.t()[:2] == 0).all()
+
+
 def test_matmul_empty(triton_device):
     assert matmul(torch.randn(0, 4, device=triton_device), torch.randn(4, 3, device=triton_device)).shape == (0, 3)
     assert matmul(torch.randn(2, 4, device=triton_device), torch.randn(4, 0, device=triton_device)).shape == (2, 0)
@@ -87,6 +108,7 @@ def test_matmul_empty(triton_device):
     ((torch.randn(3, 4), torch.randn(4, 2), None, "gelu"), {}, ValueError, "activation must be one of"),
     ((torch.randn(3, 4), torch.randn(4, 2)), {"out": torch.empty(2, 3)}, ValueError, r"out of shape \(3, 2\)"),
     ((torch.randn(3, 4), torch.randn(4, 2)), {"out": torch.empty(3, 2, dtype=torch.int64)}, TypeError, "out of dtype"),
+    ((torch.randn(3, 4), torch.randn(4, 2)), {"split_k": 0}, ValueError, "split_k to be None or an int >= 1, got 0"),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_matmul_bad_input(args, kwargs, err, match):
     with pytest.raises(err, match=match):
@@ -342,6 +364,19 @@ def test_gpu_matmul_offsets_past_2_to_the_31():
     torch.testing.assert_close(c[tail].float(), _fp32_product(a[tail], b, None, None), atol=2e-2, rtol=2e-2)
     del a, c
     torch.cuda.empty_cache()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_gpu_split_k_for_a_weight_gradient_over_many_rows(dtype):
+    from tritonlab.kernels.gemm import _split_k
+    g = torch.randn(200_000, 64, device="cuda", dtype=dtype)     # dW = gᵀ x, summed over 200k rows
+    x = torch.randn(200_000, 96, device="cuda", dtype=dtype) / 400
+    assert _split_k(64, 96, 200_000, g.device, None)[0] > 1
+    tol = _gpu_tol(dtype)
+    want = _fp32_product(g.t(), x, None, None)
+    torch.testing.assert_close(matmul(g.t(), x).float(), want, atol=tol, rtol=tol)
+    torch.testing.assert_close(matmul(g.t(), x, split_k=1).float(), want, atol=tol, rtol=tol)
 
 
 @pytest.mark.gpu

@@ -57,9 +57,9 @@ _INTERPRET_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, 
 @triton.jit(do_not_specialize=["M_BUCKET"])
 def _matmul_kernel(
     a_ptr, b_ptr, c_ptr, bias_ptr,
-    M, N, K, M_BUCKET,
-    stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
-    HAS_BIAS: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr,
+    M, N, K, K_PER_SPLIT, M_BUCKET,
+    stride_am, stride_ak, stride_bk, stride_bn, stride_cs, stride_cm, stride_cn,
+    HAS_BIAS: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr, EVEN_K: tl.constexpr,
 ):
@@ -68,13 +68,17 @@ def _matmul_kernel(
     Pointers: a (M, K), b (K, N), c (M, N), each with its own strides; bias (N,)
     contiguous (unused unless HAS_BIAS). ACT is an activation code of `_math`.
     M_BUCKET only feeds the autotune key (a power-of-two bucket of M).
-    Grid: one program per BLOCK_M x BLOCK_N tile of c, cdiv(M, BLOCK_M) * cdiv(N,
-    BLOCK_N) programs in grouped order: GROUP_M row-tiles walk the columns together, so
-    the b panel a group reads stays in L2 while its programs run.
-    Cost: 2*M*N*K FLOPs; HBM bytes at least (M*K + K*N + M*N) * itemsize (+ N bias),
-    more when panels fall out of L2. 4096^3 bf16: 137 GFLOP, ~100 MB: the floor is
-    ~0.14 ms at ~990 TFLOP/s on an H100/H200, compute-bound by ~3x over the ~30 us the
-    bytes take (TF32 ~0.28 ms, fp32 FMA ~2 ms).
+    Split-K (SPLIT): program (t, s) sums only k in [s * K_PER_SPLIT, (s+1) * K_PER_SPLIT)
+    and stores its raw fp32 partial at c + s * stride_cs, c being then an (S, M, N)
+    workspace; `_split_k_sum_kernel` adds the partials and applies the epilogue.
+    Without it K_PER_SPLIT = K and the grid's second axis is 1.
+    Grid: (cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N), S): one program per BLOCK_M x BLOCK_N
+    tile of c (and K range), in grouped order: GROUP_M row-tiles walk the columns
+    together, so the b panel a group reads stays in L2 while its programs run.
+    Cost: 2*M*N*K FLOPs; HBM bytes at least (M*K + K*N + M*N) * itemsize (+ N bias,
+    + 2*S*M*N*4 for a split-K workspace), more when panels fall out of L2. 4096^3 bf16:
+    137 GFLOP, ~100 MB: the floor is ~0.14 ms at ~990 TFLOP/s on an H100/H200,
+    compute-bound by ~3x over the ~30 us the bytes take (TF32 ~0.28 ms, fp32 FMA ~2 ms).
     """
     pid = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)
@@ -85,42 +89,76 @@ def _matmul_kernel(
     group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
     pid_m = first_pid_m + (pid % num_pid_in_group) % group_size_m
     pid_n = (pid % num_pid_in_group) // group_size_m
+    pid_s = tl.program_id(1)
 
-    # int64 row/column offsets: rows * stride can pass 2**31 elements. Out-of-range rows
-    # and columns wrap (% M, % N) to read valid memory unmasked; the store drops them.
+    # int64 offsets: rows * stride can pass 2**31 elements. Out-of-range rows and
+    # columns wrap (% M, % N) to read valid memory unmasked; the store drops them.
     rm = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
-    a_ptrs = a_ptr + (rm % M)[:, None] * stride_am + rk[None, :] * stride_ak
-    b_ptrs = b_ptr + rk[:, None] * stride_bk + (rn % N)[None, :] * stride_bn
+    k0 = pid_s.to(tl.int64) * K_PER_SPLIT
+    k_len = min(K - k0, K_PER_SPLIT)
+    a_ptrs = a_ptr + (rm % M)[:, None] * stride_am + (k0 + rk)[None, :] * stride_ak
+    b_ptrs = b_ptr + (k0 + rk)[:, None] * stride_bk + (rn % N)[None, :] * stride_bn
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k in range(0, tl.cdiv(K, BLOCK_K)):
+    for k in range(0, tl.cdiv(k_len, BLOCK_K)):
         if EVEN_K:
             a = tl.load(a_ptrs)
             b = tl.load(b_ptrs)
         else:
-            k_left = K - k * BLOCK_K
+            k_left = k_len - k * BLOCK_K
             a = tl.load(a_ptrs, mask=rk[None, :] < k_left, other=0.0)
             b = tl.load(b_ptrs, mask=rk[:, None] < k_left, other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
 
+    c_ptrs = c_ptr + pid_s.to(tl.int64) * stride_cs + rm[:, None] * stride_cm + rn[None, :] * stride_cn
+    mask = (rm[:, None] < M) & (rn[None, :] < N)
+    if SPLIT:
+        tl.store(c_ptrs, acc, mask=mask)
+    else:
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+        acc = activate(acc, ACT)
+        tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _split_k_sum_kernel(
+    ws_ptr, bias_ptr, c_ptr, M, N, S, stride_ws, stride_cm, stride_cn,
+    HAS_BIAS: tl.constexpr, ACT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """c = act(sum_s ws[s] + bias): the epilogue of a split-K matmul.
+
+    Pointers: ws (S, M, N) fp32 contiguous partial products (stride_ws = M * N); bias (N,) (unused unless
+    HAS_BIAS); c (M, N) with its strides. Grid: (cdiv(M, BLOCK_M), cdiv(N, BLOCK_N)),
+    one tile of c per program, summing its S partials in order (deterministic).
+    Cost: reads S*M*N*4 bytes, writes M*N*itemsize; S*M*N adds.
+    """
+    rm = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = tl.program_id(1).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask = (rm[:, None] < M) & (rn[None, :] < N)
+    ws_ptrs = ws_ptr + rm[:, None] * N + rn[None, :]
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for _ in range(0, S):
+        acc += tl.load(ws_ptrs, mask=mask, other=0.0)
+        ws_ptrs += stride_ws  # a Python int from the launcher: int64 once M * N needs it
     if HAS_BIAS:
         acc += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
     acc = activate(acc, ACT)
-    c_ptrs = c_ptr + rm[:, None] * stride_cm + rn[None, :] * stride_cn
-    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
+    tl.store(c_ptr + rm[:, None] * stride_cm + rn[None, :] * stride_cn, acc.to(c_ptr.dtype.element_ty), mask=mask)
 
 
 # EVEN_K drops the K-tail mask when every K step is a full tile; it depends on the
 # BLOCK_K autotune picks, so the heuristic sits inside the autotuner.
-_even_k = triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})
+_even_k = triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0
+                            and args["K_PER_SPLIT"] % args["BLOCK_K"] == 0})
 _matmul_fixed = _even_k(_matmul_kernel)
 # The key holds no raw M: a new batch size retunes only when it enters a new bucket.
 # The autotuner adds every tensor argument's dtype to the key itself.
-_matmul_tuned = triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K", "PRECISION"],
+_matmul_tuned = triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K", "K_PER_SPLIT", "PRECISION"],
                                 prune_configs_by={"early_config_prune": _fits_smem})(_matmul_fixed)
 
 
@@ -172,9 +210,32 @@ def _check(a, b, bias, activation, out):
             )
 
 
+def _split_k(M: int, N: int, K: int, device: torch.device, split_k: int | None) -> tuple[int, int]:
+    """(S, K_PER_SPLIT): how many K ranges the GEMM is cut into, and their length.
+
+    Automatic on CUDA: when the output has too few tiles to fill the SMs (e.g. dW of a
+    small layer summed over many rows) and K is long, cut K so that tiles * S is about
+    one wave, each range keeping >= 1024 of K. K_PER_SPLIT is a multiple of the largest
+    BLOCK_K, so only the last range has a ragged tail.
+    """
+    if split_k is None:
+        split_k = 1
+        if device.type == "cuda" and K >= 4096:
+            sms = torch.cuda.get_device_properties(device).multi_processor_count
+            tiles = triton.cdiv(M, 128) * triton.cdiv(N, 128)
+            if 2 * tiles <= sms:
+                split_k = min(triton.cdiv(sms, tiles), K // 1024, 32)
+    if split_k == 1 or K == 0:
+        return 1, K
+    grain = _INTERPRET_CONFIG["BLOCK_K"] if interpreter_enabled() else max(c.kwargs["BLOCK_K"] for c in _configs())
+    per = triton.cdiv(triton.cdiv(K, split_k), grain) * grain
+    return triton.cdiv(K, per), per
+
+
 def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
-           activation: str | None = None, *, out: torch.Tensor | None = None) -> torch.Tensor:
-    """c = act(a @ b + bias) in one kernel.
+           activation: str | None = None, *, out: torch.Tensor | None = None,
+           split_k: int | None = None) -> torch.Tensor:
+    """c = act(a @ b + bias) in one kernel (two with split-K).
 
     a (M, K) and b (K, N) of one dtype (float32, float16, bfloat16), any strides (b may
     be `weight.t()`, a view: no copy); bias (N,) of that dtype or None; activation None,
@@ -182,30 +243,44 @@ def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
     a.dtype, or writes it into `out` ((M, N), any strides, any of the three dtypes) and
     returns `out`. `out` must not overlap a or b. float32 runs in TF32 exactly when
     torch.backends.cuda.matmul.allow_tf32 is True (see the module docstring).
+    split_k: None picks it (see `_split_k`), 1 never splits, n cuts K into at most n
+    ranges summed in fp32 by a second kernel that applies bias and activation.
     """
     _check(a, b, bias, activation, out)
+    if split_k is not None and (not isinstance(split_k, int) or split_k < 1):
+        raise ValueError(f"matmul expected split_k to be None or an int >= 1, got {split_k!r}")
     M, K = a.shape
     N = b.shape[1]
     if out is None:
         out = torch.empty((M, N), device=a.device, dtype=a.dtype)
     if M == 0 or N == 0:
         return out
+    splits, k_per_split = _split_k(M, N, K, a.device, split_k)
+    # split-K: raw fp32 partials go to an (S, M, N) workspace, the epilogue runs after
+    c = out if splits == 1 else torch.empty((splits, M, N), device=a.device, dtype=torch.float32)
     tf32 = a.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
+    bias_ptr = bias if bias is not None else out  # a placeholder pointer when there is no bias
     args = (
-        a, b, out, bias if bias is not None else out,  # a dummy pointer when there is no bias
-        M, N, K, min(triton.next_power_of_2(M), _M_BUCKET_CAP),
-        a.stride(0), a.stride(1), b.stride(0), b.stride(1), out.stride(0), out.stride(1),
+        a, b, c, bias_ptr, M, N, K, k_per_split, min(triton.next_power_of_2(M), _M_BUCKET_CAP),
+        a.stride(0), a.stride(1), b.stride(0), b.stride(1),
+        c.stride(0) if splits > 1 else 0, c.stride(-2), c.stride(-1),
     )
-    meta = dict(HAS_BIAS=bias is not None, ACT=ACTIVATIONS[activation],
+    meta = dict(HAS_BIAS=bias is not None, ACT=ACTIVATIONS[activation], SPLIT=splits > 1,
                 PRECISION="tf32" if tf32 or a.dtype != torch.float32 else "ieee")
     if interpreter_enabled():
         cfg = _INTERPRET_CONFIG
-        grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
+        grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]), splits)
         _matmul_fixed[grid](*args, **meta, **cfg)
     else:
         def grid(m):
-            return (triton.cdiv(M, m["BLOCK_M"]) * triton.cdiv(N, m["BLOCK_N"]),)
+            return (triton.cdiv(M, m["BLOCK_M"]) * triton.cdiv(N, m["BLOCK_N"]), splits)
         _matmul_tuned[grid](*args, **meta)
+    if splits > 1:
+        block_m, block_n = 32, 64
+        _split_k_sum_kernel[(triton.cdiv(M, block_m), triton.cdiv(N, block_n))](
+            c, bias_ptr, out, M, N, splits, c.stride(0), out.stride(0), out.stride(1),
+            HAS_BIAS=bias is not None, ACT=ACTIVATIONS[activation], BLOCK_M=block_m, BLOCK_N=block_n,
+        )
     return out
 
 
