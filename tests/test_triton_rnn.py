@@ -166,15 +166,38 @@ def test_dropout_in_training(cell, variant):
 
 
 def test_variant_chosen_per_call_and_automatically(triton_device):
+    from tritonlab.kernels import rnn as kernels
     from tritonlab.layers.functions import rnn
-    assert rnn._persistent("auto", rnn.PERSISTENT_MAX_H) and not rnn._persistent("auto", rnn.PERSISTENT_MAX_H + 1)
-    assert rnn._persistent("persistent", 4096) and not rnn._persistent("step", 4)
+    assert rnn._mode("auto", rnn.PERSISTENT_MAX_H) == kernels.PERSISTENT
+    assert rnn._mode("auto", rnn.PERSISTENT_MAX_H + 1) == kernels.STEP
+    assert rnn._mode("persistent", 4096) == kernels.PERSISTENT and rnn._mode("step", 4) == kernels.STEP
     lab = tritonlab.LSTM(3, 5)
     x = torch.randn(4, 2, 3)
     outs = [rnn.lstm_triton(x, None, lab._weights(), variant=v)[0] for v in ("step", "persistent")]
     torch.testing.assert_close(outs[0], outs[1], atol=1e-6, rtol=1e-6)
-    with pytest.raises(ValueError, match=r"variant must be one of \('auto', 'step', 'persistent'\), got 'fast'"):
+    with pytest.raises(ValueError, match=r"variant must be one of \('auto', 'step', 'persistent', "
+                                         r"'persistent-grid'\), got 'fast'"):
         rnn.lstm_triton(x, None, lab._weights(), variant="fast")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_persistent_grid_under_the_interpreter(cell, monkeypatch, triton_device):
+    """The grid-barrier variant's code path with one hidden block (H <= 16: its barrier
+    never waits, so the interpreter can run it), packed input included; with more hidden
+    blocks the interpreter would wait forever, so it refuses."""
+    if triton_device == "cuda":
+        pytest.skip("interpreter-only check; the GPU test runs this variant at real sizes")
+    from tritonlab.layers.functions import rnn
+    monkeypatch.setattr(rnn, "variant", "persistent-grid")
+    lab_cls, torch_cls = CELLS[cell]
+    kwargs = dict(input_size=3, hidden_size=13, num_layers=2, bidirectional=True)
+    x = torch.randn(5, 17, 3)
+    assert_matches_torch(lab_cls(**kwargs), torch_cls(**kwargs), x, initial_state(cell, kwargs, 17, torch.float32),
+                         tier="triton")
+    inputs = [torch.randn(6, 5, 3), torch.tensor([3, 6, 1, 6, 2])]
+    assert_matches_torch(Packed(lab_cls(**kwargs)), Packed(torch_cls(**kwargs)), *inputs, tier="triton")
+    with pytest.raises(ValueError, match="needs all its programs resident at once; B=2, H=17"):
+        lab_cls(3, 17, backend="triton")(torch.randn(4, 2, 3))
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -212,16 +235,19 @@ def no_tf32():
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("gpu_variant", ["step", "persistent", "persistent-grid", "auto"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("case", GPU_CASES, ids=lambda c: "B{}_T{}_I{}_H{}".format(*c))
 @pytest.mark.parametrize("cell", CELLS)
-def test_gpu_matches_cudnn(cell, case, dtype, variant):
+def test_gpu_matches_cudnn(cell, case, dtype, gpu_variant, monkeypatch):
     """Forward and every gradient against torch.nn on CUDA (cuDNN, TF32 off for fp32) in
     fp32, with the fp16/bf16 result compared to fp32 torch on the same values. Gradients
     compare relative to their own scale: weight gradients sum B*T products."""
+    from tritonlab.layers.functions import rnn
     B, T, I, H = case
-    if variant == "persistent" and H > 512:
+    if gpu_variant == "persistent" and H > 512:
         pytest.skip("one program per batch block walking H > 512 is needlessly slow")
+    monkeypatch.setattr(rnn, "variant", gpu_variant)
     lab_cls, torch_cls = CELLS[cell]
     kwargs = dict(input_size=I, hidden_size=H, num_layers=2, bidirectional=True)
     lab = lab_cls(**kwargs, device="cuda", dtype=dtype)

@@ -10,17 +10,20 @@ Layout (as the reference tier's): rows are time-major, step t owns rows
 packed (then the running sequences are the first n_t of the B state rows; the others
 keep their state). Gates sit in W_hh's row order: LSTM i, f, g, o; GRU r, z, n.
 
-Two ways to run the same kernel (`persistent` of the launchers):
-- step: one launch per time step; grid (cdiv(B, BLOCK_B), cdiv(H, BLOCK_H)), a program
+Three ways to run the same kernels (`mode` of the launchers):
+- STEP: one launch per time step; grid (cdiv(B, BLOCK_B), cdiv(H, BLOCK_H)), a program
   owns BLOCK_B rows x BLOCK_H hidden units of all gates for one step.
-- persistent: one launch for all T steps; grid (cdiv(B, BLOCK_B), 1), a program owns
+- PERSISTENT: one launch for all T steps; grid (cdiv(B, BLOCK_B), 1), a program owns
   its BLOCK_B rows and *all* H hidden units and walks the steps itself, with a
-  block-level barrier between steps (the next step reads, through L1/L2, the h the
-  program's other threads just wrote). No cross-program sync: it runs under the
-  interpreter too. Each step streams W_hh (4H² or 3H² elements) through one SM, so it
-  pays off for small H (no launch per step); large H needs the hidden units split across
-  programs and a grid-wide barrier per step, which is not implemented (see the layer's
-  `variant` choice).
+  block-level barrier between steps (the next step reads the h the program's other
+  threads just wrote). No cross-program sync: it runs under the interpreter too. Each
+  step streams W_hh (4H² or 3H² elements) through one SM, so it pays off for small H.
+- PERSISTENT_GRID: one launch for all T steps with STEP's split of the hidden units
+  (grid sized so every program is resident at once), and a barrier over the programs
+  of a batch block after each step (an atomic counter spin). GPU only: the interpreter
+  runs programs one after another, so a wait would never end (it may run only with a
+  single hidden block). W_hh's slices are re-read from L2 each step, not pinned on chip:
+  a 4·BLOCK_H x H slice (128 KB fp16 at H = 1024) does not fit a program's registers.
 
 h's state rides in a ping-pong pair of (B, H) buffers: the step numbered s reads [s % 2]
 and writes [(s+1) % 2] (a program reads all H columns of h but writes only its own).
@@ -49,6 +52,8 @@ def _interpret() -> bool:
 # a new step number per launch must not compile a new variant (Triton specializes
 # integers equal to 1 or divisible by 16)
 _STEP_ARGS = ["s_begin", "s_end"]
+STEP, PERSISTENT, PERSISTENT_GRID = 0, 1, 2  # the kernels' MODE
+MAX_SPINS = tl.constexpr(1 << 22)  # barrier reads (~1 us each) before a grid barrier gives up
 
 @triton.jit
 def _step_rows(s, T, B, offs_ptr, sizes_ptr, REVERSE: tl.constexpr, PACKED: tl.constexpr):
@@ -85,9 +90,10 @@ def _dot_w(acc, a, w_ptr, row0, ks, cols, H, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _hidden_blocks(H, BLOCK_H: tl.constexpr, PERSISTENT: tl.constexpr):
-    """The range of BLOCK_H-wide hidden-unit blocks this program owns."""
-    if PERSISTENT:
+def _hidden_blocks(H, BLOCK_H: tl.constexpr, MODE: tl.constexpr):
+    """The range of BLOCK_H-wide hidden-unit blocks this program owns: all of them in
+    the one-program persistent mode, else the one of program_id(1)."""
+    if MODE == 1:
         lo = 0
         hi = tl.cdiv(H, BLOCK_H)
     else:
@@ -96,13 +102,40 @@ def _hidden_blocks(H, BLOCK_H: tl.constexpr, PERSISTENT: tl.constexpr):
     return lo, hi
 
 
+@triton.jit
+def _end_step(sync_ptr, done, MODE: tl.constexpr):
+    """Wait until the step's state is in memory for whoever reads it next. MODE 0 (step):
+    nothing, the next launch waits. MODE 1 (persistent, one program per batch block): a
+    block barrier. MODE 2 (persistent-grid): a barrier over the programs of this batch
+    block (program_id(1) = 0..): each adds 1 to its block's counter and spins until all
+    have, `done` + 1 times over. The spin gives up after MAX_SPINS reads and raises the
+    flag at sync_ptr[num_programs(0)] instead of hanging; the launcher checks it.
+    Cross-program state loads use .cg (L2, not the SM's L1, which may hold the buffer's
+    contents of two steps ago)."""
+    if MODE == 1:
+        tl.debug_barrier()  # this step's stores are done before any thread reads them
+    elif MODE == 2:
+        count_ptr = sync_ptr + tl.program_id(0)
+        target = (done + 1) * tl.num_programs(1)
+        tl.debug_barrier()  # every thread's stores are issued before the release below
+        tl.atomic_add(count_ptr, 1, sem="release", scope="gpu")
+        seen = tl.atomic_add(count_ptr, 0, sem="acquire", scope="gpu")
+        spins = 0
+        while (seen < target) & (spins < MAX_SPINS):
+            seen = tl.atomic_add(count_ptr, 0, sem="acquire", scope="gpu")
+            spins += 1
+        if seen < target:
+            tl.atomic_xchg(sync_ptr + tl.num_programs(0), 1)
+        tl.debug_barrier()  # no thread reads the next step's state before the wait is over
+
+
 # ---- LSTM ------------------------------------------------------------------------------
 
 @triton.jit(do_not_specialize=_STEP_ARGS)
 def _lstm_fwd_kernel(
     xp_ptr, w_ptr, h_ptr, c_ptr, out_ptr, h_in_ptr, c_in_ptr, gates_ptr, c_out_ptr,
-    offs_ptr, sizes_ptr, B, H, T, s_begin, s_end,
-    REVERSE: tl.constexpr, PACKED: tl.constexpr, PERSISTENT: tl.constexpr, PRECISION: tl.constexpr,
+    offs_ptr, sizes_ptr, sync_ptr, B, H, T, s_begin, s_end,
+    REVERSE: tl.constexpr, PACKED: tl.constexpr, MODE: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """LSTM steps s_begin..s_end-1: a = xp_t + h W_hhᵀ; i, f, o = σ(a_i, a_f, a_o),
@@ -111,7 +144,8 @@ def _lstm_fwd_kernel(
     Pointers: xp (rows, 4H) input projection with b_ih + b_hh; w (4H, H) W_hh; h (2, B, H)
     ping-pong state; c (B, H) fp32 state, updated in place; out, h_in, c_in, c_out
     (rows, H): h', the h and c each step read, c'; gates (rows, 4H): i, f, g, o; offs,
-    sizes (T,) int32 (PACKED only). Grid: see the module docstring.
+    sizes (T,) int32 (PACKED only); sync (cdiv(B, BLOCK_B) + 1,) int32 barrier counters and
+    timeout flag (MODE 2 only). Grid: see the module docstring.
     Cost per step: 8·B·H² FLOPs (the recurrent matmul) + ~30·B·H; bytes: W_hh (4H²,
     L2-resident across steps) + B·H·(4 + 1) read + B·H·(4 + 5) written. B = 8, H = 1024,
     fp16: 67 MFLOP, 8 MB of W per step -> ~2.5 us at L2 speed (~3 TB/s on an H100), far
@@ -119,7 +153,7 @@ def _lstm_fwd_kernel(
     """
     rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     in_b = rows < B
-    j_lo, j_hi = _hidden_blocks(H, BLOCK_H, PERSISTENT)
+    j_lo, j_hi = _hidden_blocks(H, BLOCK_H, MODE)
     for s in range(s_begin, s_end):
         t, off, n = _step_rows(s, T, B, offs_ptr, sizes_ptr, REVERSE, PACKED)
         src = h_ptr + (s % 2) * B * H
@@ -133,7 +167,8 @@ def _lstm_fwd_kernel(
             acc_o = tl.zeros((BLOCK_B, BLOCK_H), tl.float32)
             for k in range(0, H, BLOCK_K):
                 ks = k + tl.arange(0, BLOCK_K)
-                hk = tl.load(src + rows[:, None] * H + ks[None, :], mask=run[:, None] & (ks < H)[None, :], other=0.0)
+                hk = tl.load(src + rows[:, None] * H + ks[None, :], mask=run[:, None] & (ks < H)[None, :], other=0.0,
+                             cache_modifier=".cg")
                 acc_i = _dot_w_t(acc_i, hk, w_ptr, 0, cols, ks, H, PRECISION)
                 acc_f = _dot_w_t(acc_f, hk, w_ptr, H, cols, ks, H, PRECISION)
                 acc_g = _dot_w_t(acc_g, hk, w_ptr, 2 * H, cols, ks, H, PRECISION)
@@ -147,7 +182,7 @@ def _lstm_fwd_kernel(
             g = tanh(acc_g + tl.load(xp_ptr + gate + 2 * H, mask=m, other=0.0).to(tl.float32))
             o = sigmoid(acc_o + tl.load(xp_ptr + gate + 3 * H, mask=m, other=0.0).to(tl.float32))
             c_prev = tl.load(c_ptr + state, mask=in_state, other=0.0)
-            h_prev = tl.load(src + state, mask=in_state, other=0.0)
+            h_prev = tl.load(src + state, mask=in_state, other=0.0, cache_modifier=".cg")
             c = f * c_prev + i * g
             h = o * tanh(c)
             dt = gates_ptr.dtype.element_ty
@@ -162,8 +197,7 @@ def _lstm_fwd_kernel(
             tl.store(c_out_ptr + row, c.to(dt), mask=m)
             tl.store(c_ptr + state, c, mask=m)  # rows not running keep their c
             tl.store(dst + state, tl.where(run[:, None], h.to(dt), h_prev), mask=in_state)
-        if PERSISTENT:
-            tl.debug_barrier()  # this step's h is in memory before any thread reads it
+        _end_step(sync_ptr, s - s_begin, MODE)
 
 
 @triton.jit
@@ -178,24 +212,26 @@ def _lstm_dgates(dh, dc, i, f, g, o, c, c_in):
 @triton.jit(do_not_specialize=_STEP_ARGS)
 def _lstm_bwd_kernel(
     w_ptr, d_out_ptr, gates_ptr, c_out_ptr, c_in_ptr, dh_ptr, dc_ptr, d_gates_ptr,
-    offs_ptr, sizes_ptr, B, H, T, s_begin, s_end,
-    REVERSE: tl.constexpr, PACKED: tl.constexpr, PERSISTENT: tl.constexpr, PRECISION: tl.constexpr,
+    offs_ptr, sizes_ptr, sync_ptr, B, H, T, s_begin, s_end,
+    REVERSE: tl.constexpr, PACKED: tl.constexpr, MODE: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """LSTM backward steps, visited in reverse of the forward's order (the launcher flips
-    REVERSE: s = 0 is the forward's last step). With dh = dh_carry + d_out_t and dc = dc_carry + dh o tanh'(c'):
+    REVERSE: s = 0 is the forward's last step). With dh = dh_carry + d_out_t and
+    dc = dc_carry + dh o tanh'(c'):
     d_i = dc g σ'(i), d_f = dc c_in σ'(f), d_g = dc i tanh'(g), d_o = dh tanh(c') σ'(o);
     then dc_carry' = dc f and dh_carry' = d_gates W_hh.
 
     Pointers: w (4H, H) W_hh; d_out (rows, H); gates (rows, 4H), c_out, c_in (rows, H)
     saved by the forward; dh, dc (2, B, H) fp32 ping-pong carries; d_gates (rows, 4H)
-    out. A program recomputes d_gates for every hidden unit it contracts over (cheap
-    elementwise math against the 8·B·H² FLOPs of the product) and stores its own block.
+    out; offs, sizes, sync as the forward's. A program recomputes d_gates for every
+    hidden unit it contracts over (cheap elementwise math against the 8·B·H² FLOPs of the
+    product) and stores its own block.
     Cost per step as the forward's: W_hh read once (L2), 8·B·H² FLOPs.
     """
     rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     in_b = rows < B
-    j_lo, j_hi = _hidden_blocks(H, BLOCK_H, PERSISTENT)
+    j_lo, j_hi = _hidden_blocks(H, BLOCK_H, MODE)
     for s in range(s_begin, s_end):
         t, off, n = _step_rows(s, T, B, offs_ptr, sizes_ptr, REVERSE, PACKED)
         cur, nxt = (s % 2) * B * H, ((s + 1) % 2) * B * H
@@ -224,12 +260,11 @@ def _lstm_bwd_kernel(
             state = rows[:, None] * H + cols[None, :]
             in_state = in_b[:, None] & (cols < H)[None, :]
             # rows not running pass their carries through unchanged
-            dh_keep = tl.load(dh_ptr + cur + state, mask=in_state, other=0.0)
-            dc_keep = tl.load(dc_ptr + cur + state, mask=in_state, other=0.0)
+            dh_keep = tl.load(dh_ptr + cur + state, mask=in_state, other=0.0, cache_modifier=".cg")
+            dc_keep = tl.load(dc_ptr + cur + state, mask=in_state, other=0.0, cache_modifier=".cg")
             tl.store(dh_ptr + nxt + state, tl.where(run[:, None], acc, dh_keep), mask=in_state)
             tl.store(dc_ptr + nxt + state, tl.where(run[:, None], dc * f, dc_keep), mask=in_state)
-        if PERSISTENT:
-            tl.debug_barrier()
+        _end_step(sync_ptr, s - s_begin, MODE)
 
 
 @triton.jit
@@ -239,8 +274,9 @@ def _lstm_unit_grads(u, rows, run, off, cur, H, d_out_ptr, gates_ptr, c_out_ptr,
     row = (off + rows)[:, None] * H + u[None, :]
     gate = (off + rows)[:, None] * (4 * H) + u[None, :]
     state = cur + rows[:, None] * H + u[None, :]
-    dh = tl.load(dh_ptr + state, mask=m, other=0.0) + tl.load(d_out_ptr + row, mask=m, other=0.0).to(tl.float32)
-    dc = tl.load(dc_ptr + state, mask=m, other=0.0)
+    dh = tl.load(dh_ptr + state, mask=m, other=0.0, cache_modifier=".cg")
+    dh += tl.load(d_out_ptr + row, mask=m, other=0.0).to(tl.float32)
+    dc = tl.load(dc_ptr + state, mask=m, other=0.0, cache_modifier=".cg")
     i = tl.load(gates_ptr + gate, mask=m, other=0.0).to(tl.float32)
     f = tl.load(gates_ptr + gate + H, mask=m, other=0.0).to(tl.float32)
     g = tl.load(gates_ptr + gate + 2 * H, mask=m, other=0.0).to(tl.float32)
@@ -255,8 +291,8 @@ def _lstm_unit_grads(u, rows, run, off, cur, H, d_out_ptr, gates_ptr, c_out_ptr,
 @triton.jit(do_not_specialize=_STEP_ARGS)
 def _gru_fwd_kernel(
     xp_ptr, w_ptr, b_hn_ptr, h_ptr, out_ptr, h_in_ptr, gates_ptr, hn_ptr,
-    offs_ptr, sizes_ptr, B, H, T, s_begin, s_end,
-    HAS_BHN: tl.constexpr, REVERSE: tl.constexpr, PACKED: tl.constexpr, PERSISTENT: tl.constexpr,
+    offs_ptr, sizes_ptr, sync_ptr, B, H, T, s_begin, s_end,
+    HAS_BHN: tl.constexpr, REVERSE: tl.constexpr, PACKED: tl.constexpr, MODE: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """GRU steps s_begin..s_end-1, exactly torch.nn.GRU: r, z = σ(xp_r,z + h W_hr,zᵀ),
@@ -265,13 +301,13 @@ def _gru_fwd_kernel(
     Pointers: xp (rows, 3H) input projection with b_ih and b_hr, b_hz folded in; w (3H, H)
     W_hh; b_hn (H,) (HAS_BHN only); h (2, B, H) ping-pong state; out, h_in, hn (rows, H):
     h', the h each step read, W_hn h + b_hn; gates (rows, 3H): r, z, n; offs, sizes (T,)
-    int32 (PACKED only). Grid: see the module docstring.
+    int32 (PACKED only); sync as the LSTM's. Grid: see the module docstring.
     Cost per step: 6·B·H² FLOPs + ~25·B·H; W_hh (3H², L2-resident) read per step, bound
     by that read like the LSTM's.
     """
     rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     in_b = rows < B
-    j_lo, j_hi = _hidden_blocks(H, BLOCK_H, PERSISTENT)
+    j_lo, j_hi = _hidden_blocks(H, BLOCK_H, MODE)
     for s in range(s_begin, s_end):
         t, off, n = _step_rows(s, T, B, offs_ptr, sizes_ptr, REVERSE, PACKED)
         src = h_ptr + (s % 2) * B * H
@@ -284,7 +320,8 @@ def _gru_fwd_kernel(
             acc_n = tl.zeros((BLOCK_B, BLOCK_H), tl.float32)
             for k in range(0, H, BLOCK_K):
                 ks = k + tl.arange(0, BLOCK_K)
-                hk = tl.load(src + rows[:, None] * H + ks[None, :], mask=run[:, None] & (ks < H)[None, :], other=0.0)
+                hk = tl.load(src + rows[:, None] * H + ks[None, :], mask=run[:, None] & (ks < H)[None, :], other=0.0,
+                             cache_modifier=".cg")
                 acc_r = _dot_w_t(acc_r, hk, w_ptr, 0, cols, ks, H, PRECISION)
                 acc_z = _dot_w_t(acc_z, hk, w_ptr, H, cols, ks, H, PRECISION)
                 acc_n = _dot_w_t(acc_n, hk, w_ptr, 2 * H, cols, ks, H, PRECISION)
@@ -297,7 +334,7 @@ def _gru_fwd_kernel(
             r = sigmoid(acc_r + tl.load(xp_ptr + gate, mask=m, other=0.0).to(tl.float32))
             z = sigmoid(acc_z + tl.load(xp_ptr + gate + H, mask=m, other=0.0).to(tl.float32))
             new = tanh(tl.load(xp_ptr + gate + 2 * H, mask=m, other=0.0).to(tl.float32) + r * acc_n)
-            h_prev = tl.load(src + state, mask=in_state, other=0.0)
+            h_prev = tl.load(src + state, mask=in_state, other=0.0, cache_modifier=".cg")
             h = (1.0 - z) * new + z * h_prev.to(tl.float32)
             dt = gates_ptr.dtype.element_ty
             tl.store(gates_ptr + gate, r.to(dt), mask=m)
@@ -308,8 +345,7 @@ def _gru_fwd_kernel(
             tl.store(out_ptr + row, h.to(dt), mask=m)
             tl.store(h_in_ptr + row, h_prev, mask=m)
             tl.store(dst + state, tl.where(run[:, None], h.to(dt), h_prev), mask=in_state)
-        if PERSISTENT:
-            tl.debug_barrier()
+        _end_step(sync_ptr, s - s_begin, MODE)
 
 
 @triton.jit
@@ -320,7 +356,7 @@ def _gru_unit_grads(u, rows, run, off, cur, H, d_out_ptr, gates_ptr, hn_ptr, h_i
     m = run[:, None] & (u < H)[None, :]
     row = (off + rows)[:, None] * H + u[None, :]
     gate = (off + rows)[:, None] * (3 * H) + u[None, :]
-    dh = tl.load(dh_ptr + cur + rows[:, None] * H + u[None, :], mask=m, other=0.0)
+    dh = tl.load(dh_ptr + cur + rows[:, None] * H + u[None, :], mask=m, other=0.0, cache_modifier=".cg")
     dh += tl.load(d_out_ptr + row, mask=m, other=0.0).to(tl.float32)
     r = tl.load(gates_ptr + gate, mask=m, other=0.0).to(tl.float32)
     z = tl.load(gates_ptr + gate + H, mask=m, other=0.0).to(tl.float32)
@@ -336,8 +372,8 @@ def _gru_unit_grads(u, rows, run, off, cur, H, d_out_ptr, gates_ptr, hn_ptr, h_i
 @triton.jit(do_not_specialize=_STEP_ARGS)
 def _gru_bwd_kernel(
     w_ptr, d_out_ptr, gates_ptr, hn_ptr, h_in_ptr, dh_ptr, d_xp_ptr, d_hh_ptr,
-    offs_ptr, sizes_ptr, B, H, T, s_begin, s_end,
-    REVERSE: tl.constexpr, PACKED: tl.constexpr, PERSISTENT: tl.constexpr, PRECISION: tl.constexpr,
+    offs_ptr, sizes_ptr, sync_ptr, B, H, T, s_begin, s_end,
+    REVERSE: tl.constexpr, PACKED: tl.constexpr, MODE: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """GRU backward steps, in reverse of the forward's order (the launcher flips
@@ -346,11 +382,12 @@ def _gru_bwd_kernel(
     Pointers: w (3H, H) W_hh; d_out, hn, h_in (rows, H); gates (rows, 3H) saved by the
     forward; dh (2, B, H) fp32 ping-pong carry; d_xp (rows, 3H) out: [d_r, d_z, d_n],
     the input projection's gradient; d_hh (rows, 3H) out: [d_r, d_z, d_hn], the
-    gradient of h W_hhᵀ + b_hh. Cost per step: 6·B·H² FLOPs, W_hh read once (L2).
+    gradient of h W_hhᵀ + b_hh; offs, sizes, sync as the forward's.
+    Cost per step: 6·B·H² FLOPs, W_hh read once (L2).
     """
     rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     in_b = rows < B
-    j_lo, j_hi = _hidden_blocks(H, BLOCK_H, PERSISTENT)
+    j_lo, j_hi = _hidden_blocks(H, BLOCK_H, MODE)
     for s in range(s_begin, s_end):
         t, off, n = _step_rows(s, T, B, offs_ptr, sizes_ptr, REVERSE, PACKED)
         cur, nxt = (s % 2) * B * H, ((s + 1) % 2) * B * H
@@ -378,29 +415,54 @@ def _gru_bwd_kernel(
             tl.store(d_hh_ptr + gate + 2 * H, d_hn.to(dt), mask=m)
             state = rows[:, None] * H + cols[None, :]
             in_state = in_b[:, None] & (cols < H)[None, :]
-            dh_keep = tl.load(dh_ptr + cur + state, mask=in_state, other=0.0)
+            dh_keep = tl.load(dh_ptr + cur + state, mask=in_state, other=0.0, cache_modifier=".cg")
             tl.store(dh_ptr + nxt + state, tl.where(run[:, None], acc + dh * z, dh_keep), mask=in_state)
-        if PERSISTENT:
-            tl.debug_barrier()
+        _end_step(sync_ptr, s - s_begin, MODE)
 
 
 # ---- launchers -------------------------------------------------------------------------
 
-def _blocks(B: int, H: int, persistent: bool) -> tuple[int, int, int]:
-    """(BLOCK_B, BLOCK_H, BLOCK_K). tl.dot needs every tile side >= 16. Under the
-    interpreter 16 everywhere, so small test sizes still cross block edges. On a GPU the
-    step variant takes narrow hidden blocks (more programs to spread W_hh's read over
-    SMs), the persistent one wide blocks (one program walks them all)."""
+def _block_b(B: int) -> int:
+    return 16 if _interpret() or B <= 16 else 32 if B <= 32 else 64  # tl.dot: tile sides >= 16
+
+
+def grid_block_h(B: int, H: int, device: torch.device) -> int | None:
+    """BLOCK_H for the persistent-grid mode: the narrowest (most programs, so W_hh's
+    read spreads over most SMs) that keeps every program co-resident, one per SM at
+    most, as the spinning barrier needs; None when none does. Under the interpreter,
+    which runs programs one after another, only a single hidden block (no wait)."""
+    blocks_b = triton.cdiv(B, _block_b(B))
     if _interpret():
-        return 16, 16, 16
-    block_b = 16 if B <= 16 else 32 if B <= 32 else 64
-    block_h = max(16, min(64 if persistent else 32, triton.next_power_of_2(H)))
-    return block_b, block_h, max(16, min(64, triton.next_power_of_2(H)))
+        return 16 if H <= 16 else None
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    for block_h in (16, 32, 64, 128):
+        if blocks_b * triton.cdiv(H, block_h) <= sms:
+            return block_h
+    return None
 
 
-def _launch(kernel, tensors, flags, sizes: list[int], B: int, H: int, reverse: bool, persistent: bool,
+def _blocks(B: int, H: int, mode: int, device: torch.device, dtype: torch.dtype) -> tuple[int, int, int]:
+    """(BLOCK_B, BLOCK_H, BLOCK_K). Under the interpreter 16 everywhere, so small test
+    sizes still cross block edges. On a GPU the step mode takes narrow hidden blocks
+    (more programs to spread W_hh's read over SMs), the one-program persistent mode
+    wide ones (it walks them all)."""
+    if mode == PERSISTENT_GRID:
+        block_h = grid_block_h(B, H, device)
+        if block_h is None:
+            raise ValueError(f"the persistent-grid RNN kernel needs all its programs resident at once; "
+                             f"B={B}, H={H} need too many on {device} (use the step or persistent variant)")
+    elif _interpret():
+        block_h = 16
+    else:
+        block_h = max(16, min(64 if mode == PERSISTENT else 32, triton.next_power_of_2(H)))
+    # fp32 tiles take twice the registers of 16-bit ones: half the K per iteration
+    block_k = 16 if _interpret() else max(16, min(32 if dtype == torch.float32 else 64, triton.next_power_of_2(H)))
+    return _block_b(B), block_h, block_k
+
+
+def _launch(kernel, tensors, flags, sizes: list[int], B: int, H: int, reverse: bool, mode: int,
             dtype: torch.dtype) -> None:
-    """Run `kernel` over all len(sizes) steps: once (persistent) or once per step."""
+    """Run `kernel` over all len(sizes) steps: one launch per step (STEP) or one for all."""
     if B == 0:
         return
     T, device = len(sizes), tensors[0].device
@@ -410,16 +472,23 @@ def _launch(kernel, tensors, flags, sizes: list[int], B: int, H: int, reverse: b
         offs = (counts.cumsum(0) - counts).to(torch.int32).to(device)
         counts = counts.to(device)
     tf32 = dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32
-    block_b, block_h, block_k = _blocks(B, H, persistent)
-    meta = dict(REVERSE=reverse, PACKED=offs is not None, PERSISTENT=persistent,
+    block_b, block_h, block_k = _blocks(B, H, mode, device, dtype)
+    meta = dict(REVERSE=reverse, PACKED=offs is not None, MODE=mode,
                 PRECISION="tf32" if tf32 else "ieee", BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k,
                 num_warps=4, **flags)
-    if persistent:
-        kernel[(triton.cdiv(B, block_b), 1)](*tensors, offs, counts, B, H, T, 0, T, **meta)
-        return
-    grid = (triton.cdiv(B, block_b), triton.cdiv(H, block_h))
-    for s in range(T):
-        kernel[grid](*tensors, offs, counts, B, H, T, s, s + 1, **meta)
+    blocks_b = triton.cdiv(B, block_b)
+    if mode == STEP:
+        grid = (blocks_b, triton.cdiv(H, block_h))
+        for s in range(T):
+            kernel[grid](*tensors, offs, counts, None, B, H, T, s, s + 1, **meta)
+    elif mode == PERSISTENT:
+        kernel[(blocks_b, 1)](*tensors, offs, counts, None, B, H, T, 0, T, **meta)
+    else:
+        sync = torch.zeros(blocks_b + 1, dtype=torch.int32, device=device)  # counters, timeout flag
+        kernel[(blocks_b, triton.cdiv(H, block_h))](*tensors, offs, counts, sync, B, H, T, 0, T, **meta)
+        if sync[-1].item():
+            raise RuntimeError("the persistent-grid RNN kernel's barrier timed out (its programs were not "
+                               "all resident); its result is wrong. Use the step or persistent variant")
 
 
 def _pingpong(first: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -443,7 +512,7 @@ def _check(xp, w_hh, gates: int, states) -> tuple[int, int]:
     return states[0].shape[0], H
 
 
-def lstm_forward(xp, w_hh, h0, c0, sizes: list[int], reverse: bool, persistent: bool):
+def lstm_forward(xp, w_hh, h0, c0, sizes: list[int], reverse: bool, mode: int):
     """One LSTM layer-direction over time-major rows. xp (rows, 4H) is x W_ihᵀ + b_ih +
     b_hh; w_hh (4H, H); h0, c0 (B, H); sizes: rows per step (all B unless packed).
     Returns out (rows, H), h_n, c_n (B, H), and what lstm_backward needs:
@@ -454,11 +523,11 @@ def lstm_forward(xp, w_hh, h0, c0, sizes: list[int], reverse: bool, persistent: 
     out, h_in, c_in, c_out = (xp.new_empty(xp.shape[0], H) for _ in range(4))
     gates = torch.empty_like(xp)
     _launch(_lstm_fwd_kernel, (xp, w_hh, h, c, out, h_in, c_in, gates, c_out), {},
-            sizes, B, H, reverse, persistent, xp.dtype)
+            sizes, B, H, reverse, mode, xp.dtype)
     return out, h[len(sizes) % 2], c.to(xp.dtype), (h_in, c_in, gates, c_out)
 
 
-def lstm_backward(d_out, d_hn, d_cn, w_hh, saved, sizes: list[int], reverse: bool, persistent: bool):
+def lstm_backward(d_out, d_hn, d_cn, w_hh, saved, sizes: list[int], reverse: bool, mode: int):
     """Backward of lstm_forward through the recurrence: returns d_gates (rows, 4H), the
     gradient of xp and of h W_hhᵀ alike, and d_h0, d_c0 (B, H)."""
     h_in, c_in, gates, c_out = saved
@@ -466,12 +535,12 @@ def lstm_backward(d_out, d_hn, d_cn, w_hh, saved, sizes: list[int], reverse: boo
     dh, dc = _pingpong(d_hn, torch.float32), _pingpong(d_cn, torch.float32)
     d_gates = torch.empty_like(gates)
     _launch(_lstm_bwd_kernel, (w_hh.contiguous(), d_out.contiguous(), gates, c_out, c_in, dh, dc, d_gates), {},
-            sizes, B, H, not reverse, persistent, gates.dtype)
+            sizes, B, H, not reverse, mode, gates.dtype)
     T = len(sizes)
     return d_gates, dh[T % 2].to(gates.dtype), dc[T % 2].to(gates.dtype)
 
 
-def gru_forward(xp, w_hh, b_hn, h0, sizes: list[int], reverse: bool, persistent: bool):
+def gru_forward(xp, w_hh, b_hn, h0, sizes: list[int], reverse: bool, mode: int):
     """One GRU layer-direction. xp (rows, 3H) is x W_ihᵀ + b_ih + [b_hr, b_hz, 0]; w_hh
     (3H, H); b_hn (H,) or None; h0 (B, H). Returns out (rows, H), h_n (B, H), and what
     gru_backward needs: (h_in, gates, hn)."""
@@ -481,11 +550,11 @@ def gru_forward(xp, w_hh, b_hn, h0, sizes: list[int], reverse: bool, persistent:
     out, h_in, hn = (xp.new_empty(xp.shape[0], H) for _ in range(3))
     gates = torch.empty_like(xp)
     _launch(_gru_fwd_kernel, (xp, w_hh, b_hn, h, out, h_in, gates, hn), dict(HAS_BHN=b_hn is not None),
-            sizes, B, H, reverse, persistent, xp.dtype)
+            sizes, B, H, reverse, mode, xp.dtype)
     return out, h[len(sizes) % 2], (h_in, gates, hn)
 
 
-def gru_backward(d_out, d_hn, w_hh, saved, sizes: list[int], reverse: bool, persistent: bool):
+def gru_backward(d_out, d_hn, w_hh, saved, sizes: list[int], reverse: bool, mode: int):
     """Backward of gru_forward through the recurrence: returns d_xp (rows, 3H), d_hh
     (rows, 3H) (the gradient of h W_hhᵀ + b_hh) and d_h0 (B, H)."""
     h_in, gates, hn = saved
@@ -493,5 +562,5 @@ def gru_backward(d_out, d_hn, w_hh, saved, sizes: list[int], reverse: bool, pers
     dh = _pingpong(d_hn, torch.float32)
     d_xp, d_hh = torch.empty_like(gates), torch.empty_like(gates)
     _launch(_gru_bwd_kernel, (w_hh.contiguous(), d_out.contiguous(), gates, hn, h_in, dh, d_xp, d_hh), {},
-            sizes, B, H, not reverse, persistent, gates.dtype)
+            sizes, B, H, not reverse, mode, gates.dtype)
     return d_xp, d_hh, dh[len(sizes) % 2].to(gates.dtype)
