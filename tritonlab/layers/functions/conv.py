@@ -1,5 +1,16 @@
 """Conv2d's Triton tier: the implicit-GEMM path (the default) and the im2col path.
 
+implicit: one kernel gathers the input patches inside its GEMM tile loads
+(kernels/conv.py); a 1x1 stride-1 unpadded ungrouped conv whose input is an (N*H*W, C)
+matrix in memory (channels_last, or a single NCHW image) is that GEMM already and
+runs on the plain GEMM launcher (kernels/gemm.py). im2col: unfold the input into a
+buffer (kernels/im2col.py), then the plain GEMM per group with bias and activation
+fused; `im2col_bytes` states the buffer's size.
+
+TF32 for float32: the implicit kernels follow torch.backends.cudnn.allow_tf32, as
+torch's convolutions do; the GEMM launcher (1x1 path, im2col path) follows
+torch.backends.cuda.matmul.allow_tf32, as torch's matmuls do.
+
 Both take the reference tier's arguments (explicit padding ((top, bottom), (left,
 right)), see scratch/conv.py) plus an optional fused activation ("relu", "sigmoid",
 "tanh") applied in the GEMM epilogue. The output comes in the layout torch gives:
@@ -11,9 +22,11 @@ from __future__ import annotations
 import torch
 
 from ...kernels import conv as kernels
+from ...kernels import im2col as unfold
 from ...kernels._math import ACTIVATIONS
+from ...kernels.gemm import matmul
 from ...scratch._autograd import first_order_only
-from ..conv import _strides_like_channels_last
+from ..conv import Conv2d, _strides_like_channels_last
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -49,8 +62,30 @@ def _out_shape(x, weight, stride, padding, dilation):
     return x.shape[0], weight.shape[0], p, q
 
 
+def _rows(t: torch.Tensor) -> torch.Tensor | None:
+    """t (N, C, H, W) as an (N*H*W, C) matrix without a copy, or None if its strides
+    do not allow one (NCHW with N > 1)."""
+    try:
+        return t.permute(0, 2, 3, 1).view(-1, t.shape[1])
+    except RuntimeError:
+        return None
+
+
+def _plain_gemm(x, weight, bias, y, stride, padding, groups, activation) -> bool:
+    """Run a 1x1 stride-1 unpadded ungrouped conv as y = x @ W^T + b if x and y are
+    (N*H*W, C) matrices in memory; False when it does not apply."""
+    if weight.shape[2:] != (1, 1) or stride != (1, 1) or padding != ((0, 0), (0, 0)) or groups != 1:
+        return False
+    a, c = _rows(x), _rows(y)
+    if a is None or c is None:
+        return False
+    matmul(a, weight.view(weight.shape[0], -1).t(), bias, activation, out=c)
+    return True
+
+
 class _Conv2dImplicit(torch.autograd.Function):
-    """Forward: one implicit-GEMM kernel with bias and activation in its epilogue.
+    """Forward: one implicit-GEMM kernel with bias and activation in its epilogue (or the
+    plain GEMM for a 1x1 conv laid out as a matrix).
 
     Backward (dy of y's shape): dz = dy * act'(y) (y saved only with an activation),
     dx = dgrad(dz, W), dW = wgrad(dz, x), db = sum of dz over N, P, Q.
@@ -60,8 +95,9 @@ class _Conv2dImplicit(torch.autograd.Function):
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups, activation):
         channels_last = _strides_like_channels_last(x)
         y = _empty(_out_shape(x, weight, stride, padding, dilation), channels_last, x)
-        kernels.conv2d_fwd(x, weight, bias, y, stride, (padding[0][0], padding[1][0]), dilation,
-                           groups, activation)
+        if not _plain_gemm(x, weight, bias, y, stride, padding, groups, activation):
+            kernels.conv2d_fwd(x, weight, bias, y, stride, (padding[0][0], padding[1][0]), dilation,
+                               groups, activation)
         _save(ctx, x, weight, y, stride, padding, dilation, groups, activation, channels_last)
         return y
 
@@ -103,3 +139,48 @@ def conv2d_implicit(x, weight, bias, stride, padding, dilation, groups, activati
     """Conv2d by implicit GEMM (no unfolded buffer): the triton tier's default path."""
     _check(x, weight, activation)
     return _Conv2dImplicit.apply(x, weight, bias, *_args(stride, padding, dilation), groups, activation)
+
+
+class _Conv2dIm2col(_Conv2dImplicit):
+    """Forward: im2col into a (N*P*Q, C*R*S) buffer, then per group one GEMM
+    y_g (N*P*Q, OG) = cols_g @ W_g^T + b_g with the activation fused, written straight
+    into an NHWC output (copied to NCHW when the input is NCHW: part of this path's
+    cost). Backward: the implicit-GEMM one it inherits (the lesson is the forward)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups, activation):
+        channels_last = _strides_like_channels_last(x)
+        n, o, p, q = _out_shape(x, weight, stride, padding, dilation)
+        cols = unfold.im2col(x, weight.shape[2:], stride, (padding[0][0], padding[1][0]), dilation, (p, q))
+        y = x.new_empty((n, p, q, o))
+        rows, og = y.view(n * p * q, o), o // groups
+        k = cols.shape[1] // groups
+        filters = weight.reshape(groups, og, k)
+        for g in range(groups):
+            part = slice(g * og, (g + 1) * og)
+            matmul(cols[:, g * k:(g + 1) * k], filters[g].t(), bias[part] if bias is not None else None,
+                   activation, out=rows[:, part])
+        y = y.permute(0, 3, 1, 2)
+        if not channels_last:
+            y = y.contiguous()
+        _save(ctx, x, weight, y, stride, padding, dilation, groups, activation, channels_last)
+        return y
+
+
+def conv2d_im2col(x, weight, bias, stride, padding, dilation, groups, activation=None):
+    """Conv2d by im2col + GEMM: the unfolded buffer materialised (see im2col_bytes)."""
+    _check(x, weight, activation)
+    return _Conv2dIm2col.apply(x, weight, bias, *_args(stride, padding, dilation), groups, activation)
+
+
+def im2col_bytes(conv, x_shape, dtype: torch.dtype | None = None) -> int:
+    """Bytes of the unfolded buffer `conv` (a tritonlab or torch Conv2d) with
+    algo="im2col" materialises for a batched input of shape (N, C, H, W), in `dtype`
+    (default the weight's). The path writes it once and the GEMM reads it back."""
+    n, c, h, w = x_shape
+    (top, bottom), (left, right) = Conv2d._explicit_padding(conv)  # works on an nn.Conv2d too
+    r, s = conv.kernel_size
+    p = (h + top + bottom - conv.dilation[0] * (r - 1) - 1) // conv.stride[0] + 1
+    q = (w + left + right - conv.dilation[1] * (s - 1) - 1) // conv.stride[1] + 1
+    size = torch.empty((), dtype=dtype or conv.weight.dtype).element_size()
+    return unfold.buffer_bytes(n, c, (p, q), (r, s), size)
