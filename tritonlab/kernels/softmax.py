@@ -49,9 +49,9 @@ TILE = 2048                    # elements per program for short rows: ROWS = TIL
 
 @triton.jit
 def _keep(seed_ptr, rows, col0, p, ROWS: tl.constexpr, BLOCK_N: tl.constexpr):
-    """(ROWS, BLOCK_N) booleans: True where element (row, col0 + c) is kept. seed_ptr:
-    (1,) int64; rows: int64 (ROWS,); col0 a multiple of 4. Philox counter (col // 4, row_lo, row_hi, 0) ->
-    4 uniforms, interleaved back onto columns 4k, 4k+1, 4k+2, 4k+3."""
+    """(ROWS, BLOCK_N) booleans: True where element (row, col0 + c) is kept.
+    seed_ptr: (1,) int64; rows: int64 (ROWS,); col0 a multiple of 4. Philox counter
+    (col // 4, row_lo, row_hi, 0) gives 4 uniforms, interleaved back onto columns 4k..4k+3."""
     Q: tl.constexpr = BLOCK_N // 4
     quad = (col0 // 4 + tl.arange(0, Q)).to(tl.uint32)
     zero = tl.zeros((ROWS, Q), dtype=tl.uint32)
