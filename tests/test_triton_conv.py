@@ -104,6 +104,26 @@ def test_im2col_bytes():
     assert im2col_bytes(same, (2, 3, 5, 6)) == 2 * 5 * 6 * 3 * 8 * 4
 
 
+def test_autotune_pruning(triton_device):
+    """The GPU autotuner's config pruning (the interpreter never autotunes): no tile
+    wider than the channels, none overflowing shared memory for the dtype."""
+    from tritonlab.kernels import conv as kernels
+    configs = kernels._configs(kernels._GEMM_SHAPES)
+    prune = kernels._prune("x_ptr", "OG", "CG", "FLAT_K")
+
+    def smem(c, size):
+        return c.num_stages * size * c.kwargs["BLOCK_K"] * (c.kwargs["BLOCK_M"] + c.kwargs["BLOCK_N"])
+
+    fp32, fp16 = torch.empty(1), torch.empty(1, dtype=torch.float16)
+    kept = prune(configs, {"x_ptr": fp32, "OG": 64, "CG": 64}, FLAT_K=False)
+    assert kept and all(c.kwargs["BLOCK_N"] <= 64 and c.kwargs["BLOCK_K"] <= 64 for c in kept)
+    assert all(smem(c, 4) <= kernels._SMEM_BUDGET for c in kept)
+    kept = prune(configs, {"x_ptr": fp16, "OG": 256, "CG": 256}, FLAT_K=False)
+    assert any(c.kwargs["BLOCK_N"] == 256 for c in kept) and all(smem(c, 2) <= kernels._SMEM_BUDGET for c in kept)
+    # the flattened K (an RGB stem: CG = 3) runs tiles of many taps: K is not capped by CG
+    assert any(c.kwargs["BLOCK_K"] == 64 for c in prune(configs, {"x_ptr": fp16, "OG": 64, "CG": 3}, FLAT_K=True))
+
+
 @pytest.mark.parametrize("flat_k_below", [0, 1 << 20], ids=["channel_loop", "flat_k"])
 @pytest.mark.parametrize("case", ["k3x3", "everything", "depthwise_x2", "same_even_dilated"])
 def test_both_forward_k_loops(case, flat_k_below, monkeypatch, triton_device):

@@ -62,8 +62,7 @@ def _configs(shapes):
             for m, n, k, st, wp in shapes]
 
 
-# tile shapes for the GPU; a config that overflows shared memory (fp32 at the larger
-# tiles) is dropped by the autotuner when it fails to launch
+# tile shapes for the GPU (those overflowing shared memory for fp32 are pruned per call)
 _GEMM_SHAPES = [
     (128, 128, 64, 3, 8), (128, 256, 64, 3, 8), (256, 128, 64, 3, 8), (128, 64, 64, 4, 4),
     (64, 128, 64, 4, 4), (128, 128, 32, 4, 4), (64, 64, 64, 4, 4), (64, 64, 32, 4, 4),
@@ -76,15 +75,23 @@ _INTERPRET = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16)
 _KEY = ["CG", "OG", "R", "S", "P", "Q"]
 
 
-def _prune(n_name, k_name, flat_name=None):
-    """Drop tiles wider than the GEMM's N (or, per tap, K) dimension rounded up to a
-    power of two: the extra columns would be masked-out work."""
+_SMEM_BUDGET = 200 * 1024  # bytes of shared memory per block, under the H100/H200's 227 KB
+
+
+def _prune(operand, n_name, k_name, flat_name=None):
+    """Drop tiles whose pipelined A and B stages overflow shared memory for the
+    operand's dtype, and tiles wider than the GEMM's N (or, per tap, K) dimension
+    rounded up to a power of two: their extra columns would be masked-out work."""
     def prune(configs, nargs, **kwargs):
+        size = nargs[operand].element_size()
         n_cap = max(16, triton.next_power_of_2(nargs[n_name]))
         k_cap = max(16, triton.next_power_of_2(nargs[k_name]))
         if flat_name is not None and kwargs.get(flat_name, nargs.get(flat_name)):
             k_cap = 1 << 30
-        kept = [c for c in configs if c.kwargs["BLOCK_N"] <= n_cap and c.kwargs["BLOCK_K"] <= k_cap]
+        kept = [c for c in configs
+                if c.kwargs["BLOCK_N"] <= n_cap and c.kwargs["BLOCK_K"] <= k_cap
+                and c.num_stages * size * c.kwargs["BLOCK_K"] * (c.kwargs["BLOCK_M"] + c.kwargs["BLOCK_N"])
+                <= _SMEM_BUDGET]
         return kept or configs[-1:]
     return prune
 
@@ -177,7 +184,7 @@ def _conv_fwd_kernel(
 
 _conv_fwd_tuned = triton.autotune(
     _configs(_GEMM_SHAPES), key=_KEY,
-    prune_configs_by={"early_config_prune": _prune("OG", "CG", "FLAT_K")},
+    prune_configs_by={"early_config_prune": _prune("x_ptr", "OG", "CG", "FLAT_K")},
 )(_conv_fwd_kernel)
 
 
@@ -190,6 +197,14 @@ def _launch(kernel, tuned, grid, *args, **constexprs):
         tuned[grid](*args, **constexprs)
 
 
+def packed(weight: torch.Tensor) -> torch.Tensor:
+    """weight (O, CG, R, S) as a view of an (R, S, CG, O)-contiguous copy (none if it
+    is stored so already): the B tiles of the forward and dgrad then load along unit
+    stride, which lets the compiler vectorise them and pipeline them through shared
+    memory (16-bit gathers of 2 bytes cannot be). A copy of the weights per call."""
+    return weight.permute(2, 3, 1, 0).contiguous().permute(3, 2, 0, 1)
+
+
 def _check_rows(m: int, what: str) -> None:
     if m > _INT32_MAX:
         raise ValueError(f"Conv2d's triton tier indexes GEMM rows in int32: {what} has {m} rows, "
@@ -198,7 +213,8 @@ def _check_rows(m: int, what: str) -> None:
 
 def conv2d_fwd(x, weight, bias, y, stride, pad, dilation, groups, activation=None):
     """Write y = act(conv2d(x, weight) + bias) into the preallocated y (N, O, P, Q), any
-    strides. `pad` is (top, left); `activation` a key of ACTIVATIONS."""
+    strides. `pad` is (top, left); `activation` a key of ACTIVATIONS. Any layout runs;
+    on a GPU, x and y in channels_last (unit channel stride) are the fast case."""
     n, c, h, w = x.shape
     o, cg, r, s = weight.shape
     _, _, p, q = y.shape
@@ -207,6 +223,7 @@ def conv2d_fwd(x, weight, bias, y, stride, pad, dilation, groups, activation=Non
         return y
     _check_rows(m, "N*P*Q")
     og = o // groups
+    weight = packed(weight)
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(og, meta["BLOCK_N"]), groups)  # noqa: E731
     _launch(_conv_fwd_kernel, _conv_fwd_tuned, grid,
             x, weight, bias if bias is not None else y, y,
@@ -298,7 +315,7 @@ def _conv_dgrad_kernel(
 
 
 _conv_dgrad_tuned = triton.autotune(
-    _configs(_GEMM_SHAPES), key=_KEY, prune_configs_by={"early_config_prune": _prune("CG", "OG")},
+    _configs(_GEMM_SHAPES), key=_KEY, prune_configs_by={"early_config_prune": _prune("dy_ptr", "CG", "OG")},
 )(_conv_dgrad_kernel)
 
 
@@ -316,7 +333,8 @@ def _tap_table(stride: int, pad: int, dilation: int, k: int, device: torch.devic
 
 
 def conv2d_dgrad(dy, weight, dx, stride, pad, dilation, groups):
-    """Write the input gradient into the preallocated dx (N, C, H, W), any strides."""
+    """Write the input gradient into the preallocated dx (N, C, H, W), any strides (fast
+    case on a GPU: dy and dx channels_last)."""
     n, c, h, w = dx.shape
     o, cg, r, s = weight.shape
     _, _, p, q = dy.shape
@@ -328,6 +346,7 @@ def conv2d_dgrad(dy, weight, dx, stride, pad, dilation, groups):
     tap_h = _tap_table(stride[0], pad[0], dilation[0], r, dx.device)
     tap_w = _tap_table(stride[1], pad[1], dilation[1], s, dx.device)
     og = o // groups
+    weight = packed(weight)
     phases = stride[0] * stride[1]
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(cg, meta["BLOCK_N"]), groups * phases)  # noqa: E731
     _launch(_conv_dgrad_kernel, _conv_dgrad_tuned, grid,
@@ -344,7 +363,7 @@ def conv2d_dgrad(dy, weight, dx, stride, pad, dilation, groups):
 def _conv_wgrad_kernel(
     dy_ptr, x_ptr, dw_ptr,
     H, W, P, Q, M, CG, OG, R, S, CHUNK,
-    sdn, sdc, sdp, sdq, sxn, sxc, sxh, sxw, sws_, swo, swc, swr, sws,
+    sdn, sdc, sdp, sdq, sxn, sxc, sxh, sxw, sgk, sgo, sgc, sgr, sgs,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
     PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -355,7 +374,7 @@ def _conv_wgrad_kernel(
     Per group and tap (r, s) a GEMM (OG, M) @ (M, CG) with the long reduction M = N*P*Q.
     Grid: (cdiv(OG, BLOCK_M) * cdiv(CG, BLOCK_N), G*R*S, SPLIT); program (t, z, k)
     computes the (o, c) tile t of tap z % (R*S) of group z // (R*S) over slice k and
-    writes it to dw[k, o, c, r, s] (strides sws_, swo, swc, swr, sws). With SPLIT == 1,
+    writes it to dw[k, o, c, r, s] (strides sgk, sgo, sgc, sgr, sgs). With SPLIT == 1,
     dw is the weight gradient itself; otherwise an fp32 workspace (SPLIT, O, CG, R, S)
     the launcher sums. Split-K: a layer with few (o, c) tiles and a long M (early, wide
     ResNet layers: 64x64 channels over 100k positions) would otherwise run on a few
@@ -397,9 +416,9 @@ def _conv_wgrad_kernel(
         b = tl.load(x_cols[None, :] + x_off[:, None], mask=x_ok[:, None] & c_ok[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
 
-    dw_rows = (g * OG + offs_o).to(tl.int64) * swo
-    dw_cols = offs_c.to(tl.int64) * swc
-    dw = dw_ptr + split.to(tl.int64) * sws_ + r * swr + s * sws
+    dw_rows = (g * OG + offs_o).to(tl.int64) * sgo
+    dw_cols = offs_c.to(tl.int64) * sgc
+    dw = dw_ptr + split.to(tl.int64) * sgk + r * sgr + s * sgs
     tl.store(dw + dw_rows[:, None] + dw_cols[None, :], acc.to(dw_ptr.dtype.element_ty),
              mask=o_ok[:, None] & c_ok[None, :])
 
@@ -410,7 +429,7 @@ _WGRAD_SHAPES = [
 ]
 _conv_wgrad_tuned = triton.autotune(
     _configs(_WGRAD_SHAPES), key=_KEY,
-    prune_configs_by={"early_config_prune": _prune("CG", "M")},
+    prune_configs_by={"early_config_prune": _prune("dy_ptr", "CG", "M")},
 )(_conv_wgrad_kernel)
 
 

@@ -54,6 +54,15 @@ def _empty(shape, channels_last: bool, like: torch.Tensor) -> torch.Tensor:
     return like.new_empty(shape)
 
 
+def _nhwc(t: torch.Tensor) -> torch.Tensor:
+    """What the kernels get: on a GPU a channels_last tensor, so their tile loads run
+    along unit channel stride (vectorised and pipelined through shared memory; 2-byte
+    gathers are neither), an NCHW one converted at the cost of one copy (what
+    converting to NHWC and back by hand costs). Under the interpreter every layout
+    runs as it is, so the tests cover the kernels' strided indexing."""
+    return t.contiguous(memory_format=torch.channels_last) if t.is_cuda else t
+
+
 def _out_shape(x, weight, stride, padding, dilation):
     (top, bottom), (left, right) = padding
     r, s = weight.shape[2:]
@@ -89,31 +98,35 @@ class _Conv2dImplicit(torch.autograd.Function):
 
     Backward (dy of y's shape): dz = dy * act'(y) (y saved only with an activation),
     dx = dgrad(dz, W), dW = wgrad(dz, x), db = sum of dz over N, P, Q.
+    On a GPU all of it runs on channels_last tensors (see _nhwc).
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups, activation):
         channels_last = _strides_like_channels_last(x)
-        y = _empty(_out_shape(x, weight, stride, padding, dilation), channels_last, x)
+        x = _nhwc(x)
+        y = _empty(_out_shape(x, weight, stride, padding, dilation), channels_last or x.is_cuda, x)
         if not _plain_gemm(x, weight, bias, y, stride, padding, groups, activation):
             kernels.conv2d_fwd(x, weight, bias, y, stride, (padding[0][0], padding[1][0]), dilation,
                                groups, activation)
         _save(ctx, x, weight, y, stride, padding, dilation, groups, activation, channels_last)
-        return y
+        return y if channels_last else y.contiguous()
 
     @staticmethod
     @first_order_only
     def backward(ctx, dy):
         x, weight, y = ctx.saved_tensors
         x_shape, stride, pad, dilation, groups, activation, channels_last = ctx.geometry
+        dy = _nhwc(dy)
         if activation is not None:
             dy = kernels.activation_grad(dy, y, activation)
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            dx = kernels.conv2d_dgrad(dy, weight, _empty(x_shape, channels_last, dy), stride, pad,
-                                      dilation, groups)
+            dx = kernels.conv2d_dgrad(dy, weight, _empty(x_shape, channels_last or dy.is_cuda, dy),
+                                      stride, pad, dilation, groups)
+            dx = dx if channels_last else dx.contiguous()
         if ctx.needs_input_grad[1]:
-            dw = kernels.conv2d_wgrad(dy, x, ctx.weight_shape, stride, pad, dilation, groups,
+            dw = kernels.conv2d_wgrad(dy, _nhwc(x), ctx.weight_shape, stride, pad, dilation, groups,
                                       out=torch.empty_like(weight) if weight is not None else None)
         if ctx.needs_input_grad[2]:
             db = kernels.conv2d_bias_grad(dy)
@@ -121,8 +134,8 @@ class _Conv2dImplicit(torch.autograd.Function):
 
 
 def _save(ctx, x, weight, y, stride, padding, dilation, groups, activation, channels_last):
-    """What the shared backward needs: x only for dW, weight only for dx, y only for an
-    activation's derivative."""
+    """What the shared backward needs: x only for dW, weight only for dx (and dW's
+    layout), y (in the layout the kernels wrote it) only for an activation's derivative."""
     ctx.geometry = (x.shape, stride, (padding[0][0], padding[1][0]), dilation, groups, activation,
                     channels_last)
     ctx.weight_shape = weight.shape
@@ -161,10 +174,8 @@ class _Conv2dIm2col(_Conv2dImplicit):
             matmul(cols[:, g * k:(g + 1) * k], filters[g].t(), bias[part] if bias is not None else None,
                    activation, out=rows[:, part])
         y = y.permute(0, 3, 1, 2)
-        if not channels_last:
-            y = y.contiguous()
         _save(ctx, x, weight, y, stride, padding, dilation, groups, activation, channels_last)
-        return y
+        return y if channels_last else y.contiguous()
 
 
 def conv2d_im2col(x, weight, bias, stride, padding, dilation, groups, activation=None):
