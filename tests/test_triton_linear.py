@@ -2,6 +2,10 @@
 epilogue), the Linear Function's forward and every gradient, against torch.nn and the
 reference tier. Under the interpreter (no GPU) on small odd shapes in float32/float16;
 the `gpu` tests at real sizes in fp16/bf16/fp32."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -271,6 +275,75 @@ def test_float64_refused_on_triton_but_auto_falls_back(triton_device):
 def test_linear_triton_bad_input(args, err, match):
     with pytest.raises(err, match=match):
         linear_triton(*args)
+
+
+# ---------------------------------------------------------------- the GPU build, without a GPU
+
+# Compiles the kernels for an H100/H200 (sm_90) in a fresh interpreter-free process, with
+# the specializations a real launch gets (unit inner strides, 16-divisible sizes), so a
+# config or code path that only the GPU build takes cannot break unnoticed: every
+# autotune config that fits in bf16, the masked-K tail, the dW layout (a = gᵀ), fp32 in
+# TF32 and in full precision with split-K, and the two helper kernels. Exit code 3: this
+# triton has no ahead-of-time compile API.
+_COMPILE_FOR_SM90 = r"""
+import sys
+try:
+    import triton
+    from triton.compiler import ASTSource
+    from triton.backends.compiler import GPUTarget
+except ImportError:
+    sys.exit(3)
+from tritonlab.kernels import gemm
+
+TARGET = GPUTarget("cuda", 90, 32)
+
+
+def build(fn, types, consts, ones=(), divisible=(), num_warps=4, num_stages=3):
+    names = fn.arg_names
+    sig = {n: types.get(n, "i32") for n in names}
+    consts = {**consts, **{n: 1 for n in ones}}
+    for n in consts:
+        sig[n] = "constexpr"
+    src = ASTSource(fn, sig, {(names.index(n),): v for n, v in consts.items()},
+                    {(names.index(n),): [["tt.divisibility", 16]] for n in divisible})
+    return triton.compile(src, target=TARGET, options={"num_warps": num_warps, "num_stages": num_stages})
+
+
+def matmul(dt, cfg, precision="tf32", split=False, even_k=True, ones=("stride_ak", "stride_bk")):
+    ptrs = {"a_ptr": "*" + dt, "b_ptr": "*" + dt, "c_ptr": "*fp32" if split else "*" + dt, "bias_ptr": "*" + dt}
+    consts = dict(HAS_BIAS=True, ACT=3, PRECISION=precision, SPLIT=split, EVEN_K=even_k, **cfg.kwargs)
+    ones = ones + ("stride_cn",)
+    div = [n for n in gemm._matmul_kernel.arg_names[:16] if n not in ones and n != "M_BUCKET"]
+    return build(gemm._matmul_kernel, ptrs, consts, ones, div, cfg.num_warps, cfg.num_stages)
+
+
+fits = [c for c in gemm._configs()
+        if c.num_stages * 2 * c.kwargs["BLOCK_K"] * (c.kwargs["BLOCK_M"] + c.kwargs["BLOCK_N"]) <= gemm._SMEM_BUDGET]
+assert len(fits) == len(gemm._configs())
+for cfg in fits:
+    kernel = matmul("bf16", cfg)
+    if cfg.kwargs["BLOCK_M"] >= 64:
+        assert "wgmma" in kernel.asm["ptx"], cfg  # Hopper tensor cores, not the older mma
+big = fits[0]
+matmul("fp16", big, even_k=False)
+matmul("bf16", big, ones=("stride_am", "stride_bn"))
+fp32 = [c for c in gemm._fits_smem(gemm._configs(), {"a_ptr": gemm.torch.empty(0)})]
+matmul("fp32", fp32[0], precision="tf32")
+matmul("fp32", fp32[0], precision="ieee", split=True, even_k=False)
+build(gemm._split_k_sum_kernel, {"ws_ptr": "*fp32", "bias_ptr": "*bf16", "c_ptr": "*bf16", "stride_ws": "i64"},
+      dict(HAS_BIAS=True, ACT=2, BLOCK_M=32, BLOCK_N=64))
+build(gemm._epilogue_grad_kernel, {"dy_ptr": "*bf16", "y_ptr": "*bf16", "g_ptr": "*bf16", "db_ptr": "*fp32"},
+      dict(ACT=1, HAS_DB=True, BLOCK_M=32, BLOCK_N=128), ones=("stride_dyn", "stride_yn", "stride_gn"), num_warps=8)
+"""
+
+
+def test_kernels_compile_for_sm90():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", _COMPILE_FOR_SM90], env=env, capture_output=True, text=True,
+                          timeout=600)
+    if done.returncode == 3:
+        pytest.skip("this triton has no ahead-of-time compile API (triton.compiler.ASTSource)")
+    assert done.returncode == 0, done.stderr[-4000:]
 
 
 # ---------------------------------------------------------------- GPU tier (pytest -m gpu)

@@ -29,7 +29,6 @@ def _configs():
         c({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=8, num_stages=3),
         c({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=8, num_stages=4),
         c({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 8}, num_warps=8, num_stages=3),
-        c({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 8}, num_warps=4, num_stages=4),
         c({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8}, num_warps=4, num_stages=4),
         c({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 8}, num_warps=4, num_stages=4),
         c({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=4, num_stages=3),
@@ -97,7 +96,7 @@ def _matmul_kernel(
     rn = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
     k0 = pid_s.to(tl.int64) * K_PER_SPLIT
-    k_len = min(K - k0, K_PER_SPLIT)
+    k_len = min(K - pid_s * K_PER_SPLIT, K_PER_SPLIT)  # int32 loop bound: K itself < 2**31
     a_ptrs = a_ptr + (rm % M)[:, None] * stride_am + (k0 + rk)[None, :] * stride_ak
     b_ptrs = b_ptr + (k0 + rk)[:, None] * stride_bk + (rn % N)[None, :] * stride_bn
 
@@ -132,8 +131,8 @@ def _split_k_sum_kernel(
 ):
     """c = act(sum_s ws[s] + bias): the epilogue of a split-K matmul.
 
-    Pointers: ws (S, M, N) fp32 contiguous partial products (stride_ws = M * N); bias (N,) (unused unless
-    HAS_BIAS); c (M, N) with its strides. Grid: (cdiv(M, BLOCK_M), cdiv(N, BLOCK_N)),
+    Pointers: ws (S, M, N) fp32 contiguous partial products (stride_ws = M * N); bias
+    (N,) (unused unless HAS_BIAS); c (M, N) with its strides. Grid: (cdiv(M, BLOCK_M), cdiv(N, BLOCK_N)),
     one tile of c per program, summing its S partials in order (deterministic).
     Cost: reads S*M*N*4 bytes, writes M*N*itemsize; S*M*N adds.
     """
@@ -193,21 +192,19 @@ def _check(a, b, bias, activation, out):
             raise TypeError(f"matmul expected bias to be a torch.Tensor or None, got {type(bias).__name__}")
         if tuple(bias.shape) != (N,):
             raise ValueError(f"matmul expected bias of shape ({N},), got {tuple(bias.shape)}")
-        if bias.dtype != a.dtype or bias.device != a.device:
-            raise TypeError(
-                f"matmul expected bias of dtype {a.dtype} on {a.device}, "
-                f"got {bias.dtype} on {bias.device}"
-            )
+        if bias.dtype != a.dtype:
+            raise TypeError(f"matmul expected bias of dtype {a.dtype}, got {bias.dtype}")
+        if bias.device != a.device:
+            raise ValueError(f"matmul expected bias on {a.device}, got it on {bias.device}")
     if out is not None:
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"matmul expected out to be a torch.Tensor or None, got {type(out).__name__}")
         if tuple(out.shape) != (M, N):
             raise ValueError(f"matmul expected out of shape ({M}, {N}), got {tuple(out.shape)}")
-        if out.dtype not in DTYPES or out.device != a.device:
-            raise TypeError(
-                f"matmul expected out of dtype float32, float16 or bfloat16 on {a.device}, "
-                f"got {out.dtype} on {out.device}"
-            )
+        if out.dtype not in DTYPES:
+            raise TypeError(f"matmul expected out of dtype float32, float16 or bfloat16, got {out.dtype}")
+        if out.device != a.device:
+            raise ValueError(f"matmul expected out on {a.device}, got it on {out.device}")
 
 
 def _split_k(M: int, N: int, K: int, device: torch.device, split_k: int | None) -> tuple[int, int]:
@@ -228,7 +225,8 @@ def _split_k(M: int, N: int, K: int, device: torch.device, split_k: int | None) 
     if split_k == 1 or K == 0:
         return 1, K
     grain = _INTERPRET_CONFIG["BLOCK_K"] if interpreter_enabled() else max(c.kwargs["BLOCK_K"] for c in _configs())
-    per = triton.cdiv(triton.cdiv(K, split_k), grain) * grain
+    # at most 65535 ranges: the CUDA limit of the grid's second axis
+    per = triton.cdiv(triton.cdiv(K, min(split_k, 65535)), grain) * grain
     return triton.cdiv(K, per), per
 
 
@@ -374,7 +372,7 @@ def _epilogue_grad(dy, y, g, act, bias_grad, db_dtype):
     _epilogue_grad_kernel[(col_programs, splits)](
         dy, ys, g, db if bias_grad else dy, M, N, rows,
         dy.stride(0), dy.stride(1), ys.stride(0), ys.stride(1), g.stride(0), g.stride(1),
-        ACT=act, HAS_DB=bias_grad, BLOCK_M=block_m, BLOCK_N=block_n,
+        ACT=act, HAS_DB=bias_grad, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=8,
     )
     if not bias_grad:
         return None
