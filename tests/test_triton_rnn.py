@@ -264,3 +264,16 @@ def test_gpu_matches_cudnn(cell, case, dtype, gpu_variant, monkeypatch):
     for a, b in zip(got, want):
         scale = b.abs().max().clamp_min(1.0)
         torch.testing.assert_close(a.float() / scale, b / scale, atol=atol, rtol=rtol)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kwargs,dtype", [(dict(proj_size=16), torch.float32), ({}, torch.float64)],
+                         ids=["proj_size", "float64"])
+def test_gpu_auto_takes_reference_where_triton_has_no_kernel(kwargs, dtype):
+    """On CUDA `auto` means triton; for proj_size and float64, which the kernels do not
+    cover, it takes the reference tier instead of raising."""
+    lab = tritonlab.LSTM(8, 32, **kwargs, device="cuda", dtype=dtype)
+    ref = nn.LSTM(8, 32, **kwargs, device="cuda", dtype=dtype)
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        assert_matches_torch(lab, ref, torch.randn(5, 3, 8, device="cuda", dtype=dtype), tier="auto",
+                             atol=1e-4, rtol=1e-4)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from ..backend import get_backend
 from ..scratch import rnn as scratch
 # dropout between layers: the vectorized tier serves both RNN tiers (the naive tier's
 # loops are over time and gates)
@@ -76,6 +77,11 @@ class _Recurrent(LabLayer):
         and the final state back to the caller's order after, as torch does."""
         packed = isinstance(x, PackedSequence)
         data = x.data if packed else x
+        requested = self.backend if self.backend is not None else get_backend()
+        if requested == "auto" and (self.proj_size or data.dtype == torch.float64):
+            # the Triton kernels cover neither: `auto` takes the reference tier there, as for
+            # an op without kernels (an explicit "triton" gets the tier's own error)
+            impls = {tier: fn for tier, fn in impls.items() if tier != "triton"}
         fn = pick(op, impls, self.backend, data)
         if packed and x.sorted_indices is not None:
             hx = _map(lambda s: s.index_select(1, x.sorted_indices), hx)
