@@ -497,3 +497,36 @@ def test_gpu_fused_activation_matches_torch(activation, dtype):
         same = ~flips.any(-1)
         got[1], want[1] = got[1][same], want[1][same]
     _compare(got, want, GPU_TOL[dtype])
+
+
+# ---------------------------------------------------------------- LinearActivation
+
+from tritonlab.layers.linear import LinearActivation  # noqa: E402
+
+
+class _TorchLinearAct(nn.Linear):
+    """torch.nn.Linear then a torch activation, with nn.Linear's state_dict keys."""
+
+    def __init__(self, fin, fout, activation, **kw):
+        super().__init__(fin, fout, **kw)
+        self.act = {"relu": nn.ReLU(), "sigmoid": nn.Sigmoid(), "tanh": nn.Tanh()}[activation]
+
+    def forward(self, x):
+        return self.act(super().forward(x))
+
+
+@pytest.mark.parametrize("tier", ["naive", "reference", "triton"])
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+def test_linear_activation_on_every_tier(activation, tier, triton_device):
+    lab = LinearActivation(21, 13, activation, device=triton_device)
+    ref = _TorchLinearAct(21, 13, activation, device=triton_device)
+    assert_matches_torch(lab, ref, torch.randn(2, 5, 21, device=triton_device), tier=tier)
+    assert lab.state_dict().keys() == nn.Linear(21, 13).state_dict().keys()
+
+
+def test_linear_activation_float64_on_auto_and_bad_activation(triton_device):
+    lab = LinearActivation(4, 3, "tanh", dtype=torch.float64, device=triton_device)
+    x = torch.randn(2, 4, dtype=torch.float64, device=triton_device)
+    torch.testing.assert_close(lab(x), torch.tanh(nn.functional.linear(x, lab.weight, lab.bias)))
+    with pytest.raises(ValueError, match="activation must be one of.*got 'gelu'"):
+        LinearActivation(4, 3, "gelu")

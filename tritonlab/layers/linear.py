@@ -1,7 +1,8 @@
-"""Linear: torch.nn.Linear with a tier-dispatched forward.
+"""Linear: torch.nn.Linear with a tier-dispatched forward, and LinearActivation,
+act(Linear(x)) as one module whose triton tier is one GEMM with the activation fused
+into its epilogue.
 
-The layer keeps torch.nn.Linear's signature, so it has no activation; Linear followed
-by ReLU/Sigmoid/Tanh as one Triton kernel is
+The functional form of the fused op is
 `tritonlab.layers.functions.linear.linear_triton(x, weight, bias, activation="relu")`.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from ..backend import get_backend
+from ..scratch import activations as scratch_act
 from ..scratch import linear as scratch
 from ._base import LabLayer
 from ._checks import check_input, check_like, check_size
@@ -19,6 +21,7 @@ _SCRATCH = {"naive": scratch.linear_naive, "reference": scratch.linear_reference
 _LINEAR = {**_SCRATCH, "triton": lazy(".functions.linear", "linear_triton")}
 # dtypes the Triton GEMM takes; `auto` sends others (float64) to the reference tier
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+ACTIVATIONS = ("relu", "sigmoid", "tanh")
 
 
 class Linear(LabLayer, nn.Linear):
@@ -27,12 +30,40 @@ class Linear(LabLayer, nn.Linear):
         super().__init__(in_features, out_features, bias, device, dtype)
         self._set_backend(backend)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, "Linear", (), "")
+    def _linear(self, x: torch.Tensor):
+        """Check x, then the function of the tier this call resolves to."""
+        check_input(x, type(self).__name__, (), "")
         if x.dim() == 0:
-            raise ValueError("Linear expected an input of shape (*, in_features), got a 0-D tensor")
-        check_size(x, -1, self.in_features, "Linear", "input features")
-        check_like(x, self.weight, "Linear")
+            raise ValueError(f"{type(self).__name__} expected an input of shape (*, in_features), got a 0-D tensor")
+        check_size(x, -1, self.in_features, type(self).__name__, "input features")
+        check_like(x, self.weight, type(self).__name__)
         requested = self.backend if self.backend is not None else get_backend()
         impls = _LINEAR if x.dtype in _TRITON_DTYPES or requested == "triton" else _SCRATCH
-        return pick("linear", impls, self.backend, x)(x, self.weight, self.bias)
+        return pick("linear", impls, self.backend, x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._linear(x)(x, self.weight, self.bias)
+
+
+class LinearActivation(Linear):
+    """act(x Wᵀ + b) with act one of "relu", "sigmoid", "tanh": Linear's parameters and
+    state_dict keys, so it loads an nn.Linear's weights. On the triton tier one GEMM
+    whose epilogue applies the activation (no round trip of the pre-activation through
+    memory); on the other tiers that tier's Linear, then that tier's activation."""
+
+    def __init__(self, in_features: int, out_features: int, activation: str, bias: bool = True,
+                 device=None, dtype=None, *, backend: str | None = None):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"LinearActivation activation must be one of {ACTIVATIONS}, got {activation!r}")
+        super().__init__(in_features, out_features, bias, device, dtype, backend=backend)
+        self.activation = activation
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, activation={self.activation!r}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        linear = self._linear(x)
+        if linear is _LINEAR["triton"]:
+            return linear(x, self.weight, self.bias, activation=self.activation)
+        tier = "naive" if linear is scratch.linear_naive else "reference"
+        return getattr(scratch_act, f"{self.activation}_{tier}")(linear(x, self.weight, self.bias))

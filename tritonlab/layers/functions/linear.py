@@ -8,6 +8,8 @@ Linear followed by an activation in one kernel:
     from tritonlab.layers.functions.linear import linear_triton
     y = linear_triton(x, layer.weight, layer.bias, activation="relu")  # or "sigmoid", "tanh"
 
+or, as a module on every tier, `tritonlab.layers.linear.LinearActivation(in, out, "relu")`.
+
 Backward, with g = dy * act'(y) (= dy without an activation):
     dX = g @ W      and     dW = gᵀ @ X     two launches of the same GEMM kernel,
     db = g summed over rows, fused with computing g in one elementwise pass
