@@ -288,21 +288,16 @@ def _relative_max_err(a, b):
     return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-6)).item()
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("algo", ALGOS)
-@pytest.mark.parametrize("cl", [False, True], ids=["nchw", "nhwc"])
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("kwargs,shape", [c[1:] for c in RESNET], ids=[c[0] for c in RESNET])
-def test_gpu_resnet(kwargs, shape, dtype, cl, algo):
-    """Against cuDNN in fp32 (TF32 off) on the same rounded inputs; errors relative to
-    the largest value, bounded by the input dtype (TF32 has fp16's 10-bit mantissa)."""
+def _gpu_check(kwargs, shape, dtype, cl, algo, tol):
+    """Forward and every gradient against cuDNN in fp32 with TF32 off on the same
+    (rounded) weights, inputs and upstream gradient; errors relative to the largest
+    value."""
     lab = tritonlab.Conv2d(**kwargs, device="cuda", dtype=dtype, backend="triton", algo=algo)
     ref = nn.Conv2d(**kwargs, device="cuda", dtype=torch.float32)
     ref.load_state_dict({k: v.float() for k, v in lab.state_dict().items()})
-    if cl:
-        lab, ref = lab.to(memory_format=CL), ref.to(memory_format=CL)
     x = torch.randn(shape, device="cuda", dtype=dtype)
     if cl:
+        lab, ref = lab.to(memory_format=CL), ref.to(memory_format=CL)
         x = x.contiguous(memory_format=CL)
     out, in_g, p_g, gout = run(lab, [x])
     tf32 = torch.backends.cudnn.allow_tf32
@@ -311,9 +306,30 @@ def test_gpu_resnet(kwargs, shape, dtype, cl, algo):
         ref_out, ref_in, ref_p, _ = run(ref, [x.float()], [g.float() for g in gout])
     finally:
         torch.backends.cudnn.allow_tf32 = tf32
-    tol = {torch.float16: 5e-3, torch.bfloat16: 3e-2, torch.float32: 5e-3 if tf32 else 1e-5}[dtype]
-    assert out[0].stride() == ref_out[0].stride()
+    assert out[0].dtype == dtype and out[0].stride() == ref_out[0].stride()
+    assert in_g[0].stride() == ref_in[0].stride()
     assert _relative_max_err(out[0], ref_out[0]) < tol
     assert _relative_max_err(in_g[0], ref_in[0]) < tol
     for name in ref_p:
         assert _relative_max_err(p_g[name], ref_p[name]) < tol, name
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("cl", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("kwargs,shape", [c[1:] for c in RESNET], ids=[c[0] for c in RESNET])
+def test_gpu_resnet(kwargs, shape, dtype, cl, algo):
+    # one rounding of the output/gradient to the dtype, fp32 accumulation
+    _gpu_check(kwargs, shape, dtype, cl, algo, {torch.float16: 5e-3, torch.bfloat16: 3e-2}[dtype])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("tf32", [False, True], ids=["ieee", "tf32"])
+@pytest.mark.parametrize("case", ["3x3_64_56", "1x1_256_64_56"])
+def test_gpu_float32_follows_cudnn_tf32(case, tf32, monkeypatch):
+    """fp32 on the implicit path rounds its inputs to TF32 exactly when torch's convs do."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", tf32)  # the 1x1 plain GEMM's flag
+    _, kwargs, shape = next(c for c in RESNET if c[0] == case)
+    _gpu_check(kwargs, shape, torch.float32, True, "implicit", 5e-3 if tf32 else 1e-4)

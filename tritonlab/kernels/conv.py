@@ -110,8 +110,9 @@ def _conv_fwd_kernel(
     """y = act(conv(x, weight) + bias) for one (BLOCK_M output positions) x (BLOCK_N
     output channels) tile of one group.
 
-    Grid: (cdiv(N*P*Q, BLOCK_M), cdiv(OG, BLOCK_N), G); program (i, j, g) computes
-    y[m, g*OG + o] for m in tile i (m = (n*P + p)*Q + q), o in tile j.
+    Grid: (cdiv(N*P*Q, BLOCK_M) * cdiv(OG, BLOCK_N), G); program (i*J + j, g), with
+    J = cdiv(OG, BLOCK_N), computes y[m, g*OG + o] for m in tile i (m = (n*P + p)*Q + q),
+    o in tile j: the N tiles of one M tile run back to back and share its x in L2.
     Pointers: x (N, C, H, W), w (O, CG, R, S), b (O,) (unused without HAS_BIAS),
     y (N, O, P, Q), each with its strides (sx*, sw*, sy*). M = N*P*Q.
 
@@ -121,9 +122,10 @@ def _conv_fwd_kernel(
     Cost: 2*M*OG*CG*R*S FLOPs per group; x is re-read once per N tile (cdiv(OG, BLOCK_N)
     times), the weights once per M tile, both mostly from L2.
     """
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    g = tl.program_id(2)
+    n_tiles = tl.cdiv(OG, BLOCK_N)
+    pid_m = tl.program_id(0) // n_tiles
+    pid_n = tl.program_id(0) % n_tiles
+    g = tl.program_id(1)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     m_ok = offs_m < M
@@ -224,7 +226,7 @@ def conv2d_fwd(x, weight, bias, y, stride, pad, dilation, groups, activation=Non
     _check_rows(m, "N*P*Q")
     og = o // groups
     weight = packed(weight)
-    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(og, meta["BLOCK_N"]), groups)  # noqa: E731
+    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(og, meta["BLOCK_N"]), groups)  # noqa: E731
     _launch(_conv_fwd_kernel, _conv_fwd_tuned, grid,
             x, weight, bias if bias is not None else y, y,
             h, w, p, q, m, cg, og, r, s,
@@ -256,17 +258,18 @@ def _conv_dgrad_kernel(
     The host precomputes them per phase: tap_h (sh, 1 + 2R) int32 rows
     [count, r_0, dp_0, r_1, dp_1, ...] with p = h // sh + dp, likewise tap_w.
 
-    Grid: (cdiv(N*HI*WI, BLOCK_M), cdiv(CG, BLOCK_N), G*sh*sw); HI = cdiv(H, sh),
-    WI = cdiv(W, sw); program (i, j, z) computes the dx pixels h = ah + sh*hi,
+    Grid: (cdiv(N*HI*WI, BLOCK_M) * J, G*sh*sw), J = cdiv(CG, BLOCK_N); HI = cdiv(H, sh),
+    WI = cdiv(W, sw); program (i*J + j, z) computes the dx pixels h = ah + sh*hi,
     w = aw + sw*wi of phase (ah, aw) = divmod(z % (sh*sw), sw) for input channels in
     tile j of group z // (sh*sw). GEMM: M = N*HI*WI, N = CG, K = OG * (taps that map).
     Pointers: dy (N, O, P, Q), w (O, CG, R, S), dx (N, C, H, W), each with strides.
     Every dx element is written exactly once (zeros where no tap maps).
     Cost: 2*N*P*Q*O*CG*R*S FLOPs in total, like the forward.
     """
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    z = tl.program_id(2)
+    n_tiles = tl.cdiv(CG, BLOCK_N)
+    pid_m = tl.program_id(0) // n_tiles
+    pid_n = tl.program_id(0) % n_tiles
+    z = tl.program_id(1)
     n_phases = stride_h * stride_w
     g = z // n_phases
     ah = (z % n_phases) // stride_w
@@ -348,7 +351,7 @@ def conv2d_dgrad(dy, weight, dx, stride, pad, dilation, groups):
     og = o // groups
     weight = packed(weight)
     phases = stride[0] * stride[1]
-    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(cg, meta["BLOCK_N"]), groups * phases)  # noqa: E731
+    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(cg, meta["BLOCK_N"]), groups * phases)  # noqa: E731
     _launch(_conv_dgrad_kernel, _conv_dgrad_tuned, grid,
             dy, weight, dx, tap_h, tap_w,
             h, w, p, q, hi, wi, m, cg, og, r, s,
