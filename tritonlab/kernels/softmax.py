@@ -235,8 +235,8 @@ def _config(n: int, n_rows: int):
         return True, 1, LOOP_BLOCK, 8
     block = max(4, triton.next_power_of_2(n))  # >= 4: the mask takes columns in fours
     rows = max(1, min(TILE // block, triton.next_power_of_2(n_rows)))
-    tile = rows * block
-    return False, rows, block, 4 if tile <= 2048 else 8 if tile <= 4096 else 16
+    # 16 elements a thread from 2048 up (fewer warps spill the fused backward at 16K)
+    return False, rows, block, min(32, max(4, rows * block // 512))
 
 
 def softmax_dropout_forward(x: torch.Tensor, dim: int, p: float, seed: torch.Tensor | None,
