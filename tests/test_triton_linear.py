@@ -84,6 +84,16 @@ def test_matmul_split_k(m, k, n, split_k, dtype, triton_device):
         _close(matmul(a, b, bias, activation, split_k=split_k), _expected(a, b, bias, activation), dtype, scale=2)
 
 
+def test_split_k_ranges():
+    from tritonlab.kernels.gemm import _split_k
+    cpu = torch.device("cpu")
+    assert _split_k(64, 64, 100_000, cpu, None) == (1, 100_000)  # automatic only on CUDA
+    assert _split_k(5, 5, 0, cpu, 8) == (1, 0)
+    for k, n in [(1000, 4), (129, 2), (10**7, 10**6)]:
+        s, per = _split_k(5, 5, k, cpu, n)
+        assert s <= min(n, 65535) and (s - 1) * per < k <= s * per  # every k in exactly one range
+
+
 def test_matmul_split_k_into_out_with_odd_strides(triton_device):
     a = torch.randn(300, 10, device=triton_device).t()             # (10, 300), strides (1, 10)
     b = torch.randn(300, 9, device=triton_device) / 17

@@ -210,16 +210,17 @@ def _check(a, b, bias, activation, out):
 def _split_k(M: int, N: int, K: int, device: torch.device, split_k: int | None) -> tuple[int, int]:
     """(S, K_PER_SPLIT): how many K ranges the GEMM is cut into, and their length.
 
-    Automatic on CUDA: when the output has too few tiles to fill the SMs (e.g. dW of a
-    small layer summed over many rows) and K is long, cut K so that tiles * S is about
-    one wave, each range keeping >= 1024 of K. K_PER_SPLIT is a multiple of the largest
-    BLOCK_K, so only the last range has a ragged tail.
+    Automatic on CUDA: when even 64x64 tiles of the output cannot fill half the SMs
+    (e.g. dW of a small layer summed over many rows; smaller tiles are the autotuner's
+    cheaper way to more programs, so they go first) and K is long, cut K so that tiles
+    * S is about one wave, each range keeping >= 1024 of K. K_PER_SPLIT is a multiple of
+    the largest BLOCK_K, so only the last range has a ragged tail.
     """
     if split_k is None:
         split_k = 1
         if device.type == "cuda" and K >= 4096:
             sms = torch.cuda.get_device_properties(device).multi_processor_count
-            tiles = triton.cdiv(M, 128) * triton.cdiv(N, 128)
+            tiles = triton.cdiv(M, 64) * triton.cdiv(N, 64)
             if 2 * tiles <= sms:
                 split_k = min(triton.cdiv(sms, tiles), K // 1024, 32)
     if split_k == 1 or K == 0:
