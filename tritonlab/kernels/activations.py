@@ -55,7 +55,7 @@ def _strided_kernel(a_ptr, b_ptr, out_ptr, n, S1, S2, S3,
                     a0, a1, a2, a3, b0, b1, b2, b3, o0, o1, o2, o3,
                     ACT: tl.constexpr, BACKWARD: tl.constexpr, BLOCK: tl.constexpr):
     """As _flat_kernel over a logical (S0, S1, S2, S3) shape, n = S0*S1*S2*S3; each
-    pointer has its own four strides (a*, b*, out o*), any of them 0 or negative.
+    pointer has its own four strides (a*, b*, out o*), any of them 0 (expanded).
     Grid: (cdiv(n, BLOCK),); one program computes BLOCK consecutive logical indices."""
     idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = idx < n
