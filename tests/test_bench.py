@@ -154,7 +154,7 @@ def test_unknown_op():
         runner.run(["conv3d"], progress=False)
 
 
-@pytest.mark.parametrize("name", ["linear", "conv2d"])
+@pytest.mark.parametrize("name", ["linear", "linear_relu", "conv2d"])
 def test_cost_model_flops_match_torch_flop_counter(name):
     op = OPS[name]
     for case in op.cases:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 import tritonlab
+from tritonlab.layers.linear import LinearActivation
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,13 @@ def _flatten_cases() -> list[Case]:
             for dev, s in (("cpu", (32, 64, 8, 8)), ("cuda", (256, 64, 32, 32)))]
 
 
+class _LinearReLU(nn.Linear):
+    """torch's Linear then ReLU, two kernels, with nn.Linear's state_dict keys."""
+
+    def forward(self, x):
+        return torch.relu(super().forward(x))
+
+
 def _softmax_dropout():
     return nn.Sequential(nn.Softmax(-1), nn.Dropout(0.1))
 
@@ -187,6 +195,10 @@ OPS: dict[str, Op] = {op.name: op for op in [
        lambda p: (torch.randn(p["shape"]),), lambda p, mode, es: Cost(0, 0), lambda p: 1, compiled=False),
     Op("linear", _linear_cases(),
        lambda p: tritonlab.Linear(p["k"], p["n"]), lambda p: nn.Linear(p["k"], p["n"]),
+       lambda p: (torch.randn(p["m"], p["k"]),), _linear_cost, lambda p: p["m"], size_unit="FLOPs"),
+    # with the activation in the GEMM's epilogue on the triton tier
+    Op("linear_relu", _linear_cases(),
+       lambda p: LinearActivation(p["k"], p["n"], "relu"), lambda p: _LinearReLU(p["k"], p["n"]),
        lambda p: (torch.randn(p["m"], p["k"]),), _linear_cost, lambda p: p["m"], size_unit="FLOPs"),
     Op("conv2d", CONV_CASES,
        lambda p: tritonlab.Conv2d(p["c"], p["o"], p["k"], p["stride"], p["padding"]),
