@@ -25,10 +25,13 @@ Three ways to run the same kernels (`mode` of the launchers):
   single hidden block). W_hh's slices are re-read from L2 each step, not pinned on chip:
   a 4·BLOCK_H x H slice (128 KB fp16 at H = 1024) does not fit a program's registers.
 
-h's state rides in a ping-pong pair of (B, H) buffers: the step numbered s reads [s % 2]
-and writes [(s+1) % 2] (a program reads all H columns of h but writes only its own).
-Gate math is fp32 (`_math.sigmoid/tanh` from tl.exp); the LSTM cell state and all
-backward carries are fp32; saved activations and outputs are in the input dtype.
+The forward's h rides in a ping-pong pair of (B, H) buffers: the step numbered s reads
+[s % 2] and writes [(s+1) % 2] (a program reads all H columns of h but writes only its
+own). The backward moves the one product across hidden units to the start of the next
+phase (see _lstm_bwd_kernel), so its carries dh, dc are owned elementwise and updated in
+place. Gate math is fp32 (`_math.sigmoid/tanh` from tl.exp); the LSTM cell state and all
+backward carries are fp32; saved activations, outputs and gate gradients are in the
+input dtype.
 """
 from __future__ import annotations
 
@@ -57,19 +60,21 @@ MAX_SPINS = tl.constexpr(1 << 22)  # barrier reads (~1 us each) before a grid ba
 
 @triton.jit
 def _step_rows(s, T, B, offs_ptr, sizes_ptr, REVERSE: tl.constexpr, PACKED: tl.constexpr):
-    """(time step, first row, running rows) of the s-th step visited; REVERSE visits
-    T-1 first (a reverse direction's forward, a forward direction's backward)."""
+    """(first row, running rows) of the s-th step visited; REVERSE visits T-1 first (a
+    reverse direction's forward, a forward direction's backward). An s outside 0..T-1
+    is no step: 0 rows run."""
+    valid = (s >= 0) & (s < T)
     if REVERSE:
         t = T - 1 - s
     else:
         t = s
     if PACKED:
-        off = tl.load(offs_ptr + t).to(tl.int64)
-        n = tl.load(sizes_ptr + t)
+        off = tl.load(offs_ptr + t, mask=valid, other=0).to(tl.int64)
+        n = tl.load(sizes_ptr + t, mask=valid, other=0)
     else:
         off = t * B
-        n = B
-    return t, off, n
+        n = tl.where(valid, B, 0)
+    return off, n
 
 
 @triton.jit
@@ -79,14 +84,6 @@ def _dot_w_t(acc, a, w_ptr, row0, cols, ks, H, PRECISION: tl.constexpr):
     w = tl.load(w_ptr + (row0 + cols)[None, :] * H + ks[:, None],
                 mask=(ks < H)[:, None] & (cols < H)[None, :], other=0.0)
     return tl.dot(a, w, acc, input_precision=PRECISION)
-
-
-@triton.jit
-def _dot_w(acc, a, w_ptr, row0, ks, cols, H, PRECISION: tl.constexpr):
-    """acc + a @ W[row0 + ks, cols]: the backward's product with W itself."""
-    w = tl.load(w_ptr + (row0 + ks)[:, None] * H + cols[None, :],
-                mask=(ks < H)[:, None] & (cols < H)[None, :], other=0.0)
-    return tl.dot(a.to(w.dtype), w, acc, input_precision=PRECISION)
 
 
 @triton.jit
@@ -155,7 +152,7 @@ def _lstm_fwd_kernel(
     in_b = rows < B
     j_lo, j_hi = _hidden_blocks(H, BLOCK_H, MODE)
     for s in range(s_begin, s_end):
-        t, off, n = _step_rows(s, T, B, offs_ptr, sizes_ptr, REVERSE, PACKED)
+        off, n = _step_rows(s, T, B, offs_ptr, sizes_ptr, REVERSE, PACKED)
         src = h_ptr + (s % 2) * B * H
         dst = h_ptr + ((s + 1) % 2) * B * H
         run = rows < n
@@ -201,12 +198,21 @@ def _lstm_fwd_kernel(
 
 
 @triton.jit
-def _lstm_dgates(dh, dc, i, f, g, o, c, c_in):
-    """Pre-activation gate gradients and the total dc of one step, from the output's dh
-    and the dc flowing in from the next step (σ' = s(1 - s), tanh' = 1 - t²)."""
-    tc = tanh(c)
-    dc = dc + dh * o * (1.0 - tc * tc)
-    return dc * g * i * (1.0 - i), dc * c_in * f * (1.0 - f), dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o), dc
+def _carry_dot(d_ptr, w_ptr, rows, off, n, cols, H, G: tl.constexpr, PRECISION: tl.constexpr,
+               BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr):
+    """d[off + rows] @ W_hh[:, cols] for a step's n running rows (0 for the others): the
+    gradient reaching the h that step read. d (rows, G*H) the step's gate gradients, W_hh
+    (G*H, H). Other programs wrote d: loaded through L2 (see _end_step)."""
+    acc = tl.zeros((BLOCK_B, BLOCK_H), tl.float32)
+    run = rows < n
+    for k in range(0, G * H, BLOCK_K):
+        ks = k + tl.arange(0, BLOCK_K)
+        a = tl.load(d_ptr + (off + rows)[:, None] * (G * H) + ks[None, :],
+                    mask=run[:, None] & (ks < G * H)[None, :], other=0.0, cache_modifier=".cg")
+        w = tl.load(w_ptr + ks[:, None] * H + cols[None, :], mask=(ks < G * H)[:, None] & (cols < H)[None, :],
+                    other=0.0)
+        acc = tl.dot(a, w, acc, input_precision=PRECISION)
+    return acc
 
 
 @triton.jit(do_not_specialize=_STEP_ARGS)
@@ -216,74 +222,57 @@ def _lstm_bwd_kernel(
     REVERSE: tl.constexpr, PACKED: tl.constexpr, MODE: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """LSTM backward steps, visited in reverse of the forward's order (the launcher flips
-    REVERSE: s = 0 is the forward's last step). With dh = dh_carry + d_out_t and
-    dc = dc_carry + dh o tanh'(c'):
-    d_i = dc g σ'(i), d_f = dc c_in σ'(f), d_g = dc i tanh'(g), d_o = dh tanh(c') σ'(o);
-    then dc_carry' = dc f and dh_carry' = d_gates W_hh.
+    """LSTM backward, phases s_begin..s_end-1 of 0..T; steps in reverse of the forward's
+    order (the launcher flips REVERSE: s = 0 is the forward's last step).
+
+    Phase s: (1) dh_carry = d_gates_{s-1} W_hh for the rows of the step visited at s-1,
+    the only product, whose operand other programs wrote; (2) for step s, with
+    dh = dh_carry + d_out and dc = dc_carry + dh o tanh'(c'): d_i = dc g σ'(i),
+    d_f = dc c_in σ'(f), d_g = dc i tanh'(g), d_o = dh tanh(c') σ'(o), dc_carry = dc f.
+    (2) needs only the program's own hidden units, so one sync per step suffices and no
+    gate gradient is computed twice. Phase T runs only (1): dh_carry is then d_h0.
 
     Pointers: w (4H, H) W_hh; d_out (rows, H); gates (rows, 4H), c_out, c_in (rows, H)
-    saved by the forward; dh, dc (2, B, H) fp32 ping-pong carries; d_gates (rows, 4H)
-    out; offs, sizes, sync as the forward's. A program recomputes d_gates for every
-    hidden unit it contracts over (cheap elementwise math against the 8·B·H² FLOPs of the
-    product) and stores its own block.
-    Cost per step as the forward's: W_hh read once (L2), 8·B·H² FLOPs.
+    saved by the forward; dh, dc (B, H) fp32 carries, each element read and written by
+    the program owning it; d_gates (rows, 4H) out; offs, sizes, sync as the forward's.
+    Cost per step: 8·B·H² FLOPs; W_hh (4H², L2) and the step's d_gates (B·4H) read per
+    program column block, ~13·B·H elements of saved state read and written once.
     """
     rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     in_b = rows < B
     j_lo, j_hi = _hidden_blocks(H, BLOCK_H, MODE)
     for s in range(s_begin, s_end):
-        t, off, n = _step_rows(s, T, B, offs_ptr, sizes_ptr, REVERSE, PACKED)
-        cur, nxt = (s % 2) * B * H, ((s + 1) % 2) * B * H
+        off_p, n_p = _step_rows(s - 1, T, B, offs_ptr, sizes_ptr, REVERSE, PACKED)
+        off, n = _step_rows(s, T, B, offs_ptr, sizes_ptr, REVERSE, PACKED)
         run = rows < n
         for j in range(j_lo, j_hi):
             cols = j * BLOCK_H + tl.arange(0, BLOCK_H)
-            acc = tl.zeros((BLOCK_B, BLOCK_H), tl.float32)
-            for k in range(0, H, BLOCK_K):
-                ks = k + tl.arange(0, BLOCK_K)
-                di, df, dg, do, _ = _lstm_unit_grads(ks, rows, run, off, cur, H, d_out_ptr, gates_ptr,
-                                                     c_out_ptr, c_in_ptr, dh_ptr, dc_ptr)
-                acc = _dot_w(acc, di, w_ptr, 0, ks, cols, H, PRECISION)
-                acc = _dot_w(acc, df, w_ptr, H, ks, cols, H, PRECISION)
-                acc = _dot_w(acc, dg, w_ptr, 2 * H, ks, cols, H, PRECISION)
-                acc = _dot_w(acc, do, w_ptr, 3 * H, ks, cols, H, PRECISION)
-            di, df, dg, do, dc = _lstm_unit_grads(cols, rows, run, off, cur, H, d_out_ptr, gates_ptr,
-                                                  c_out_ptr, c_in_ptr, dh_ptr, dc_ptr)
-            m = run[:, None] & (cols < H)[None, :]
-            gate = (off + rows)[:, None] * (4 * H) + cols[None, :]
-            dt = d_gates_ptr.dtype.element_ty
-            tl.store(d_gates_ptr + gate, di.to(dt), mask=m)
-            tl.store(d_gates_ptr + gate + H, df.to(dt), mask=m)
-            tl.store(d_gates_ptr + gate + 2 * H, dg.to(dt), mask=m)
-            tl.store(d_gates_ptr + gate + 3 * H, do.to(dt), mask=m)
-            f = tl.load(gates_ptr + gate + H, mask=m, other=0.0).to(tl.float32)
             state = rows[:, None] * H + cols[None, :]
             in_state = in_b[:, None] & (cols < H)[None, :]
-            # rows not running pass their carries through unchanged
-            dh_keep = tl.load(dh_ptr + cur + state, mask=in_state, other=0.0, cache_modifier=".cg")
-            dc_keep = tl.load(dc_ptr + cur + state, mask=in_state, other=0.0, cache_modifier=".cg")
-            tl.store(dh_ptr + nxt + state, tl.where(run[:, None], acc, dh_keep), mask=in_state)
-            tl.store(dc_ptr + nxt + state, tl.where(run[:, None], dc * f, dc_keep), mask=in_state)
+            acc = _carry_dot(d_gates_ptr, w_ptr, rows, off_p, n_p, cols, H, 4, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
+            dh = tl.where((rows < n_p)[:, None], acc, tl.load(dh_ptr + state, mask=in_state, other=0.0))
+            dc = tl.load(dc_ptr + state, mask=in_state, other=0.0)
+            m = run[:, None] & (cols < H)[None, :]
+            row = (off + rows)[:, None] * H + cols[None, :]
+            gate = (off + rows)[:, None] * (4 * H) + cols[None, :]
+            i = tl.load(gates_ptr + gate, mask=m, other=0.0).to(tl.float32)
+            f = tl.load(gates_ptr + gate + H, mask=m, other=0.0).to(tl.float32)
+            g = tl.load(gates_ptr + gate + 2 * H, mask=m, other=0.0).to(tl.float32)
+            o = tl.load(gates_ptr + gate + 3 * H, mask=m, other=0.0).to(tl.float32)
+            c = tl.load(c_out_ptr + row, mask=m, other=0.0).to(tl.float32)
+            c_in = tl.load(c_in_ptr + row, mask=m, other=0.0).to(tl.float32)
+            d_total = dh + tl.load(d_out_ptr + row, mask=m, other=0.0).to(tl.float32)
+            tc = tanh(c)
+            dc_total = dc + d_total * o * (1.0 - tc * tc)
+            dt = d_gates_ptr.dtype.element_ty
+            tl.store(d_gates_ptr + gate, (dc_total * g * i * (1.0 - i)).to(dt), mask=m)
+            tl.store(d_gates_ptr + gate + H, (dc_total * c_in * f * (1.0 - f)).to(dt), mask=m)
+            tl.store(d_gates_ptr + gate + 2 * H, (dc_total * i * (1.0 - g * g)).to(dt), mask=m)
+            tl.store(d_gates_ptr + gate + 3 * H, (d_total * tc * o * (1.0 - o)).to(dt), mask=m)
+            # a running row's dh is replaced by the next phase's product; the others keep theirs
+            tl.store(dh_ptr + state, dh, mask=in_state)
+            tl.store(dc_ptr + state, tl.where(run[:, None], dc_total * f, dc), mask=in_state)
         _end_step(sync_ptr, s - s_begin, MODE)
-
-
-@triton.jit
-def _lstm_unit_grads(u, rows, run, off, cur, H, d_out_ptr, gates_ptr, c_out_ptr, c_in_ptr, dh_ptr, dc_ptr):
-    """_lstm_dgates for hidden units `u` of the running rows (0 elsewhere)."""
-    m = run[:, None] & (u < H)[None, :]
-    row = (off + rows)[:, None] * H + u[None, :]
-    gate = (off + rows)[:, None] * (4 * H) + u[None, :]
-    state = cur + rows[:, None] * H + u[None, :]
-    dh = tl.load(dh_ptr + state, mask=m, other=0.0, cache_modifier=".cg")
-    dh += tl.load(d_out_ptr + row, mask=m, other=0.0).to(tl.float32)
-    dc = tl.load(dc_ptr + state, mask=m, other=0.0, cache_modifier=".cg")
-    i = tl.load(gates_ptr + gate, mask=m, other=0.0).to(tl.float32)
-    f = tl.load(gates_ptr + gate + H, mask=m, other=0.0).to(tl.float32)
-    g = tl.load(gates_ptr + gate + 2 * H, mask=m, other=0.0).to(tl.float32)
-    o = tl.load(gates_ptr + gate + 3 * H, mask=m, other=0.0).to(tl.float32)
-    c = tl.load(c_out_ptr + row, mask=m, other=0.0).to(tl.float32)
-    c_in = tl.load(c_in_ptr + row, mask=m, other=0.0).to(tl.float32)
-    return _lstm_dgates(dh, dc, i, f, g, o, c, c_in)
 
 
 # ---- GRU -------------------------------------------------------------------------------
@@ -309,7 +298,7 @@ def _gru_fwd_kernel(
     in_b = rows < B
     j_lo, j_hi = _hidden_blocks(H, BLOCK_H, MODE)
     for s in range(s_begin, s_end):
-        t, off, n = _step_rows(s, T, B, offs_ptr, sizes_ptr, REVERSE, PACKED)
+        off, n = _step_rows(s, T, B, offs_ptr, sizes_ptr, REVERSE, PACKED)
         src = h_ptr + (s % 2) * B * H
         dst = h_ptr + ((s + 1) % 2) * B * H
         run = rows < n
@@ -348,27 +337,6 @@ def _gru_fwd_kernel(
         _end_step(sync_ptr, s - s_begin, MODE)
 
 
-@triton.jit
-def _gru_unit_grads(u, rows, run, off, cur, H, d_out_ptr, gates_ptr, hn_ptr, h_in_ptr, dh_ptr):
-    """For hidden units `u` of the running rows (0 elsewhere): the output's total dh and
-    the pre-activation gradients d_r, d_z, d_n (of xp_n + r hn) and d_hn = d_n r (of
-    W_hn h + b_hn, which r gates)."""
-    m = run[:, None] & (u < H)[None, :]
-    row = (off + rows)[:, None] * H + u[None, :]
-    gate = (off + rows)[:, None] * (3 * H) + u[None, :]
-    dh = tl.load(dh_ptr + cur + rows[:, None] * H + u[None, :], mask=m, other=0.0, cache_modifier=".cg")
-    dh += tl.load(d_out_ptr + row, mask=m, other=0.0).to(tl.float32)
-    r = tl.load(gates_ptr + gate, mask=m, other=0.0).to(tl.float32)
-    z = tl.load(gates_ptr + gate + H, mask=m, other=0.0).to(tl.float32)
-    new = tl.load(gates_ptr + gate + 2 * H, mask=m, other=0.0).to(tl.float32)
-    hn = tl.load(hn_ptr + row, mask=m, other=0.0).to(tl.float32)
-    h_in = tl.load(h_in_ptr + row, mask=m, other=0.0).to(tl.float32)
-    d_n = dh * (1.0 - z) * (1.0 - new * new)
-    d_z = dh * (h_in - new) * z * (1.0 - z)
-    d_r = d_n * hn * r * (1.0 - r)
-    return dh, z, d_r, d_z, d_n, d_n * r
-
-
 @triton.jit(do_not_specialize=_STEP_ARGS)
 def _gru_bwd_kernel(
     w_ptr, d_out_ptr, gates_ptr, hn_ptr, h_in_ptr, dh_ptr, d_xp_ptr, d_hh_ptr,
@@ -376,47 +344,53 @@ def _gru_bwd_kernel(
     REVERSE: tl.constexpr, PACKED: tl.constexpr, MODE: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """GRU backward steps, in reverse of the forward's order (the launcher flips
-    REVERSE): dh_carry' = dh z + [d_r, d_z, d_hn] W_hh.
+    """GRU backward, phases s_begin..s_end-1 of 0..T, in reverse of the forward's order
+    (the launcher flips REVERSE), split like the LSTM's: phase s adds d_hh_{s-1} W_hh to
+    the carry of the step visited at s-1, then for step s, with dh = dh_carry + d_out:
+    d_n = dh (1 - z) tanh'(n), d_z = dh (h_in - n) σ'(z), d_r = d_n hn σ'(r),
+    d_hn = d_n r, and the carry restarts at dh z (the direct path h -> h').
 
     Pointers: w (3H, H) W_hh; d_out, hn, h_in (rows, H); gates (rows, 3H) saved by the
-    forward; dh (2, B, H) fp32 ping-pong carry; d_xp (rows, 3H) out: [d_r, d_z, d_n],
-    the input projection's gradient; d_hh (rows, 3H) out: [d_r, d_z, d_hn], the
-    gradient of h W_hhᵀ + b_hh; offs, sizes, sync as the forward's.
-    Cost per step: 6·B·H² FLOPs, W_hh read once (L2).
+    forward; dh (B, H) fp32 carry, owned elementwise; d_xp (rows, 3H) out: [d_r, d_z, d_n],
+    the input projection's gradient; d_hh (rows, 3H) out: [d_r, d_z, d_hn], the gradient
+    of h W_hhᵀ + b_hh; offs, sizes, sync as the forward's.
+    Cost per step: 6·B·H² FLOPs; W_hh (3H², L2) and the step's d_hh read per program
+    column block, ~12·B·H elements of saved state read and written once.
     """
     rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     in_b = rows < B
     j_lo, j_hi = _hidden_blocks(H, BLOCK_H, MODE)
     for s in range(s_begin, s_end):
-        t, off, n = _step_rows(s, T, B, offs_ptr, sizes_ptr, REVERSE, PACKED)
-        cur, nxt = (s % 2) * B * H, ((s + 1) % 2) * B * H
+        off_p, n_p = _step_rows(s - 1, T, B, offs_ptr, sizes_ptr, REVERSE, PACKED)
+        off, n = _step_rows(s, T, B, offs_ptr, sizes_ptr, REVERSE, PACKED)
         run = rows < n
         for j in range(j_lo, j_hi):
             cols = j * BLOCK_H + tl.arange(0, BLOCK_H)
-            acc = tl.zeros((BLOCK_B, BLOCK_H), tl.float32)
-            for k in range(0, H, BLOCK_K):
-                ks = k + tl.arange(0, BLOCK_K)
-                _, _, d_r, d_z, _, d_hn = _gru_unit_grads(ks, rows, run, off, cur, H, d_out_ptr, gates_ptr,
-                                                          hn_ptr, h_in_ptr, dh_ptr)
-                acc = _dot_w(acc, d_r, w_ptr, 0, ks, cols, H, PRECISION)
-                acc = _dot_w(acc, d_z, w_ptr, H, ks, cols, H, PRECISION)
-                acc = _dot_w(acc, d_hn, w_ptr, 2 * H, ks, cols, H, PRECISION)
-            dh, z, d_r, d_z, d_n, d_hn = _gru_unit_grads(cols, rows, run, off, cur, H, d_out_ptr, gates_ptr,
-                                                         hn_ptr, h_in_ptr, dh_ptr)
+            state = rows[:, None] * H + cols[None, :]
+            in_state = in_b[:, None] & (cols < H)[None, :]
+            acc = _carry_dot(d_hh_ptr, w_ptr, rows, off_p, n_p, cols, H, 3, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
+            dh = tl.load(dh_ptr + state, mask=in_state, other=0.0)
+            dh = tl.where((rows < n_p)[:, None], dh + acc, dh)
             m = run[:, None] & (cols < H)[None, :]
+            row = (off + rows)[:, None] * H + cols[None, :]
             gate = (off + rows)[:, None] * (3 * H) + cols[None, :]
+            r = tl.load(gates_ptr + gate, mask=m, other=0.0).to(tl.float32)
+            z = tl.load(gates_ptr + gate + H, mask=m, other=0.0).to(tl.float32)
+            new = tl.load(gates_ptr + gate + 2 * H, mask=m, other=0.0).to(tl.float32)
+            hn = tl.load(hn_ptr + row, mask=m, other=0.0).to(tl.float32)
+            h_in = tl.load(h_in_ptr + row, mask=m, other=0.0).to(tl.float32)
+            d_total = dh + tl.load(d_out_ptr + row, mask=m, other=0.0).to(tl.float32)
+            d_n = d_total * (1.0 - z) * (1.0 - new * new)
+            d_z = d_total * (h_in - new) * z * (1.0 - z)
+            d_r = d_n * hn * r * (1.0 - r)
             dt = d_xp_ptr.dtype.element_ty
             tl.store(d_xp_ptr + gate, d_r.to(dt), mask=m)
             tl.store(d_xp_ptr + gate + H, d_z.to(dt), mask=m)
             tl.store(d_xp_ptr + gate + 2 * H, d_n.to(dt), mask=m)
             tl.store(d_hh_ptr + gate, d_r.to(dt), mask=m)
             tl.store(d_hh_ptr + gate + H, d_z.to(dt), mask=m)
-            tl.store(d_hh_ptr + gate + 2 * H, d_hn.to(dt), mask=m)
-            state = rows[:, None] * H + cols[None, :]
-            in_state = in_b[:, None] & (cols < H)[None, :]
-            dh_keep = tl.load(dh_ptr + cur + state, mask=in_state, other=0.0, cache_modifier=".cg")
-            tl.store(dh_ptr + nxt + state, tl.where(run[:, None], acc + dh * z, dh_keep), mask=in_state)
+            tl.store(d_hh_ptr + gate + 2 * H, (d_n * r).to(dt), mask=m)
+            tl.store(dh_ptr + state, tl.where(run[:, None], d_total * z, dh), mask=in_state)
         _end_step(sync_ptr, s - s_begin, MODE)
 
 
@@ -461,8 +435,9 @@ def _blocks(B: int, H: int, mode: int, device: torch.device, dtype: torch.dtype)
 
 
 def _launch(kernel, tensors, flags, sizes: list[int], B: int, H: int, reverse: bool, mode: int,
-            dtype: torch.dtype) -> None:
-    """Run `kernel` over all len(sizes) steps: one launch per step (STEP) or one for all."""
+            dtype: torch.dtype, phases: int) -> None:
+    """Run `kernel`'s `phases` phases (a forward's T steps, a backward's T + 1): one
+    launch per phase (STEP) or one for all."""
     if B == 0:
         return
     T, device = len(sizes), tensors[0].device
@@ -479,21 +454,21 @@ def _launch(kernel, tensors, flags, sizes: list[int], B: int, H: int, reverse: b
     blocks_b = triton.cdiv(B, block_b)
     if mode == STEP:
         grid = (blocks_b, triton.cdiv(H, block_h))
-        for s in range(T):
+        for s in range(phases):
             kernel[grid](*tensors, offs, counts, None, B, H, T, s, s + 1, **meta)
     elif mode == PERSISTENT:
-        kernel[(blocks_b, 1)](*tensors, offs, counts, None, B, H, T, 0, T, **meta)
+        kernel[(blocks_b, 1)](*tensors, offs, counts, None, B, H, T, 0, phases, **meta)
     else:
         sync = torch.zeros(blocks_b + 1, dtype=torch.int32, device=device)  # counters, timeout flag
-        kernel[(blocks_b, triton.cdiv(H, block_h))](*tensors, offs, counts, sync, B, H, T, 0, T, **meta)
+        kernel[(blocks_b, triton.cdiv(H, block_h))](*tensors, offs, counts, sync, B, H, T, 0, phases, **meta)
         if sync[-1].item():
             raise RuntimeError("the persistent-grid RNN kernel's barrier timed out (its programs were not "
                                "all resident); its result is wrong. Use the step or persistent variant")
 
 
-def _pingpong(first: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def _pingpong(first: torch.Tensor) -> torch.Tensor:
     """A (2, B, H) state pair whose [0] holds `first`."""
-    pair = first.new_empty((2, *first.shape), dtype=dtype)
+    pair = first.new_empty((2, *first.shape))
     pair[0] = first
     return pair
 
@@ -519,11 +494,11 @@ def lstm_forward(xp, w_hh, h0, c0, sizes: list[int], reverse: bool, mode: int):
     (h_in, c_in, gates, c_out)."""
     B, H = _check(xp, w_hh, 4, (h0, c0))
     xp, w_hh = xp.contiguous(), w_hh.contiguous()
-    h, c = _pingpong(h0, xp.dtype), c0.to(torch.float32, copy=True).contiguous()
+    h, c = _pingpong(h0), c0.to(torch.float32, copy=True).contiguous()
     out, h_in, c_in, c_out = (xp.new_empty(xp.shape[0], H) for _ in range(4))
     gates = torch.empty_like(xp)
     _launch(_lstm_fwd_kernel, (xp, w_hh, h, c, out, h_in, c_in, gates, c_out), {},
-            sizes, B, H, reverse, mode, xp.dtype)
+            sizes, B, H, reverse, mode, xp.dtype, len(sizes))
     return out, h[len(sizes) % 2], c.to(xp.dtype), (h_in, c_in, gates, c_out)
 
 
@@ -532,12 +507,11 @@ def lstm_backward(d_out, d_hn, d_cn, w_hh, saved, sizes: list[int], reverse: boo
     gradient of xp and of h W_hhᵀ alike, and d_h0, d_c0 (B, H)."""
     h_in, c_in, gates, c_out = saved
     B, H = d_hn.shape
-    dh, dc = _pingpong(d_hn, torch.float32), _pingpong(d_cn, torch.float32)
+    dh, dc = (d.to(torch.float32, copy=True).contiguous() for d in (d_hn, d_cn))
     d_gates = torch.empty_like(gates)
     _launch(_lstm_bwd_kernel, (w_hh.contiguous(), d_out.contiguous(), gates, c_out, c_in, dh, dc, d_gates), {},
-            sizes, B, H, not reverse, mode, gates.dtype)
-    T = len(sizes)
-    return d_gates, dh[T % 2].to(gates.dtype), dc[T % 2].to(gates.dtype)
+            sizes, B, H, not reverse, mode, gates.dtype, len(sizes) + 1)
+    return d_gates, dh.to(gates.dtype), dc.to(gates.dtype)
 
 
 def gru_forward(xp, w_hh, b_hn, h0, sizes: list[int], reverse: bool, mode: int):
@@ -546,11 +520,11 @@ def gru_forward(xp, w_hh, b_hn, h0, sizes: list[int], reverse: bool, mode: int):
     gru_backward needs: (h_in, gates, hn)."""
     B, H = _check(xp, w_hh, 3, (h0,))
     xp, w_hh = xp.contiguous(), w_hh.contiguous()
-    h = _pingpong(h0, xp.dtype)
+    h = _pingpong(h0)
     out, h_in, hn = (xp.new_empty(xp.shape[0], H) for _ in range(3))
     gates = torch.empty_like(xp)
     _launch(_gru_fwd_kernel, (xp, w_hh, b_hn, h, out, h_in, gates, hn), dict(HAS_BHN=b_hn is not None),
-            sizes, B, H, reverse, mode, xp.dtype)
+            sizes, B, H, reverse, mode, xp.dtype, len(sizes))
     return out, h[len(sizes) % 2], (h_in, gates, hn)
 
 
@@ -559,8 +533,8 @@ def gru_backward(d_out, d_hn, w_hh, saved, sizes: list[int], reverse: bool, mode
     (rows, 3H) (the gradient of h W_hhᵀ + b_hh) and d_h0 (B, H)."""
     h_in, gates, hn = saved
     B, H = d_hn.shape
-    dh = _pingpong(d_hn, torch.float32)
+    dh = d_hn.to(torch.float32, copy=True).contiguous()
     d_xp, d_hh = torch.empty_like(gates), torch.empty_like(gates)
     _launch(_gru_bwd_kernel, (w_hh.contiguous(), d_out.contiguous(), gates, hn, h_in, dh, d_xp, d_hh), {},
-            sizes, B, H, not reverse, mode, gates.dtype)
-    return d_xp, d_hh, dh[len(sizes) % 2].to(gates.dtype)
+            sizes, B, H, not reverse, mode, gates.dtype, len(sizes) + 1)
+    return d_xp, d_hh, dh.to(gates.dtype)
