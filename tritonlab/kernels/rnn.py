@@ -58,6 +58,7 @@ _STEP_ARGS = ["s_begin", "s_end"]
 STEP, PERSISTENT, PERSISTENT_GRID = 0, 1, 2  # the kernels' MODE
 MAX_SPINS = tl.constexpr(1 << 22)  # barrier reads (~1 us each) before a grid barrier gives up
 
+
 @triton.jit
 def _step_rows(s, T, B, offs_ptr, sizes_ptr, REVERSE: tl.constexpr, PACKED: tl.constexpr):
     """(first row, running rows) of the s-th step visited; REVERSE visits T-1 first (a
@@ -144,7 +145,8 @@ def _lstm_fwd_kernel(
     sizes (T,) int32 (PACKED only); sync (cdiv(B, BLOCK_B) + 1,) int32 barrier counters and
     timeout flag (MODE 2 only). Grid: see the module docstring.
     Cost per step: 8·B·H² FLOPs (the recurrent matmul) + ~30·B·H; bytes: W_hh (4H²,
-    L2-resident across steps) + B·H·(4 + 1) read + B·H·(4 + 5) written. B = 8, H = 1024,
+    L2-resident across steps) + B·H·(4 + 3) read (xp, h, c, h again for the update) +
+    B·H·(4 + 6) written (gates, out, h_in, c_in, c_out, c, h). B = 8, H = 1024,
     fp16: 67 MFLOP, 8 MB of W per step -> ~2.5 us at L2 speed (~3 TB/s on an H100), far
     above the ~0.07 us of tensor-core math: the step is bound by reading W_hh.
     """
@@ -400,7 +402,7 @@ def _block_b(B: int) -> int:
     return 16 if _interpret() or B <= 16 else 32 if B <= 32 else 64  # tl.dot: tile sides >= 16
 
 
-def grid_block_h(B: int, H: int, device: torch.device) -> int | None:
+def _grid_block_h(B: int, H: int, device: torch.device) -> int | None:
     """BLOCK_H for the persistent-grid mode: the narrowest (most programs, so W_hh's
     read spreads over most SMs) that keeps every program co-resident, one per SM at
     most, as the spinning barrier needs; None when none does. Under the interpreter,
@@ -421,7 +423,7 @@ def _blocks(B: int, H: int, mode: int, device: torch.device, dtype: torch.dtype)
     (more programs to spread W_hh's read over SMs), the one-program persistent mode
     wide ones (it walks them all)."""
     if mode == PERSISTENT_GRID:
-        block_h = grid_block_h(B, H, device)
+        block_h = _grid_block_h(B, H, device)
         if block_h is None:
             raise ValueError(f"the persistent-grid RNN kernel needs all its programs resident at once; "
                              f"B={B}, H={H} need too many on {device} (use the step or persistent variant)")
