@@ -1,6 +1,10 @@
 """Conv2d's triton tier (implicit GEMM and im2col) against torch.nn.Conv2d and the
 reference tier: forward and every gradient. Without a GPU the kernels run under the
 Triton interpreter, so the shapes stay small (N <= 3, C <= 20, H, W <= 11)."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -270,6 +274,67 @@ def test_refuses_second_derivative(algo, triton_device):
         torch.autograd.grad(conv(x).sum(), x, create_graph=True)
 
 
+# Compiled for an H100 (sm_90) through Triton's bundled ptxas, no GPU needed: the
+# interpreter never lowers a kernel, so this is where a GPU-only compile error shows.
+# It also pins the property the NHWC layout and the packed weights exist for: the
+# 16-bit tile loads are vectorised, so the pipeliner keeps num_stages tiles in shared
+# memory (2-byte gathers leave it at one) and the dot runs on wgmma.
+_COMPILE_FOR_SM90 = r"""
+import sys
+try:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+except ImportError:
+    sys.exit(3)
+from tritonlab.kernels import conv, im2col
+
+
+def build(fn, ptrs, consts, ones=(), divisible=(), num_warps=4, num_stages=3):
+    consts = {**consts, **{n: 1 for n in ones}}
+    sig = {n: "constexpr" if n in consts else ptrs.get(n, "i32") for n in fn.arg_names}
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in [*ptrs, *divisible]}
+    src = ASTSource(fn, sig, {(fn.arg_names.index(n),): v for n, v in consts.items()}, attrs)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                          options={"num_warps": num_warps, "num_stages": num_stages})
+
+
+def fwd(dt, flat, precision="tf32", cfg=dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64)):
+    ptrs = {n: "*" + dt for n in ("x_ptr", "w_ptr", "b_ptr", "y_ptr")}
+    consts = dict(HAS_BIAS=True, ACT=3, FLAT_K=flat, PRECISION=precision, **cfg)
+    return build(conv._conv_fwd_kernel, ptrs, consts, ("sxc", "swo", "syc"),
+                 ("CG", "OG", "sxn", "sxh", "sxw", "swc", "swr", "sws", "syn", "syp", "syq"), 8, 3)
+
+
+k = fwd("bf16", False)
+assert "wgmma" in k.asm["ptx"]
+assert k.metadata.shared >= 3 * 2 * 64 * (128 + 128), k.metadata.shared  # 3 stages of A and B tiles
+fwd("fp16", True)
+fwd("fp32", False, "ieee", dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32))
+dg = build(conv._conv_dgrad_kernel,
+           {"dy_ptr": "*bf16", "w_ptr": "*bf16", "dx_ptr": "*bf16", "tap_h_ptr": "*i32", "tap_w_ptr": "*i32"},
+           dict(PRECISION="tf32", BLOCK_M=128, BLOCK_N=128, BLOCK_K=64), ("sdc", "swo", "sxc"),
+           ("CG", "OG", "sdn", "sdp", "sdq", "swc", "swr", "sws", "sxn", "sxh", "sxw"), 8, 3)
+assert "wgmma" in dg.asm["ptx"]
+wg = build(conv._conv_wgrad_kernel, {"dy_ptr": "*bf16", "x_ptr": "*bf16", "dw_ptr": "*fp32"},
+           dict(PRECISION="tf32", BLOCK_M=64, BLOCK_N=64, BLOCK_K=64), ("sdc", "sxc"),
+           ("CG", "OG", "sdn", "sdp", "sdq", "sxn", "sxh", "sxw", "CHUNK"), 4, 4)
+assert "wgmma" in wg.asm["ptx"]
+build(conv._bias_grad_kernel, {"dy_ptr": "*bf16", "db_ptr": "*fp32"}, dict(BLOCK_M=64, BLOCK_O=64), ("sdc",))
+build(conv._activation_grad_kernel, {"dy_ptr": "*bf16", "y_ptr": "*bf16", "dz_ptr": "*bf16"}, dict(ACT=2, BLOCK=1024))
+build(im2col._im2col_kernel, {"x_ptr": "*bf16", "cols_ptr": "*bf16"}, dict(BLOCK_M=64, BLOCK_K=64), ("sxc",))
+"""
+
+
+def test_kernels_compile_for_sm90():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", _COMPILE_FOR_SM90], env=env, capture_output=True, text=True,
+                          timeout=600)
+    if done.returncode == 3:
+        pytest.skip("this triton has no ahead-of-time compile API (triton.compiler.ASTSource)")
+    assert done.returncode == 0, done.stderr[-4000:]
+
+
 # ---- GPU tier: ResNet-50's convolutions at real sizes -----------------------------------
 
 RESNET = [  # (id, Conv2d kwargs, input shape at batch 8)
@@ -333,3 +398,11 @@ def test_gpu_float32_follows_cudnn_tf32(case, tf32, monkeypatch):
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", tf32)  # the 1x1 plain GEMM's flag
     _, kwargs, shape = next(c for c in RESNET if c[0] == case)
     _gpu_check(kwargs, shape, torch.float32, True, "implicit", 5e-3 if tf32 else 1e-4)
+
+
+@pytest.mark.gpu
+def test_gpu_auto_sends_float64_to_the_reference_tier():
+    kwargs = dict(in_channels=8, out_channels=16, kernel_size=3, padding=1)
+    lab = tritonlab.Conv2d(**kwargs, device="cuda", dtype=torch.float64)
+    ref = nn.Conv2d(**kwargs, device="cuda", dtype=torch.float64)
+    assert_matches_torch(lab, ref, torch.randn(2, 8, 9, 9, device="cuda", dtype=torch.float64), tier="auto")
