@@ -35,6 +35,18 @@ EXTRA = [
 CASES = test_conv.CASES + EXTRA
 
 
+@pytest.fixture
+def tf32_flags():
+    """set(cudnn, matmul): torch's two TF32 flags, restored after the test."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+    def set_flags(cudnn, matmul):
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul
+
+    yield set_flags
+    set_flags(*before)
+
+
 def _x(shape, dtype=torch.float32, cl=False):
     x = torch.randn(shape, dtype=dtype)
     return x.contiguous(memory_format=CL) if cl and x.dim() == 4 else x
@@ -86,15 +98,36 @@ def test_channels_last_input_gradient_keeps_layout(triton_device):
 
 
 @pytest.mark.parametrize("shape,cl", [((2, 5, 3, 7), True), ((1, 5, 3, 7), False)], ids=["nhwc", "nchw_n1"])
-def test_1x1_takes_the_plain_gemm(shape, cl, monkeypatch, triton_device):
-    """A 1x1 stride-1 unpadded conv laid out as a matrix never reaches the conv kernel."""
+def test_1x1_takes_the_plain_gemm(shape, cl, monkeypatch, tf32_flags, triton_device):
+    """A 1x1 stride-1 unpadded conv laid out as a matrix never reaches the conv kernel
+    (in fp32 only while the GEMM's TF32 flag agrees with cuDNN's)."""
     from tritonlab.kernels import conv as kernels
 
     def refuse(*args, **kwargs):
         raise AssertionError("the 1x1 conv should have run on the plain GEMM")
 
     monkeypatch.setattr(kernels, "conv2d_fwd", refuse)
+    tf32_flags(False, False)
     _assert_three_agree(dict(in_channels=5, out_channels=7, kernel_size=1), _x(shape, cl=cl), "implicit")
+
+
+def test_1x1_float32_follows_cudnn_tf32_flag(monkeypatch, tf32_flags, triton_device):
+    """cudnn.allow_tf32 != matmul.allow_tf32 (torch's defaults): an fp32 1x1 conv runs on
+    the implicit kernel, which follows the cuDNN flag as torch's convs do; fp16 does not
+    care and stays on the GEMM."""
+    from tritonlab.kernels import conv as kernels
+    from tritonlab.layers.functions.conv import conv2d_implicit
+    calls = []
+    launch = kernels.conv2d_fwd
+    monkeypatch.setattr(kernels, "conv2d_fwd", lambda *a, **k: calls.append(a[0].dtype) or launch(*a, **k))
+    tf32_flags(True, False)
+    geometry = ((1, 1), ((0, 0), (0, 0)), (1, 1), 1)
+    for dtype in (torch.float32, torch.float16):
+        x = _x((2, 5, 3, 7), dtype, cl=True)
+        w = torch.randn(7, 5, 1, 1, dtype=dtype)
+        y = conv2d_implicit(x, w, None, *geometry)
+        torch.testing.assert_close(y.float(), F.conv2d(x.float(), w.float()), **FP16_TOL)
+    assert calls == [torch.float32]
 
 
 def test_im2col_bytes():
@@ -390,14 +423,15 @@ def test_gpu_resnet(kwargs, shape, dtype, cl, algo):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("tf32", [False, True], ids=["ieee", "tf32"])
+@pytest.mark.parametrize("matmul_tf32", [False, True], ids=["matmul_ieee", "matmul_tf32"])
+@pytest.mark.parametrize("cudnn_tf32", [False, True], ids=["cudnn_ieee", "cudnn_tf32"])
 @pytest.mark.parametrize("case", ["3x3_64_56", "1x1_256_64_56"])
-def test_gpu_float32_follows_cudnn_tf32(case, tf32, monkeypatch):
-    """fp32 on the implicit path rounds its inputs to TF32 exactly when torch's convs do."""
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", tf32)  # the 1x1 plain GEMM's flag
+def test_gpu_float32_follows_cudnn_tf32(case, cudnn_tf32, matmul_tf32, tf32_flags):
+    """fp32 on the implicit path rounds to TF32 exactly when torch's convs do, whatever
+    the matmul flag (which the 1x1 plain GEMM would follow)."""
+    tf32_flags(cudnn_tf32, matmul_tf32)
     _, kwargs, shape = next(c for c in RESNET if c[0] == case)
-    _gpu_check(kwargs, shape, torch.float32, True, "implicit", 5e-3 if tf32 else 1e-4)
+    _gpu_check(kwargs, shape, torch.float32, True, "implicit", 5e-3 if cudnn_tf32 else 1e-4)
 
 
 @pytest.mark.gpu

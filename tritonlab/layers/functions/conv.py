@@ -7,9 +7,10 @@ runs on the plain GEMM launcher (kernels/gemm.py). im2col: unfold the input into
 buffer (kernels/im2col.py), then the plain GEMM per group with bias and activation
 fused; `im2col_bytes` states the buffer's size.
 
-TF32 for float32: the implicit kernels follow torch.backends.cudnn.allow_tf32, as
-torch's convolutions do; the GEMM launcher (1x1 path, im2col path) follows
-torch.backends.cuda.matmul.allow_tf32, as torch's matmuls do.
+TF32 for float32: the implicit path follows torch.backends.cudnn.allow_tf32, as
+torch's convolutions do (its 1x1 convs leave the plain GEMM for the implicit kernel
+when torch.backends.cuda.matmul.allow_tf32, the flag the GEMM launcher follows,
+differs); the im2col path is a matmul and follows the matmul flag.
 
 Both take the reference tier's arguments (explicit padding ((top, bottom), (left,
 right)), see scratch/conv.py) plus an optional fused activation ("relu", "sigmoid",
@@ -82,8 +83,11 @@ def _rows(t: torch.Tensor) -> torch.Tensor | None:
 
 def _plain_gemm(x, weight, bias, y, stride, padding, groups, activation) -> bool:
     """Run a 1x1 stride-1 unpadded ungrouped conv as y = x @ W^T + b if x and y are
-    (N*H*W, C) matrices in memory; False when it does not apply."""
+    (N*H*W, C) matrices in memory; False when it does not apply (or when the GEMM
+    would round fp32 to TF32 differently from torch's convolutions)."""
     if weight.shape[2:] != (1, 1) or stride != (1, 1) or padding != ((0, 0), (0, 0)) or groups != 1:
+        return False
+    if x.dtype == torch.float32 and torch.backends.cudnn.allow_tf32 != torch.backends.cuda.matmul.allow_tf32:
         return False
     a, c = _rows(x), _rows(y)
     if a is None or c is None:
