@@ -540,3 +540,13 @@ def test_linear_activation_float64_on_auto_and_bad_activation(triton_device):
     torch.testing.assert_close(lab(x), torch.tanh(nn.functional.linear(x, lab.weight, lab.bias)))
     with pytest.raises(ValueError, match="activation must be one of.*got 'gelu'"):
         LinearActivation(4, 3, "gelu")
+
+
+def test_saves_only_what_the_gradients_need(triton_device):
+    x = torch.randn(6, 8, device=triton_device, requires_grad=True)
+    w = torch.randn(5, 8, device=triton_device)
+    y = linear_triton(x, w)                        # frozen weight: dX needs only the weight
+    saved = [t for t in y.grad_fn.saved_tensors if t is not None]
+    assert len(saved) == 1 and saved[0].data_ptr() == w.data_ptr()
+    y = linear_triton(x.detach(), w.requires_grad_(), None, "tanh")  # dW needs x and y
+    assert sum(t is not None for t in y.grad_fn.saved_tensors) == 2

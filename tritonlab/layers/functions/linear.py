@@ -14,7 +14,8 @@ Backward, with g = dy * act'(y) (= dy without an activation):
     dX = g @ W      and     dW = gᵀ @ X     two launches of the same GEMM kernel,
     db = g summed over rows, fused with computing g in one elementwise pass
 (`kernels.gemm.epilogue_grad`, which documents why not a prologue in the GEMMs).
-Saved for backward: x as 2-D rows, weight, and y only when an activation is fused.
+Saved for backward: x as 2-D rows (if dW is needed), weight (if dX is), and y only
+when an activation is fused.
 """
 from __future__ import annotations
 
@@ -40,8 +41,11 @@ class LinearFunction(torch.autograd.Function):
         y = matmul(rows, weight.t(), bias, activation).view(*x.shape[:-1], weight.shape[0])
         ctx.activation = activation
         ctx.x_shape = x.shape
-        # the 2-D rows, not x: where reshape had to copy, backward need not copy again
-        ctx.save_for_backward(rows, weight, y if activation is not None else None)
+        # x (as its 2-D rows: where reshape had to copy, backward need not copy again)
+        # only for dW, the weight only for dX, y only for an activation's derivative
+        need_dx, need_dw = ctx.needs_input_grad[:2]
+        ctx.save_for_backward(rows if need_dw else None, weight if need_dx else None,
+                              y if activation is not None else None)
         return y
 
     @staticmethod
