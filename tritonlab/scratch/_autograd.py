@@ -18,9 +18,9 @@ def first_order_only(backward):
     def wrapper(ctx, *grads):
         if torch.is_grad_enabled():
             raise RuntimeError(
-                "this tritonlab reference op has a hand-written backward that cannot be "
-                "differentiated again (create_graph=True); use backend='naive' for "
-                "second derivatives"
+                "this tritonlab op's backward (reference or triton tier) is written by hand "
+                "and cannot be differentiated again (create_graph=True); use "
+                "backend='naive' for second derivatives"
             )
         return inner(ctx, *grads)
     return wrapper
