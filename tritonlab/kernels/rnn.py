@@ -22,8 +22,10 @@ Three ways to run the same kernels (`mode` of the launchers):
   (grid sized so every program is resident at once), and a barrier over the programs
   of a batch block after each step (an atomic counter spin). GPU only: the interpreter
   runs programs one after another, so a wait would never end (it may run only with a
-  single hidden block). W_hh's slices are re-read from L2 each step, not pinned on chip:
-  a 4·BLOCK_H x H slice (128 KB fp16 at H = 1024) does not fit a program's registers.
+  single hidden block). A program's W_hh slice (4·BLOCK_H x H) stays in registers for
+  the whole sequence when it fits RESIDENT_ELEMENTS (H <= 256 with 16-wide blocks: each
+  step then reads only h from L2); larger slices (128 KB fp16 at H = 1024) are re-read
+  from L2 each step, spread over all the programs.
 
 The forward's h rides in a ping-pong pair of (B, H) buffers: the step numbered s reads
 [s % 2] and writes [(s+1) % 2] (a program reads all H columns of h but writes only its
@@ -57,6 +59,9 @@ def _interpret() -> bool:
 _STEP_ARGS = ["s_begin", "s_end"]
 STEP, PERSISTENT, PERSISTENT_GRID = 0, 1, 2  # the kernels' MODE
 MAX_SPINS = tl.constexpr(1 << 22)  # barrier reads (~1 us each) before a grid barrier gives up
+# W_hh elements a persistent-grid program may hold on chip: 64 KB of fp32 registers over 8
+# warps, 64 per thread (H = 256 with 16-wide hidden blocks)
+RESIDENT_ELEMENTS = 16384
 
 
 @triton.jit
@@ -79,11 +84,20 @@ def _step_rows(s, T, B, offs_ptr, sizes_ptr, REVERSE: tl.constexpr, PACKED: tl.c
 
 
 @triton.jit
-def _dot_w_t(acc, a, w_ptr, row0, cols, ks, H, PRECISION: tl.constexpr):
-    """acc + a @ W[row0 + cols, ks]ᵀ: a (BLOCK_B, BLOCK_K) times the transposed tile of W
-    (rows row0 + cols, columns ks), W (·, H) row-major; out-of-range entries read 0."""
-    w = tl.load(w_ptr + (row0 + cols)[None, :] * H + ks[:, None],
-                mask=(ks < H)[:, None] & (cols < H)[None, :], other=0.0)
+def _w_t_tile(w_ptr, row0, cols, ks, H):
+    """W[row0 + cols, ks]ᵀ, a (BLOCK_K, BLOCK_H) tile of W (·, H) row-major; out-of-range
+    entries read 0."""
+    return tl.load(w_ptr + (row0 + cols)[None, :] * H + ks[:, None],
+                   mask=(ks < H)[:, None] & (cols < H)[None, :], other=0.0)
+
+
+@triton.jit
+def _gate_dot(acc, a, w_res, w_ptr, row0, cols, ks, H, PRECISION: tl.constexpr, W_RESIDENT: tl.constexpr):
+    """acc + a @ W[row0 + cols, ks]ᵀ, with the tile held on chip (w_res) or read now."""
+    if W_RESIDENT:
+        w = w_res
+    else:
+        w = _w_t_tile(w_ptr, row0, cols, ks, H)
     return tl.dot(a, w, acc, input_precision=PRECISION)
 
 
@@ -134,7 +148,7 @@ def _lstm_fwd_kernel(
     xp_ptr, w_ptr, h_ptr, c_ptr, out_ptr, h_in_ptr, c_in_ptr, gates_ptr, c_out_ptr,
     offs_ptr, sizes_ptr, sync_ptr, B, H, T, s_begin, s_end,
     REVERSE: tl.constexpr, PACKED: tl.constexpr, MODE: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    W_RESIDENT: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """LSTM steps s_begin..s_end-1: a = xp_t + h W_hhᵀ; i, f, o = σ(a_i, a_f, a_o),
     g = tanh(a_g); c' = f c + i g; h' = o tanh(c').
@@ -153,6 +167,14 @@ def _lstm_fwd_kernel(
     rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     in_b = rows < B
     j_lo, j_hi = _hidden_blocks(H, BLOCK_H, MODE)
+    w_i, w_f, w_g, w_o = None, None, None, None  # W_hh tiles are read each step unless resident
+    if W_RESIDENT:  # MODE 2, one hidden block per program: its W_hh rows load once, stay on chip
+        own = j_lo * BLOCK_H + tl.arange(0, BLOCK_H)
+        ks_all = tl.arange(0, BLOCK_K)  # BLOCK_K >= H
+        w_i = _w_t_tile(w_ptr, 0, own, ks_all, H)
+        w_f = _w_t_tile(w_ptr, H, own, ks_all, H)
+        w_g = _w_t_tile(w_ptr, 2 * H, own, ks_all, H)
+        w_o = _w_t_tile(w_ptr, 3 * H, own, ks_all, H)
     for s in range(s_begin, s_end):
         off, n = _step_rows(s, T, B, offs_ptr, sizes_ptr, REVERSE, PACKED)
         src = h_ptr + (s % 2) * B * H
@@ -168,10 +190,10 @@ def _lstm_fwd_kernel(
                 ks = k + tl.arange(0, BLOCK_K)
                 hk = tl.load(src + rows[:, None] * H + ks[None, :], mask=run[:, None] & (ks < H)[None, :], other=0.0,
                              cache_modifier=".cg")
-                acc_i = _dot_w_t(acc_i, hk, w_ptr, 0, cols, ks, H, PRECISION)
-                acc_f = _dot_w_t(acc_f, hk, w_ptr, H, cols, ks, H, PRECISION)
-                acc_g = _dot_w_t(acc_g, hk, w_ptr, 2 * H, cols, ks, H, PRECISION)
-                acc_o = _dot_w_t(acc_o, hk, w_ptr, 3 * H, cols, ks, H, PRECISION)
+                acc_i = _gate_dot(acc_i, hk, w_i, w_ptr, 0, cols, ks, H, PRECISION, W_RESIDENT)
+                acc_f = _gate_dot(acc_f, hk, w_f, w_ptr, H, cols, ks, H, PRECISION, W_RESIDENT)
+                acc_g = _gate_dot(acc_g, hk, w_g, w_ptr, 2 * H, cols, ks, H, PRECISION, W_RESIDENT)
+                acc_o = _gate_dot(acc_o, hk, w_o, w_ptr, 3 * H, cols, ks, H, PRECISION, W_RESIDENT)
             state = rows[:, None] * H + cols[None, :]
             in_state = in_b[:, None] & (cols < H)[None, :]
             m = run[:, None] & (cols < H)[None, :]
@@ -200,19 +222,28 @@ def _lstm_fwd_kernel(
 
 
 @triton.jit
-def _carry_dot(d_ptr, w_ptr, rows, off, n, cols, H, G: tl.constexpr, PRECISION: tl.constexpr,
-               BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr):
+def _w_tile(w_ptr, ks, cols, K, H):
+    """W[ks, cols], a (BLOCK_K, BLOCK_H) tile of W (K, H) row-major; out of range reads 0."""
+    return tl.load(w_ptr + ks[:, None] * H + cols[None, :], mask=(ks < K)[:, None] & (cols < H)[None, :], other=0.0)
+
+
+@triton.jit
+def _carry_dot(d_ptr, w_ptr, w_res, rows, off, n, cols, H, G: tl.constexpr, PRECISION: tl.constexpr,
+               W_RESIDENT: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr):
     """d[off + rows] @ W_hh[:, cols] for a step's n running rows (0 for the others): the
     gradient reaching the h that step read. d (rows, G*H) the step's gate gradients, W_hh
-    (G*H, H). Other programs wrote d: loaded through L2 (see _end_step)."""
+    (G*H, H), its tile held on chip (w_res, BLOCK_K >= G*H) or read now. Other programs
+    wrote d: loaded through L2 (see _end_step)."""
     acc = tl.zeros((BLOCK_B, BLOCK_H), tl.float32)
     run = rows < n
     for k in range(0, G * H, BLOCK_K):
         ks = k + tl.arange(0, BLOCK_K)
         a = tl.load(d_ptr + (off + rows)[:, None] * (G * H) + ks[None, :],
                     mask=run[:, None] & (ks < G * H)[None, :], other=0.0, cache_modifier=".cg")
-        w = tl.load(w_ptr + ks[:, None] * H + cols[None, :], mask=(ks < G * H)[:, None] & (cols < H)[None, :],
-                    other=0.0)
+        if W_RESIDENT:
+            w = w_res
+        else:
+            w = _w_tile(w_ptr, ks, cols, G * H, H)
         acc = tl.dot(a, w, acc, input_precision=PRECISION)
     return acc
 
@@ -222,7 +253,7 @@ def _lstm_bwd_kernel(
     w_ptr, d_out_ptr, gates_ptr, c_out_ptr, c_in_ptr, dh_ptr, dc_ptr, d_gates_ptr,
     offs_ptr, sizes_ptr, sync_ptr, B, H, T, s_begin, s_end,
     REVERSE: tl.constexpr, PACKED: tl.constexpr, MODE: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    W_RESIDENT: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """LSTM backward, phases s_begin..s_end-1 of 0..T; steps in reverse of the forward's
     order (the launcher flips REVERSE: s = 0 is the forward's last step).
@@ -243,6 +274,9 @@ def _lstm_bwd_kernel(
     rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     in_b = rows < B
     j_lo, j_hi = _hidden_blocks(H, BLOCK_H, MODE)
+    w_res = None  # W_hh tiles are read each step unless resident
+    if W_RESIDENT:  # MODE 2, one hidden block per program: its W_hh columns load once
+        w_res = _w_tile(w_ptr, tl.arange(0, BLOCK_K), j_lo * BLOCK_H + tl.arange(0, BLOCK_H), 4 * H, H)
     for s in range(s_begin, s_end):
         off_p, n_p = _step_rows(s - 1, T, B, offs_ptr, sizes_ptr, REVERSE, PACKED)
         off, n = _step_rows(s, T, B, offs_ptr, sizes_ptr, REVERSE, PACKED)
@@ -251,7 +285,8 @@ def _lstm_bwd_kernel(
             cols = j * BLOCK_H + tl.arange(0, BLOCK_H)
             state = rows[:, None] * H + cols[None, :]
             in_state = in_b[:, None] & (cols < H)[None, :]
-            acc = _carry_dot(d_gates_ptr, w_ptr, rows, off_p, n_p, cols, H, 4, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
+            acc = _carry_dot(d_gates_ptr, w_ptr, w_res, rows, off_p, n_p, cols, H, 4, PRECISION, W_RESIDENT,
+                             BLOCK_B, BLOCK_H, BLOCK_K)
             dh = tl.where((rows < n_p)[:, None], acc, tl.load(dh_ptr + state, mask=in_state, other=0.0))
             dc = tl.load(dc_ptr + state, mask=in_state, other=0.0)
             m = run[:, None] & (cols < H)[None, :]
@@ -284,7 +319,8 @@ def _gru_fwd_kernel(
     xp_ptr, w_ptr, b_hn_ptr, h_ptr, out_ptr, h_in_ptr, gates_ptr, hn_ptr,
     offs_ptr, sizes_ptr, sync_ptr, B, H, T, s_begin, s_end,
     HAS_BHN: tl.constexpr, REVERSE: tl.constexpr, PACKED: tl.constexpr, MODE: tl.constexpr,
-    PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr, W_RESIDENT: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """GRU steps s_begin..s_end-1, exactly torch.nn.GRU: r, z = σ(xp_r,z + h W_hr,zᵀ),
     hn = h W_hnᵀ + b_hn, n = tanh(xp_n + r hn), h' = (1 - z) n + z h.
@@ -299,6 +335,13 @@ def _gru_fwd_kernel(
     rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     in_b = rows < B
     j_lo, j_hi = _hidden_blocks(H, BLOCK_H, MODE)
+    w_r, w_z, w_n = None, None, None  # W_hh tiles are read each step unless resident
+    if W_RESIDENT:  # MODE 2, one hidden block per program: its W_hh rows load once, stay on chip
+        own = j_lo * BLOCK_H + tl.arange(0, BLOCK_H)
+        ks_all = tl.arange(0, BLOCK_K)  # BLOCK_K >= H
+        w_r = _w_t_tile(w_ptr, 0, own, ks_all, H)
+        w_z = _w_t_tile(w_ptr, H, own, ks_all, H)
+        w_n = _w_t_tile(w_ptr, 2 * H, own, ks_all, H)
     for s in range(s_begin, s_end):
         off, n = _step_rows(s, T, B, offs_ptr, sizes_ptr, REVERSE, PACKED)
         src = h_ptr + (s % 2) * B * H
@@ -313,9 +356,9 @@ def _gru_fwd_kernel(
                 ks = k + tl.arange(0, BLOCK_K)
                 hk = tl.load(src + rows[:, None] * H + ks[None, :], mask=run[:, None] & (ks < H)[None, :], other=0.0,
                              cache_modifier=".cg")
-                acc_r = _dot_w_t(acc_r, hk, w_ptr, 0, cols, ks, H, PRECISION)
-                acc_z = _dot_w_t(acc_z, hk, w_ptr, H, cols, ks, H, PRECISION)
-                acc_n = _dot_w_t(acc_n, hk, w_ptr, 2 * H, cols, ks, H, PRECISION)
+                acc_r = _gate_dot(acc_r, hk, w_r, w_ptr, 0, cols, ks, H, PRECISION, W_RESIDENT)
+                acc_z = _gate_dot(acc_z, hk, w_z, w_ptr, H, cols, ks, H, PRECISION, W_RESIDENT)
+                acc_n = _gate_dot(acc_n, hk, w_n, w_ptr, 2 * H, cols, ks, H, PRECISION, W_RESIDENT)
             if HAS_BHN:
                 acc_n += tl.load(b_hn_ptr + cols, mask=cols < H, other=0.0).to(tl.float32)[None, :]
             state = rows[:, None] * H + cols[None, :]
@@ -344,7 +387,7 @@ def _gru_bwd_kernel(
     w_ptr, d_out_ptr, gates_ptr, hn_ptr, h_in_ptr, dh_ptr, d_xp_ptr, d_hh_ptr,
     offs_ptr, sizes_ptr, sync_ptr, B, H, T, s_begin, s_end,
     REVERSE: tl.constexpr, PACKED: tl.constexpr, MODE: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    W_RESIDENT: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """GRU backward, phases s_begin..s_end-1 of 0..T, in reverse of the forward's order
     (the launcher flips REVERSE), split like the LSTM's: phase s adds d_hh_{s-1} W_hh to
@@ -362,6 +405,9 @@ def _gru_bwd_kernel(
     rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     in_b = rows < B
     j_lo, j_hi = _hidden_blocks(H, BLOCK_H, MODE)
+    w_res = None  # W_hh tiles are read each step unless resident
+    if W_RESIDENT:  # MODE 2, one hidden block per program: its W_hh columns load once
+        w_res = _w_tile(w_ptr, tl.arange(0, BLOCK_K), j_lo * BLOCK_H + tl.arange(0, BLOCK_H), 3 * H, H)
     for s in range(s_begin, s_end):
         off_p, n_p = _step_rows(s - 1, T, B, offs_ptr, sizes_ptr, REVERSE, PACKED)
         off, n = _step_rows(s, T, B, offs_ptr, sizes_ptr, REVERSE, PACKED)
@@ -370,7 +416,8 @@ def _gru_bwd_kernel(
             cols = j * BLOCK_H + tl.arange(0, BLOCK_H)
             state = rows[:, None] * H + cols[None, :]
             in_state = in_b[:, None] & (cols < H)[None, :]
-            acc = _carry_dot(d_hh_ptr, w_ptr, rows, off_p, n_p, cols, H, 3, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
+            acc = _carry_dot(d_hh_ptr, w_ptr, w_res, rows, off_p, n_p, cols, H, 3, PRECISION, W_RESIDENT,
+                             BLOCK_B, BLOCK_H, BLOCK_K)
             dh = tl.load(dh_ptr + state, mask=in_state, other=0.0)
             dh = tl.where((rows < n_p)[:, None], dh + acc, dh)
             m = run[:, None] & (cols < H)[None, :]
@@ -417,29 +464,36 @@ def _grid_block_h(B: int, H: int, device: torch.device) -> int | None:
     return None
 
 
-def _blocks(B: int, H: int, mode: int, device: torch.device, dtype: torch.dtype) -> tuple[int, int, int]:
-    """(BLOCK_B, BLOCK_H, BLOCK_K). Under the interpreter 16 everywhere, so small test
-    sizes still cross block edges. On a GPU the step mode takes narrow hidden blocks
-    (more programs to spread W_hh's read over SMs), the one-program persistent mode
-    wide ones (it walks them all)."""
+def _blocks(B: int, H: int, mode: int, device: torch.device, dtype: torch.dtype,
+            w_tiles: int, contraction: int) -> tuple[int, int, int, bool]:
+    """(BLOCK_B, BLOCK_H, BLOCK_K, W_RESIDENT) for a kernel whose product contracts over
+    `contraction` (H forward, G*H backward) against `w_tiles` tiles of W_hh (G forward,
+    1 backward). Under the interpreter 16 everywhere, so small test sizes still cross
+    block edges. On a GPU the step mode takes narrow hidden blocks (more programs to
+    spread W_hh's read over SMs), the one-program persistent mode wide ones (it walks
+    them all). The persistent-grid mode keeps a program's W_hh tiles on chip for the
+    whole sequence when they fit RESIDENT_ELEMENTS (then BLOCK_K spans the contraction)."""
     if mode == PERSISTENT_GRID:
         block_h = _grid_block_h(B, H, device)
         if block_h is None:
             raise ValueError(f"the persistent-grid RNN kernel needs all its programs resident at once; "
                              f"B={B}, H={H} need too many on {device} (use the step or persistent variant)")
+        span = triton.next_power_of_2(contraction)
+        if w_tiles * span * block_h <= RESIDENT_ELEMENTS:
+            return _block_b(B), block_h, span, True
     elif _interpret():
         block_h = 16
     else:
         block_h = max(16, min(64 if mode == PERSISTENT else 32, triton.next_power_of_2(H)))
     # fp32 tiles take twice the registers of 16-bit ones: half the K per iteration
     block_k = 16 if _interpret() else max(16, min(32 if dtype == torch.float32 else 64, triton.next_power_of_2(H)))
-    return _block_b(B), block_h, block_k
+    return _block_b(B), block_h, block_k, False
 
 
 def _launch(kernel, tensors, flags, sizes: list[int], B: int, H: int, reverse: bool, mode: int,
-            dtype: torch.dtype, phases: int) -> None:
+            dtype: torch.dtype, phases: int, w_tiles: int, contraction: int) -> None:
     """Run `kernel`'s `phases` phases (a forward's T steps, a backward's T + 1): one
-    launch per phase (STEP) or one for all."""
+    launch per phase (STEP) or one for all. w_tiles, contraction: see _blocks."""
     if B == 0:
         return
     T, device = len(sizes), tensors[0].device
@@ -449,10 +503,10 @@ def _launch(kernel, tensors, flags, sizes: list[int], B: int, H: int, reverse: b
         offs = (counts.cumsum(0) - counts).to(torch.int32).to(device)
         counts = counts.to(device)
     tf32 = dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32
-    block_b, block_h, block_k = _blocks(B, H, mode, device, dtype)
-    meta = dict(REVERSE=reverse, PACKED=offs is not None, MODE=mode,
-                PRECISION="tf32" if tf32 else "ieee", BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k,
-                num_warps=4, **flags)
+    block_b, block_h, block_k, resident = _blocks(B, H, mode, device, dtype, w_tiles, contraction)
+    meta = dict(REVERSE=reverse, PACKED=offs is not None, MODE=mode, PRECISION="tf32" if tf32 else "ieee",
+                W_RESIDENT=resident, BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k,
+                num_warps=8 if resident else 4, **flags)
     blocks_b = triton.cdiv(B, block_b)
     if mode == STEP:
         grid = (blocks_b, triton.cdiv(H, block_h))
@@ -500,7 +554,7 @@ def lstm_forward(xp, w_hh, h0, c0, sizes: list[int], reverse: bool, mode: int):
     out, h_in, c_in, c_out = (xp.new_empty(xp.shape[0], H) for _ in range(4))
     gates = torch.empty_like(xp)
     _launch(_lstm_fwd_kernel, (xp, w_hh, h, c, out, h_in, c_in, gates, c_out), {},
-            sizes, B, H, reverse, mode, xp.dtype, len(sizes))
+            sizes, B, H, reverse, mode, xp.dtype, len(sizes), 4, H)
     return out, h[len(sizes) % 2], c.to(xp.dtype), (h_in, c_in, gates, c_out)
 
 
@@ -512,7 +566,7 @@ def lstm_backward(d_out, d_hn, d_cn, w_hh, saved, sizes: list[int], reverse: boo
     dh, dc = (d.to(torch.float32, copy=True).contiguous() for d in (d_hn, d_cn))
     d_gates = torch.empty_like(gates)
     _launch(_lstm_bwd_kernel, (w_hh.contiguous(), d_out.contiguous(), gates, c_out, c_in, dh, dc, d_gates), {},
-            sizes, B, H, not reverse, mode, gates.dtype, len(sizes) + 1)
+            sizes, B, H, not reverse, mode, gates.dtype, len(sizes) + 1, 1, 4 * H)
     return d_gates, dh.to(gates.dtype), dc.to(gates.dtype)
 
 
@@ -526,7 +580,7 @@ def gru_forward(xp, w_hh, b_hn, h0, sizes: list[int], reverse: bool, mode: int):
     out, h_in, hn = (xp.new_empty(xp.shape[0], H) for _ in range(3))
     gates = torch.empty_like(xp)
     _launch(_gru_fwd_kernel, (xp, w_hh, b_hn, h, out, h_in, gates, hn), dict(HAS_BHN=b_hn is not None),
-            sizes, B, H, reverse, mode, xp.dtype, len(sizes))
+            sizes, B, H, reverse, mode, xp.dtype, len(sizes), 3, H)
     return out, h[len(sizes) % 2], (h_in, gates, hn)
 
 
@@ -538,5 +592,5 @@ def gru_backward(d_out, d_hn, w_hh, saved, sizes: list[int], reverse: bool, mode
     dh = d_hn.to(torch.float32, copy=True).contiguous()
     d_xp, d_hh = torch.empty_like(gates), torch.empty_like(gates)
     _launch(_gru_bwd_kernel, (w_hh.contiguous(), d_out.contiguous(), gates, hn, h_in, dh, d_xp, d_hh), {},
-            sizes, B, H, not reverse, mode, gates.dtype, len(sizes) + 1)
+            sizes, B, H, not reverse, mode, gates.dtype, len(sizes) + 1, 1, 3 * H)
     return d_xp, d_hh, dh.to(gates.dtype)
