@@ -51,6 +51,11 @@ def _fits_smem(configs, named_args, **kwargs):
 # Under the interpreter one small fixed tile (autotuning would time configs there): several
 # programs per test shape, so grouping, ragged edges and the K tail all run.
 _INTERPRET_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, "num_warps": 4, "num_stages": 1}
+# GEMMs of at most this many multiply-adds take one fixed small tile on the GPU: they are
+# launch-bound (128^3 is ~4 ns of tensor-core work against a ~5 us launch), so timing
+# configs would buy nothing and cost a compile of every config per new shape class.
+_TUNE_MIN_MACS = 1 << 21
+_SMALL_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 4}
 
 
 @triton.jit(do_not_specialize=["M_BUCKET"])
@@ -266,8 +271,8 @@ def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
     )
     meta = dict(HAS_BIAS=bias is not None, ACT=ACTIVATIONS[activation], SPLIT=splits > 1,
                 PRECISION="tf32" if tf32 or a.dtype != torch.float32 else "ieee")
-    if interpreter_enabled():
-        cfg = _INTERPRET_CONFIG
+    if interpreter_enabled() or M * N * K <= _TUNE_MIN_MACS:
+        cfg = _INTERPRET_CONFIG if interpreter_enabled() else _SMALL_CONFIG
         grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]), splits)
         _matmul_fixed[grid](*args, **meta, **cfg)
     else:
