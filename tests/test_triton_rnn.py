@@ -267,6 +267,30 @@ def test_gpu_matches_cudnn(cell, case, dtype, gpu_variant, monkeypatch):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("gpu_variant", ["step", "persistent", "persistent-grid"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("cell", CELLS)
+def test_gpu_packed_matches_cudnn(cell, dtype, gpu_variant, monkeypatch):
+    """Packed input at a real size: 32 sequences of lengths 1..96, H = 256."""
+    from tritonlab.layers.functions import rnn
+    monkeypatch.setattr(rnn, "variant", gpu_variant)
+    kwargs = dict(input_size=64, hidden_size=256, num_layers=2, bidirectional=True)
+    lab = Packed(CELLS[cell][0](**kwargs, device="cuda", dtype=dtype))
+    ref = Packed(CELLS[cell][1](**kwargs, device="cuda"))
+    ref.load_state_dict({k: v.float() for k, v in lab.state_dict().items()})
+    lengths = torch.randint(1, 97, (32,))
+    lengths[0] = 96
+    inputs = [torch.randn(96, 32, 64, device="cuda", dtype=dtype), lengths]
+    atol, rtol = GPU_TOL[dtype]
+    with no_tf32():
+        ref_out, ref_in, ref_p, gout = run(ref, [inputs[0].float(), lengths])
+        with tritonlab.use_backend("triton"):
+            out, in_g, p_g, _ = run(lab, inputs, [g.to(dtype) for g in gout])
+    for a, b in zip(out + in_g[:1] + [p_g[n] for n in ref_p], ref_out + ref_in[:1] + [ref_p[n] for n in ref_p]):
+        scale = b.abs().max().clamp_min(1.0)
+        torch.testing.assert_close(a.float() / scale, b / scale, atol=atol, rtol=rtol)
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("kwargs,dtype", [(dict(proj_size=16), torch.float32), ({}, torch.float64)],
                          ids=["proj_size", "float64"])
 def test_gpu_auto_takes_reference_where_triton_has_no_kernel(kwargs, dtype):
