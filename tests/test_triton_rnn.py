@@ -180,8 +180,9 @@ def test_variant_chosen_per_call_and_automatically(triton_device):
         rnn.lstm_triton(x, None, lab._weights(), variant="fast")
 
 
+@pytest.mark.parametrize("hidden", [3, 13])
 @pytest.mark.parametrize("cell", CELLS)
-def test_persistent_grid_under_the_interpreter(cell, monkeypatch, triton_device):
+def test_persistent_grid_under_the_interpreter(cell, hidden, monkeypatch, triton_device):
     """The grid-barrier variant's code path with one hidden block (H <= 16: its barrier
     never waits, so the interpreter can run it), packed input included; with more hidden
     blocks the interpreter would wait forever, so it refuses."""
@@ -190,7 +191,7 @@ def test_persistent_grid_under_the_interpreter(cell, monkeypatch, triton_device)
     from tritonlab.layers.functions import rnn
     monkeypatch.setattr(rnn, "variant", "persistent-grid")
     lab_cls, torch_cls = CELLS[cell]
-    kwargs = dict(input_size=3, hidden_size=13, num_layers=2, bidirectional=True)
+    kwargs = dict(input_size=3, hidden_size=hidden, num_layers=2, bidirectional=True)
     x = torch.randn(5, 17, 3)
     assert_matches_torch(lab_cls(**kwargs), torch_cls(**kwargs), x, initial_state(cell, kwargs, 17, torch.float32),
                          tier="triton")

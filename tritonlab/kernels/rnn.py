@@ -478,7 +478,7 @@ def _blocks(B: int, H: int, mode: int, device: torch.device, dtype: torch.dtype,
         if block_h is None:
             raise ValueError(f"the persistent-grid RNN kernel needs all its programs resident at once; "
                              f"B={B}, H={H} need too many on {device} (use the step or persistent variant)")
-        span = triton.next_power_of_2(contraction)
+        span = max(16, triton.next_power_of_2(contraction))  # tl.dot: K >= 16
         if w_tiles * span * block_h <= RESIDENT_ELEMENTS:
             return _block_b(B), block_h, span, True
     elif _interpret():
