@@ -294,15 +294,18 @@ def test_linear_triton_bad_input(args, err, match):
 # config or code path that only the GPU build takes cannot break unnoticed: every
 # autotune config that fits in bf16, the masked-K tail, the dW layout (a = gᵀ), fp32 in
 # TF32 and in full precision with split-K, and the two helper kernels. Exit code 3: this
-# triton has no ahead-of-time compile API.
+# triton has no (or another) ahead-of-time compile API.
 _COMPILE_FOR_SM90 = r"""
 import sys
+import inspect
 try:
     import triton
     from triton.compiler import ASTSource
     from triton.backends.compiler import GPUTarget
 except ImportError:
     sys.exit(3)
+if list(inspect.signature(ASTSource).parameters) != ["fn", "signature", "constexprs", "attrs"]:
+    sys.exit(3)  # another ahead-of-time API than the one written against (triton 3.6 - 3.9)
 from tritonlab.kernels import gemm
 
 TARGET = GPUTarget("cuda", 90, 32)
