@@ -129,6 +129,12 @@ def test_matmul_bad_input(args, kwargs, err, match):
         matmul(*args, **kwargs)
 
 
+def test_matmul_on_cpu_without_the_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="CUDA tensors, or on CPU tensors under Triton's interpreter.*TRITON_INTERPRET=1"):
+        matmul(torch.randn(3, 4), torch.randn(4, 2))
+
+
 # ---------------------------------------------------------------- Linear, backend="triton"
 
 import tritonlab  # noqa: E402
@@ -238,6 +244,7 @@ def test_sum_backward_gets_a_stride_zero_gradient(triton_device):
     torch.testing.assert_close(x.grad, torch.relu(ref(xr)).gt(0).float() @ ref.weight.detach(), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
 def test_empty_batch_and_zero_in_features(triton_device):
     lab = tritonlab.Linear(3, 4, device=triton_device, backend="triton")
     x = torch.empty(0, 3, device=triton_device, requires_grad=True)

@@ -253,6 +253,11 @@ def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
     _check(a, b, bias, activation, out)
     if split_k is not None and (not isinstance(split_k, int) or split_k < 1):
         raise ValueError(f"matmul expected split_k to be None or an int >= 1, got {split_k!r}")
+    if not a.is_cuda and not interpreter_enabled():
+        raise ValueError(
+            f"matmul runs on CUDA tensors, or on CPU tensors under Triton's interpreter; got "
+            f"tensors on {a.device}: move them to CUDA or set TRITON_INTERPRET=1 before Python starts"
+        )
     M, K = a.shape
     N = b.shape[1]
     if out is None:
