@@ -92,7 +92,7 @@ def _plain_gemm(x, weight, bias, y, stride, padding, groups, activation) -> bool
     a, c = _rows(x), _rows(y)
     if a is None or c is None:
         return False
-    matmul(a, weight.view(weight.shape[0], -1).t(), bias, activation, out=c)
+    matmul(a, weight.reshape(weight.shape[0], -1).t(), bias, activation, out=c)
     return True
 
 
