@@ -3,7 +3,9 @@
 Letters, as in scratch/conv.py: x (N, C, H, W), weight (O, C/G, R, S), y (N, O, P, Q),
 G groups with CG = C/G input and OG = O/G output channels each. Every tensor comes with
 its own four strides, so NCHW and channels_last (NHWC) inputs run without a copy, and
-the output is written in whichever layout the caller allocated. Padding here is the top
+the output is written in whichever layout the caller allocated (on a GPU the caller,
+layers/functions/conv.py, passes channels_last: unit channel stride is what lets the
+16-bit tile loads vectorise and pipeline). Padding here is the top
 and left padding only (bottom/right padding only decides P and Q, which the caller
 computed); reflect/replicate/circular padding has been applied by the layer already.
 
@@ -31,22 +33,18 @@ offset is computed in int64, so tensors may pass 2**31 elements.
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 import triton
 import triton.language as tl
 
+from ..backend import interpreter_enabled as _interpreting
 from ._math import ACTIVATIONS, activate, activate_grad
 
 _INT32_MAX = 2**31 - 1
 # below this many input channels per group the forward flattens K = (r, s, c) into one
 # index (a K tile spans several taps) instead of padding each tap's CG up to BLOCK_K
 FLAT_K_BELOW = 16
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def dot_precision(dtype: torch.dtype) -> str:
@@ -73,8 +71,6 @@ _INTERPRET = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16)
 # autotune keys: the layer's shape without the batch, so a new batch size reuses the tuning
 # (the autotuner adds the tensors' dtypes to the key itself)
 _KEY = ["CG", "OG", "R", "S", "P", "Q"]
-
-
 _SMEM_BUDGET = 200 * 1024  # bytes of shared memory per block, under the H100/H200's 227 KB
 
 
