@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 import tritonlab
-from tritonlab.layers.linear import LinearActivation
 
 
 @dataclass(frozen=True)
@@ -198,7 +197,7 @@ OPS: dict[str, Op] = {op.name: op for op in [
        lambda p: (torch.randn(p["m"], p["k"]),), _linear_cost, lambda p: p["m"], size_unit="FLOPs"),
     # with the activation in the GEMM's epilogue on the triton tier
     Op("linear_relu", _linear_cases(),
-       lambda p: LinearActivation(p["k"], p["n"], "relu"), lambda p: _LinearReLU(p["k"], p["n"]),
+       lambda p: tritonlab.LinearActivation(p["k"], p["n"], "relu"), lambda p: _LinearReLU(p["k"], p["n"]),
        lambda p: (torch.randn(p["m"], p["k"]),), _linear_cost, lambda p: p["m"], size_unit="FLOPs"),
     Op("conv2d", CONV_CASES,
        lambda p: tritonlab.Conv2d(p["c"], p["o"], p["k"], p["stride"], p["padding"]),

@@ -2,8 +2,8 @@
 from .activations import ReLU, Sigmoid, Tanh
 from .conv import Conv2d
 from .flatten import Flatten
-from .linear import Linear
+from .linear import Linear, LinearActivation
 from .rnn import GRU, LSTM
 from .softmax import Dropout, Softmax, SoftmaxDropout
 
-__all__ = ["Conv2d", "Dropout", "Flatten", "GRU", "LSTM", "Linear", "ReLU", "Sigmoid", "Softmax", "SoftmaxDropout", "Tanh"]
+__all__ = ["Conv2d", "Dropout", "Flatten", "GRU", "LSTM", "Linear", "LinearActivation", "ReLU", "Sigmoid", "Softmax", "SoftmaxDropout", "Tanh"]
