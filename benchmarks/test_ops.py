@@ -51,7 +51,8 @@ def test_op(benchmark, item):
         op=op.name, case=case.label, provider=provider, mode=mode, size=case.size, size_unit=op.size_unit,
         bytes=cost.bytes, flops=cost.flops, dtype=str(dtype).removeprefix("torch."),
         device=runner.device_name(device), max_abs_err=checked["max_abs_err"],
-        first_call_ms=checked["first_call_ms"])
+        first_call_ms=checked["first_call_ms"],
+        scratch_bytes=op.scratch_bytes(case.params, provider, inputs[0].element_size()) if mode != "bwd" else 0.0)
 
     def timed():
         fn()

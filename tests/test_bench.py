@@ -224,3 +224,11 @@ def test_pytest_benchmark_suite_to_report(tmp_path):
     assert (df["ms_p50"] > 0).all() and limits.copy_gbps > 0
     assert cli.main(["bench", "--from-pytest-json", str(out), "--out", str(tmp_path / "rep")]) == 0
     assert len(pd.read_csv(tmp_path / "rep" / "results.csv")) == len(df)
+
+
+def test_im2col_buffer_bytes_are_reported():
+    params = {"n": 2, "c": 3, "o": 4, "h": 6, "k": 3, "stride": 1, "padding": 1, "layout": "nchw"}
+    df, _ = runner.run([_tiny("conv2d", params)], quick=True, providers=("triton",), progress=False)
+    by = df.set_index(["provider", "mode"])["scratch_bytes"]
+    assert by[("triton-im2col", "fwd")] == 2 * (2 * 6 * 6) * (3 * 3 * 3) * 4  # written once, read once
+    assert by[("triton-implicit", "fwd")] == 0

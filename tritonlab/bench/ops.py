@@ -48,6 +48,8 @@ class Op:
     variants: dict = field(default_factory=dict)
     compiled: bool = True                 # benchmark torch.compile of the reference tier
     graphed: bool = False                 # benchmark a CUDA-graph replay of the reference tier
+    # bytes a provider moves through scratch buffers beyond the op's floor: (params, provider, bytes per element)
+    scratch_bytes: Callable[[dict, str, int], float] = lambda p, provider, es: 0.0
 
 
 def _numel(shape) -> int:
@@ -118,6 +120,14 @@ def _conv_case(n, c, o, h, k, stride=1, layout="nchw", quick=False, device="cpu"
     p = {"n": n, "c": c, "o": o, "h": h, "k": k, "stride": stride, "padding": k // 2, "layout": layout}
     oh, ow = _conv_out(p)
     return Case(f"N{n} {c}->{o} {h}x{h} k{k}/{stride} {layout}", 2 * n * o * oh * ow * c * k * k, p, quick, device)
+
+
+def _im2col_bytes(p, provider, es):
+    """The im2col path writes the unfolded (N·P·Q, C·R·S) matrix and its GEMM reads it back."""
+    if provider != "triton-im2col":
+        return 0.0
+    oh, ow = _conv_out(p)
+    return 2.0 * p["n"] * oh * ow * p["c"] * p["k"] ** 2 * es
 
 
 def _conv_input(p):
@@ -203,7 +213,8 @@ OPS: dict[str, Op] = {op.name: op for op in [
        lambda p: tritonlab.Conv2d(p["c"], p["o"], p["k"], p["stride"], p["padding"]),
        lambda p: nn.Conv2d(p["c"], p["o"], p["k"], p["stride"], p["padding"]),
        _conv_input, _conv_cost, lambda p: _conv_out(p)[0] * _conv_out(p)[1], size_unit="FLOPs",
-       variants={"triton-im2col": {"algo": "im2col"}, "triton-implicit": {"algo": "implicit"}}),
+       variants={"triton-im2col": {"algo": "im2col"}, "triton-implicit": {"algo": "implicit"}},
+       scratch_bytes=_im2col_bytes),
     _rnn("gru", tritonlab.GRU, nn.GRU, 3, RNN_CASES),
     _rnn("lstm", tritonlab.LSTM, nn.LSTM, 4, RNN_CASES),
 ]}

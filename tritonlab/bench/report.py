@@ -16,7 +16,7 @@ from .ceilings import Ceilings  # noqa: E402
 
 COLUMNS = ["op", "provider", "mode", "case", "dtype", "device", "ms_p50", "ms_p20", "ms_p80", "gbps", "tflops",
            "roofline_frac", "speedup_vs_torch", "peak_mem_mb", "max_abs_err", "torch_version", "triton_version",
-           "timestamp", "status", "first_call_ms", "size", "bytes", "flops", "tf32", "cuda_version",
+           "timestamp", "status", "first_call_ms", "size", "bytes", "flops", "scratch_bytes", "tf32", "cuda_version",
            "driver_version", "copy_gbps_ceiling", "matmul_tflops_ceiling", "launch_us"]
 
 
@@ -65,6 +65,11 @@ def summary(df: pd.DataFrame, limits: Ceilings) -> str:
                          _fmt(100 * r["roofline_frac"], ".1f") if timed else "",
                          _fmt(r["max_abs_err"], ".1e")])
         out += [_table(["case", "mode", "provider", "ms", "×torch", "% roofline", "max abs err"], rows), ""]
+        scratch = g[(g["mode"] == "fwd") & (g["scratch_bytes"] > 0)] if "scratch_bytes" in g else g.iloc[:0]
+        if len(scratch):
+            moved = "; ".join(f"{r['provider']} {r['case']}: {r['scratch_bytes'] / 2**20:.1f} MiB"
+                              for _, r in scratch.iterrows())
+            out += [f"Bytes through scratch buffers beyond the op's floor, per forward: {moved}.", ""]
         ok = g[(g["status"] == "ok") & (g["provider"] != "torch")]
         if len(ok):
             best = ok.groupby("provider")["speedup_vs_torch"].median().sort_values()
@@ -131,7 +136,7 @@ def _roofline(ok: pd.DataFrame, out: Path) -> Path:
 
 def write(df: pd.DataFrame, limits: Ceilings, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    cols = COLUMNS + [c for c in df.columns if c not in COLUMNS]
-    df[cols].to_csv(out / "results.csv", index=False)
+    df = df.reindex(columns=COLUMNS + [c for c in df.columns if c not in COLUMNS])  # a missing column: empty
+    df.to_csv(out / "results.csv", index=False)
     (out / "summary.md").write_text(summary(df, limits) + "\n")
     return {"csv": out / "results.csv", "summary": out / "summary.md", "plots": plots(df, out)}

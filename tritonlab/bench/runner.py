@@ -162,7 +162,9 @@ def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=None,
             for mode in modes:
                 cost = cost_of(op, case.params, mode, es)
                 row = {"op": op.name, "provider": provider, "mode": mode, "case": case.label, "size": case.size,
-                       "size_unit": op.size_unit, "bytes": cost.bytes, "flops": cost.flops, **common}
+                       "size_unit": op.size_unit, "bytes": cost.bytes, "flops": cost.flops,
+                       "scratch_bytes": op.scratch_bytes(case.params, provider, es) if mode != "bwd" else 0.0,
+                       **common}
                 reason = skip_reason(op, case.params, provider, mode, device)
                 try:
                     if reason is not None:
