@@ -493,7 +493,9 @@ def _blocks(B: int, H: int, mode: int, device: torch.device, dtype: torch.dtype,
 def _launch(kernel, tensors, flags, sizes: list[int], B: int, H: int, reverse: bool, mode: int,
             dtype: torch.dtype, phases: int, w_tiles: int, contraction: int) -> None:
     """Run `kernel`'s `phases` phases (a forward's T steps, a backward's T + 1): one
-    launch per phase (STEP) or one for all. w_tiles, contraction: see _blocks."""
+    launch per phase (STEP) or one for all. w_tiles, contraction: see _blocks.
+    8 warps, 2 stages: with 4 warps the forward's four per-element pointer tiles of W_hh
+    spill registers on sm_90 (ptxas, Triton 3.9), and deeper pipelines only add to them."""
     if B == 0:
         return
     T, device = len(sizes), tensors[0].device
@@ -506,7 +508,7 @@ def _launch(kernel, tensors, flags, sizes: list[int], B: int, H: int, reverse: b
     block_b, block_h, block_k, resident = _blocks(B, H, mode, device, dtype, w_tiles, contraction)
     meta = dict(REVERSE=reverse, PACKED=offs is not None, MODE=mode, PRECISION="tf32" if tf32 else "ieee",
                 W_RESIDENT=resident, BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k,
-                num_warps=8 if resident else 4, **flags)
+                num_warps=8, num_stages=2, **flags)
     blocks_b = triton.cdiv(B, block_b)
     if mode == STEP:
         grid = (blocks_b, triton.cdiv(H, block_h))
