@@ -122,8 +122,10 @@ def _end_step(sync_ptr, done, MODE: tl.constexpr):
     block (program_id(1) = 0..): each adds 1 to its block's counter and spins until all
     have, `done` + 1 times over. The spin gives up after MAX_SPINS reads and raises the
     flag at sync_ptr[num_programs(0)] instead of hanging; the launcher checks it.
-    Cross-program state loads use .cg (L2, not the SM's L1, which may hold the buffer's
-    contents of two steps ago)."""
+    Visibility: block barrier, one thread's release add, its acquire reads (sm_90 PTX:
+    red.release.gpu, ld.acquire.gpu), block barrier -- the pattern of CUDA's
+    cooperative-groups grid sync, ordered by the PTX memory model. Loads of other
+    programs' data also ask for .cg (L2), which the pipeliner may turn into async copies."""
     if MODE == 1:
         tl.debug_barrier()  # this step's stores are done before any thread reads them
     elif MODE == 2:
@@ -233,7 +235,7 @@ def _carry_dot(d_ptr, w_ptr, w_res, rows, off, n, cols, H, G: tl.constexpr, PREC
     """d[off + rows] @ W_hh[:, cols] for a step's n running rows (0 for the others): the
     gradient reaching the h that step read. d (rows, G*H) the step's gate gradients, W_hh
     (G*H, H), its tile held on chip (w_res, BLOCK_K >= G*H) or read now. Other programs
-    wrote d: loaded through L2 (see _end_step)."""
+    wrote d (see _end_step)."""
     acc = tl.zeros((BLOCK_B, BLOCK_H), tl.float32)
     run = rows < n
     for k in range(0, G * H, BLOCK_K):
