@@ -239,9 +239,9 @@ from tritonlab.kernels import rnn
 FP32_STATE = {"c_ptr", "dh_ptr", "dc_ptr"}
 
 
-def build(fn, flags, dt, mode, packed, resident, block_k):
+def build(fn, flags, dt, mode, packed, resident, block_k, block_b=16):
     consts = dict(flags, REVERSE=True, PACKED=packed, MODE=mode, PRECISION="ieee" if dt == "fp32" else "tf32",
-                  W_RESIDENT=resident, BLOCK_B=16, BLOCK_H=16 if mode == rnn.PERSISTENT_GRID else 32,
+                  W_RESIDENT=resident, BLOCK_B=block_b, BLOCK_H=16 if mode == rnn.PERSISTENT_GRID else 32,
                   BLOCK_K=block_k)
     ptrs = {n: "*fp32" if n in FP32_STATE else "*" + dt for n in fn.arg_names if n.endswith("_ptr")}
     ptrs.update(offs_ptr="*i32", sizes_ptr="*i32", sync_ptr="*i32")
@@ -262,6 +262,7 @@ for fn, flags, gates in ((rnn._lstm_fwd_kernel, {}, 4), (rnn._gru_fwd_kernel, {"
     build(fn, flags, "fp32", rnn.PERSISTENT_GRID, False, False, 32)
     build(fn, flags, "fp16", rnn.PERSISTENT, True, False, 64)
     build(fn, flags, "fp32", rnn.STEP, False, False, 32)
+    build(fn, flags, "fp16", rnn.STEP, False, False, 32, block_b=32)
 """
 
 

@@ -448,7 +448,8 @@ def _gru_bwd_kernel(
 # ---- launchers -------------------------------------------------------------------------
 
 def _block_b(B: int) -> int:
-    return 16 if _interpret() or B <= 16 else 32 if B <= 32 else 64  # tl.dot: tile sides >= 16
+    # tl.dot: tile sides >= 16; past 32 rows the forward kernels spill registers on sm_90
+    return 16 if _interpret() or B <= 16 else 32
 
 
 def _grid_block_h(B: int, H: int, device: torch.device) -> int | None:
@@ -481,14 +482,18 @@ def _blocks(B: int, H: int, mode: int, device: torch.device, dtype: torch.dtype,
             raise ValueError(f"the persistent-grid RNN kernel needs all its programs resident at once; "
                              f"B={B}, H={H} need too many on {device} (use the step or persistent variant)")
         span = max(16, triton.next_power_of_2(contraction))  # tl.dot: K >= 16
-        if w_tiles * span * block_h <= RESIDENT_ELEMENTS:
+        # with 32 rows the (rows, span) operand tiles no longer fit beside W (spills, and
+        # past 227 KB of shared memory in the fp32 backward)
+        if _block_b(B) == 16 and w_tiles * span * block_h <= RESIDENT_ELEMENTS:
             return _block_b(B), block_h, span, True
     elif _interpret():
         block_h = 16
     else:
         block_h = max(16, min(64 if mode == PERSISTENT else 32, triton.next_power_of_2(H)))
-    # fp32 tiles take twice the registers of 16-bit ones: half the K per iteration
-    block_k = 16 if _interpret() else max(16, min(32 if dtype == torch.float32 else 64, triton.next_power_of_2(H)))
+    # fp32 tiles take twice the registers of 16-bit ones, 32 rows twice those of 16: half
+    # the K per iteration (ptxas reports spills otherwise)
+    wide = dtype == torch.float32 or _block_b(B) == 32
+    block_k = 16 if _interpret() else max(16, min(32 if wide else 64, triton.next_power_of_2(H)))
     return _block_b(B), block_h, block_k, False
 
 
