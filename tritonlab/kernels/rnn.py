@@ -22,9 +22,10 @@ Three ways to run the same kernels (`mode` of the launchers):
   (grid sized so every program is resident at once), and a barrier over the programs
   of a batch block after each step (an atomic counter spin). GPU only: the interpreter
   runs programs one after another, so a wait would never end (it may run only with a
-  single hidden block). A program's W_hh slice (4·BLOCK_H x H) stays in registers for
-  the whole sequence when it fits RESIDENT_ELEMENTS (H <= 256 with 16-wide blocks: each
-  step then reads only h from L2); larger slices (128 KB fp16 at H = 1024) are re-read
+  single hidden block). A program's W_hh slice (4·BLOCK_H x H) is loaded once and stays
+  on chip for the whole sequence when it fits RESIDENT_ELEMENTS and the batch block has
+  16 rows (H <= 256 with 16-wide blocks: each step then reads only h from L2); larger
+  slices (128 KB fp16 at H = 1024) are re-read
   from L2 each step, spread over all the programs.
 
 The forward's h rides in a ping-pong pair of (B, H) buffers: the step numbered s reads
@@ -59,8 +60,9 @@ def _interpret() -> bool:
 _STEP_ARGS = ["s_begin", "s_end"]
 STEP, PERSISTENT, PERSISTENT_GRID = 0, 1, 2  # the kernels' MODE
 MAX_SPINS = tl.constexpr(1 << 22)  # barrier reads (~1 us each) before a grid barrier gives up
-# W_hh elements a persistent-grid program may hold on chip: 64 KB of fp32 registers over 8
-# warps, 64 per thread (H = 256 with 16-wide hidden blocks)
+# W_hh elements a persistent-grid program may hold on chip (H = 256 with 16-wide hidden
+# blocks): the compiled sm_90 kernels keep the tile in shared memory, 64 KB in fp32, and
+# the fp32 backward's operands then take 128 KB of the 227 KB
 RESIDENT_ELEMENTS = 16384
 
 
