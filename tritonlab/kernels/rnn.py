@@ -25,8 +25,8 @@ Three ways to run the same kernels (`mode` of the launchers):
   single hidden block). A program's W_hh slice (4·BLOCK_H x H) is loaded once and stays
   on chip for the whole sequence when it fits RESIDENT_ELEMENTS and the batch block has
   16 rows (H <= 256 with 16-wide blocks: each step then reads only h from L2); larger
-  slices (128 KB fp16 at H = 1024) are re-read
-  from L2 each step, spread over all the programs.
+  slices (128 KB fp16 at H = 1024) are re-read from L2 each step, spread over all the
+  programs.
 
 The forward's h rides in a ping-pong pair of (B, H) buffers: the step numbered s reads
 [s % 2] and writes [(s+1) % 2] (a program reads all H columns of h but writes only its
