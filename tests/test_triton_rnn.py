@@ -183,6 +183,30 @@ def test_variant_chosen_per_call_and_automatically(triton_device):
         rnn.lstm_triton(x, None, lab._weights(), variant="fast")
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_layer_algo_picks_the_variant(cell, monkeypatch, triton_device):
+    from tritonlab.layers.functions import rnn
+    from tritonlab.layers.rnn import ALGOS
+    assert ALGOS == rnn.VARIANTS  # the layer validates against the tier's own list
+    seen = []
+    original = getattr(rnn, f"{cell.lower()}_triton")
+    monkeypatch.setattr(rnn, f"{cell.lower()}_triton", lambda *a, variant, **kw: seen.append(variant) or
+                        original(*a, variant=variant, **kw))
+    lab = getattr(tritonlab, cell)(3, 5, backend="triton", algo="step")
+    ref = getattr(nn, cell)(3, 5)
+    ref.load_state_dict(lab.state_dict())
+    x = torch.randn(4, 2, 3)
+    torch.testing.assert_close(lab(x)[0], ref(x)[0], atol=1e-5, rtol=1e-5)
+    lab.algo = "persistent"
+    lab(x)
+    lab.algo = "auto"
+    lab(x)
+    assert seen == ["step", "persistent", None]  # auto: the module-wide default decides
+    with pytest.raises(ValueError, match=r"algo must be one of .*got 'fast'"):
+        getattr(tritonlab, cell)(3, 5, algo="fast")
+    assert "algo" not in lab.state_dict() and getattr(tritonlab, cell)(3, 5, algo="step").algo == "step"
+
+
 @pytest.mark.parametrize("hidden", [3, 13])
 @pytest.mark.parametrize("cell", CELLS)
 def test_persistent_grid_under_the_interpreter(cell, hidden, monkeypatch, triton_device):

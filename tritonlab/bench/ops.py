@@ -156,7 +156,7 @@ def _rnn(name, lab_cls, torch_cls, gates, cases):
         lambda p: lab_cls(p["i"], p["h"]), lambda p: torch_cls(p["i"], p["h"]),
         lambda p: (torch.randn(p["t"], p["b"], p["i"]),),
         _rnn_cost(gates), lambda p: p["t"] * (gates + 1), size_unit="FLOPs per gate",
-        variants={"triton-step": {"variant": "step"}, "triton-persistent": {"variant": "persistent"}},
+        variants={f"triton-{a}": {"algo": a} for a in ("step", "persistent", "persistent-grid")},
         compiled=False, graphed=True,  # compile would unroll every time step into one graph
     )
 

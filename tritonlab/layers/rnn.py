@@ -23,15 +23,34 @@ _GRU = {"naive": scratch.gru_naive, "reference": scratch.gru_reference,
         "triton": lazy(".functions.rnn", "gru_triton")}
 _LSTM = {"naive": scratch.lstm_naive, "reference": scratch.lstm_reference,
          "triton": lazy(".functions.rnn", "lstm_triton")}
+# the triton tier's recurrence kernels (layers/functions/rnn.py says what each does)
+ALGOS = ("auto", "step", "persistent", "persistent-grid")
 
 
 class _Recurrent(LabLayer):
     """What GRU and LSTM share: input and state checks, weights per (layer, direction),
-    packing, and the call into the scratch driver."""
+    packing, and the call into the scratch driver.
 
-    def __init__(self, *args, backend: str | None = None, **kwargs):
+    `algo` (keyword-only) picks the triton tier's recurrence: "step" (one launch per
+    time step), "persistent" (one launch per sequence, a program per batch block),
+    "persistent-grid" (hidden units split over co-resident programs with a grid barrier
+    per step; GPU only) or "auto" (the module-wide default of layers/functions/rnn.py).
+    The other tiers ignore it."""
+
+    def __init__(self, *args, backend: str | None = None, algo: str = "auto", **kwargs):
         super().__init__(*args, **kwargs)  # torch.nn's own constructor, via the MRO
         self._set_backend(backend)
+        self.algo = algo
+
+    @property
+    def algo(self) -> str:
+        return self._algo
+
+    @algo.setter
+    def algo(self, value: str) -> None:
+        if value not in ALGOS:
+            raise ValueError(f"{type(self).__name__} algo must be one of {ALGOS}, got {value!r}")
+        self._algo = value
 
     def _weights(self) -> list[tuple]:
         """(w_ih, w_hh, b_ih, b_hh, w_hr) per (layer, direction), layer-major like h_n;
@@ -85,7 +104,9 @@ class _Recurrent(LabLayer):
         fn = pick(op, impls, self.backend, data)
         if packed and x.sorted_indices is not None:
             hx = _map(lambda s: s.index_select(1, x.sorted_indices), hx)
-        out, h_n = fn(data, hx, self._weights(), bidirectional=self.bidirectional,
+        # "auto" leaves the choice to the module-wide default (variant=None)
+        extra = {"variant": None if self.algo == "auto" else self.algo} if fn is impls.get("triton") else {}
+        out, h_n = fn(data, hx, self._weights(), **extra, bidirectional=self.bidirectional,
                       batch_first=self.batch_first, dropout=self.dropout, training=self.training,
                       dropout_fn=dropout_reference, batch_sizes=x.batch_sizes if packed else None)
         if not packed:
