@@ -7,6 +7,7 @@ def pytest_addoption(parser):
     group.addoption("--bench-dtype", default="float32", choices=("float32", "float64", "float16", "bfloat16"))
     group.addoption("--bench-device", choices=("cuda", "cpu"), help="default: cuda when there is one")
     group.addoption("--bench-quick", action="store_true", help="only each op's quick case")
+    group.addoption("--bench-full", action="store_true", help="every case, also those only `--full` runs")
     group.addoption("--bench-providers", nargs="+", help="default: what `tritonlab bench` runs on the device")
 
 

@@ -25,7 +25,8 @@ def pytest_generate_tests(metafunc):
     items, ids = [], []
     for op in OPS.values():
         for case in op.cases:
-            if case.device != device.type or (opt("--bench-quick") and not case.quick):
+            wanted = case.quick if opt("--bench-quick") else opt("--bench-full") or not case.full
+            if case.device != device.type or not wanted:
                 continue
             for provider in prov.for_op(op, providers):
                 for mode in runner.MODES:

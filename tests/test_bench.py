@@ -232,3 +232,11 @@ def test_im2col_buffer_bytes_are_reported():
     by = df.set_index(["provider", "mode"])["scratch_bytes"]
     assert by[("triton-im2col", "fwd")] == 2 * (2 * 6 * 6) * (3 * 3 * 3) * 4  # written once, read once
     assert by[("triton-implicit", "fwd")] == 0
+
+
+def test_full_cases_only_with_full(monkeypatch):
+    small = dataclasses.replace(OPS["relu"], cases=[Case("a", 1, {"shape": (2, 3)}), Case("b", 1, {"shape": (3, 2)},
+                                                                                         full=True)])
+    cases = {full: set(runner.run([small], providers=("torch",), modes=("fwd",), progress=False, full=full)[0]["case"])
+             for full in (False, True)}
+    assert cases == {False: {"a"}, True: {"a", "b"}}

@@ -65,7 +65,7 @@ def _bench(args) -> int:
             print("--device cuda asked for, but torch sees no CUDA device", file=sys.stderr)
             return 2
         df, limits = runner.run(args.ops, getattr(torch, args.dtype), device, args.quick,
-                                providers=args.providers, modes=args.modes)
+                                providers=args.providers, modes=args.modes, full=args.full)
         out = Path(args.out) if args.out else _default_out(runner.device_name(device))
     files = report.write(df, limits, out)
     _print_table(df)
@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--modes", nargs="+", choices=MODES, metavar="M",
                        help=f"of {', '.join(MODES)} (default: all; fwd and fwd+bwd with --quick)")
     bench.add_argument("--quick", action="store_true", help="one small case per op")
+    bench.add_argument("--full", action="store_true",
+                       help="every case (on a GPU: all ResNet-50 layers in both layouts, every RNN size, ...)")
     bench.add_argument("--out", help="output folder (default: out/<device>-<date>)")
     bench.add_argument("--from-pytest-json", metavar="FILE",
                        help="write the report from `pytest benchmarks/ --benchmark-json FILE` instead of running")

@@ -25,6 +25,7 @@ class Case:
     params: dict        # what the op's builders read
     quick: bool = False  # part of `--quick`
     device: str = "cpu"  # sized for "cpu" (seconds on two cores) or "cuda" (real model sizes)
+    full: bool = False   # run only with --full (the default run stays within minutes)
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,8 @@ def _rows(shape) -> int:
 
 
 def _shape_cases(shapes: dict[str, list[tuple]], quick: tuple) -> list[Case]:
-    """One case per shape, per device; the `quick` shape of each device marks --quick."""
-    return [Case("x".join(map(str, s)), _numel(s), {"shape": s}, quick=s in quick, device=dev)
+    """One case per shape, per device; the `quick` shapes mark --quick, FULL ones --full."""
+    return [Case("x".join(map(str, s)), _numel(s), {"shape": s}, quick=s in quick, device=dev, full=s in FULL)
             for dev, group in shapes.items() for s in group]
 
 
@@ -78,6 +79,7 @@ ELEMENTWISE = {"cpu": [(256, 1024), (1024, 4096)], "cuda": [(4096, 4096), (8192,
 ROWS = {"cpu": [(256, 1024), (1024, 4096)],
         "cuda": [(8192, 1024), (8192, 4096), (8192, 8192), (2048, 32768)]}
 QUICK = ((256, 1024), (4096, 4096), (8192, 4096))
+FULL = ((8192, 8192), (8192, 1024))
 
 
 def _elementwise(name, lab, ref, shapes, naive_steps=_rows, **kw):
@@ -116,10 +118,11 @@ def _rnn_cost(gates):
     return cost
 
 
-def _conv_case(n, c, o, h, k, stride=1, layout="nchw", quick=False, device="cpu"):
+def _conv_case(n, c, o, h, k, stride=1, layout="nchw", quick=False, device="cpu", full=False):
     p = {"n": n, "c": c, "o": o, "h": h, "k": k, "stride": stride, "padding": k // 2, "layout": layout}
     oh, ow = _conv_out(p)
-    return Case(f"N{n} {c}->{o} {h}x{h} k{k}/{stride} {layout}", 2 * n * o * oh * ow * c * k * k, p, quick, device)
+    return Case(f"N{n} {c}->{o} {h}x{h} k{k}/{stride} {layout}", 2 * n * o * oh * ow * c * k * k, p, quick, device,
+                full)
 
 
 def _im2col_bytes(p, provider, es):
@@ -136,18 +139,22 @@ def _conv_input(p):
 
 
 # ResNet-50's convolutions at batch 32 (the 7x7/2 stem; 1x1 and 3x3 at 56, 28, 14, 7),
-# each in both layouts, and two at batch 1
+# each in both layouts, and two at batch 1. The default run takes five of them in NHWC and
+# one in NCHW; --full takes all
 RESNET50 = [(3, 64, 224, 7, 2), (64, 64, 56, 3, 1), (256, 64, 56, 1, 1), (128, 128, 28, 3, 1), (512, 128, 28, 1, 1),
             (256, 256, 14, 3, 1), (1024, 256, 14, 1, 1), (512, 512, 7, 3, 1), (2048, 512, 7, 1, 1)]
+RESNET50_DEFAULT = {RESNET50[i] for i in (0, 1, 2, 5, 7)}
 CONV_CASES = [_conv_case(8, 16, 32, 32, 3, quick=True), _conv_case(8, 64, 64, 28, 3), _conv_case(8, 64, 128, 28, 1),
               _conv_case(8, 64, 64, 28, 3, layout="nhwc")] + [
-    _conv_case(32, c, o, h, k, s, layout, quick=(c, k, layout) == (64, 3, "nhwc"), device="cuda")
-    for layout in ("nhwc", "nchw") for c, o, h, k, s in RESNET50] + [
-    _conv_case(1, c, o, h, k, s, "nhwc", device="cuda") for c, o, h, k, s in (RESNET50[1], RESNET50[5])]
+    _conv_case(32, *layer, layout, quick=layer == RESNET50[1] and layout == "nhwc", device="cuda",
+               full=layer not in RESNET50_DEFAULT or (layout == "nchw" and layer != RESNET50[1]))
+    for layout in ("nhwc", "nchw") for layer in RESNET50] + [
+    _conv_case(1, *layer, "nhwc", device="cuda", full=True) for layer in (RESNET50[1], RESNET50[5])]
 
 
-def _rnn_case(b, t, i, h, quick=False, device="cpu"):
-    return Case(f"B{b} T{t} I{i} H{h}", 2 * b * t * (i + h) * h, {"b": b, "t": t, "i": i, "h": h}, quick, device)
+def _rnn_case(b, t, i, h, quick=False, device="cpu", full=False):
+    return Case(f"B{b} T{t} I{i} H{h}", 2 * b * t * (i + h) * h, {"b": b, "t": t, "i": i, "h": h}, quick, device,
+                full)
 
 
 def _rnn(name, lab_cls, torch_cls, gates, cases):
@@ -164,7 +171,7 @@ def _rnn(name, lab_cls, torch_cls, gates, cases):
 # (B, T, I, H): small batches are launch-bound (one recurrent step after another), the
 # large ones compute-bound
 RNN_CASES = [_rnn_case(8, 64, 64, 128, quick=True), _rnn_case(32, 64, 128, 256)] + [
-    _rnn_case(*c, quick=i == 1, device="cuda") for i, c in enumerate(
+    _rnn_case(*c, quick=i == 1, device="cuda", full=i in (2, 4)) for i, c in enumerate(
         [(1, 512, 128, 256), (8, 512, 256, 256), (32, 256, 256, 512), (64, 512, 512, 1024), (256, 128, 1024, 1024)])]
 
 LINEAR = {"cpu": [(256, 512, 512), (1024, 1024, 1024)],
@@ -172,8 +179,8 @@ LINEAR = {"cpu": [(256, 512, 512), (1024, 1024, 1024)],
 
 
 def _linear_cases() -> list[Case]:
-    return [Case(f"{m}x{k}->{n}", 2 * m * n * k, {"m": m, "k": k, "n": n}, quick=i == 0, device=dev)
-            for dev, group in LINEAR.items() for i, (m, k, n) in enumerate(group)]
+    return [Case(f"{m}x{k}->{n}", 2 * m * n * k, {"m": m, "k": k, "n": n}, quick=i == 0, device=dev,
+                 full=dev == "cuda" and i > 0) for dev, group in LINEAR.items() for i, (m, k, n) in enumerate(group)]
 
 
 def _flatten_cases() -> list[Case]:

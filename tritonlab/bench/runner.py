@@ -130,10 +130,12 @@ def _failure(e: Exception) -> str:
 
 
 def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=None, modes=None,
-        progress=True) -> tuple[pd.DataFrame, ceil.Ceilings]:
+        progress=True, full=False) -> tuple[pd.DataFrame, ceil.Ceilings]:
     """Benchmark `ops` (names or Op objects; all of OPS by default) on the cases sized
     for `device`, and return (rows, the measured ceilings). `providers` defaults to
-    providers.DEFAULT for the device, `modes` to all three (fwd and fwd+bwd if quick)."""
+    providers.DEFAULT for the device, `modes` to all three (fwd and fwd+bwd if quick);
+    `quick` runs each op's quick case, `full` every case (the default skips those
+    marked full)."""
     refuse_interpreter()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     chosen = [OPS.get(o, o) if isinstance(o, str) else o for o in (ops or OPS)]
@@ -149,7 +151,7 @@ def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=None,
     common = common_columns(device, dtype)
     kind = "cuda" if device.type == "cuda" else "cpu"
     work = [(op, case) for op in chosen for case in op.cases
-            if case.device == kind and (case.quick or not quick)]
+            if case.device == kind and (case.quick if quick else full or not case.full)]
     rows = []
     budget = 0.2 if quick else 0.5
     for op, case in tqdm(work, desc="bench", disable=not progress, unit="case"):
