@@ -116,7 +116,7 @@ def test_report_files(tiny_run, tmp_path):
     text = files["summary"].read_text()
     for op in ("linear", "relu", "lstm"):
         assert f"## {op}" in text
-    assert "Fastest tritonlab tier" in text
+    assert "Fastest provider other than torch" in text
     assert {p.name for p in files["plots"]} == {"linear.png", "relu.png", "lstm.png", "roofline.png"}
     assert all(p.stat().st_size > 1000 for p in files["plots"])
 
@@ -240,3 +240,42 @@ def test_full_cases_only_with_full(monkeypatch):
     cases = {full: set(runner.run([small], providers=("torch",), modes=("fwd",), progress=False, full=full)[0]["case"])
              for full in (False, True)}
     assert cases == {False: {"a"}, True: {"a", "b"}}
+
+
+def test_report_without_torch_rows(tmp_path):
+    df, limits = runner.run([_tiny("relu", {"shape": (2, 3)})], quick=True, providers=("reference",), progress=False)
+    files = report.write(df, limits, tmp_path)
+    assert "## relu" in files["summary"].read_text() and df["speedup_vs_torch"].isna().all()
+
+
+def test_a_rerun_leaves_no_stale_plots_and_the_default_folder_is_new(tmp_path, monkeypatch):
+    (tmp_path / "old_op.png").write_bytes(b"x")
+    df, limits = runner.run([_tiny("relu", {"shape": (2, 3)})], quick=True, providers=("torch",), progress=False)
+    report.write(df, limits, tmp_path)
+    assert not (tmp_path / "old_op.png").exists()
+    monkeypatch.chdir(tmp_path)
+    first = cli._default_out("Some GPU")
+    first.mkdir(parents=True)
+    assert cli._default_out("Some GPU") == first.with_name(first.name + "-2")
+
+
+def test_outcome_of_a_raising_provider():
+    assert runner._outcome(TypeError("float64 is not supported"), "triton-im2col") == \
+        "skipped: float64 is not supported"
+    assert runner._outcome(TypeError("bug"), "reference") == "failed: TypeError: bug"
+    assert runner._outcome(NotImplementedError("no kernel"), "triton") == "skipped: no kernel"
+
+
+def test_compare_folders_and_notes_a_dtype_difference(tmp_path):
+    for name, dtype in (("a", "float32"), ("b", "float64")):
+        (tmp_path / name).mkdir()
+        pd.DataFrame([["relu", "4x4", "fwd", "torch", 1.0, dtype]],
+                     columns=["op", "case", "mode", "provider", "ms_p50", "dtype"]).to_csv(
+            tmp_path / name / "results.csv", index=False)
+    both = convert.compare(tmp_path / "a", tmp_path / "b")
+    assert len(both) == 1 and "differ in dtype: float32 vs float64" in both.attrs["note"]
+
+
+def test_from_pytest_json_bad_path(tmp_path, capsys):
+    assert cli.main(["bench", "--from-pytest-json", str(tmp_path / "missing.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err

@@ -11,8 +11,14 @@ DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 
 def _default_out(device_name: str) -> Path:
+    """out/<device>-<date>, or -2, -3, ... after it when an earlier run took that name."""
     slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")[:40]
-    return Path("out") / f"{slug}-{datetime.date.today().isoformat()}"
+    base = Path("out") / f"{slug}-{datetime.date.today().isoformat()}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
 
 
 def _print_table(df) -> None:
@@ -34,6 +40,8 @@ def _compare(paths: list[str]) -> int:
         print(e, file=sys.stderr)
         return 2
     print(f"ratio = time in {paths[0]} / time in {paths[1]} (above 1: the second is faster)")
+    if both.attrs.get("note"):
+        print(both.attrs["note"].rstrip())
     print(both.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
 
@@ -53,7 +61,12 @@ def _bench(args) -> int:
 
     if args.from_pytest_json:
         from .bench.convert import from_pytest_json
-        df, limits = from_pytest_json(args.from_pytest_json)
+        try:
+            df, limits = from_pytest_json(args.from_pytest_json)
+        except (OSError, ValueError, KeyError) as e:
+            print(f"cannot read {args.from_pytest_json} as a pytest-benchmark JSON of benchmarks/: {e}",
+                  file=sys.stderr)
+            return 2
         out = Path(args.out) if args.out else _default_out(df["device"].iloc[0])
     else:
         unknown = sorted(set(args.ops or ()) - set(OPS))

@@ -34,15 +34,25 @@ def from_pytest_json(path: str | Path) -> tuple[pd.DataFrame, Ceilings]:
 
 
 def compare(a: str | Path, b: str | Path) -> pd.DataFrame:
-    """Rows timed in both runs, with ms in each and ratio = A's time / B's (above 1: B is
-    faster), e.g. before/after a change or one GPU against another."""
-    runs = []
+    """Rows timed in both runs (results.csv files or report folders), with ms in each and
+    ratio = A's time / B's (above 1: B is faster), e.g. before/after a change or one GPU
+    against another. A difference in dtype or device is noted in `attrs["note"]`."""
+    runs, frames = [], []
     for path in (a, b):
+        path = Path(path)
+        if path.is_dir():  # a report folder
+            path = path / "results.csv"
         df = pd.read_csv(path)
         missing = [c for c in KEY + ["ms_p50"] if c not in df.columns]
         if missing:
             raise ValueError(f"{path} is not a tritonlab results.csv (no column {missing[0]!r})")
+        frames.append(df)
         runs.append(df[df["ms_p50"].notna()].set_index(KEY)["ms_p50"])
     both = pd.concat(runs, axis=1, keys=["ms_a", "ms_b"], join="inner").reset_index()
     both["ratio"] = both["ms_a"] / both["ms_b"]
+    for col in ("dtype", "device"):  # what differs besides the code is worth saying
+        values = [sorted(map(str, f[col].dropna().unique())) if col in f else [] for f in frames]
+        if values[0] != values[1]:
+            both.attrs["note"] = (both.attrs.get("note", "") + f"note: the runs differ in {col}: "
+                                  f"{', '.join(values[0])} vs {', '.join(values[1])}\n")
     return both

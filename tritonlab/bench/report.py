@@ -26,7 +26,7 @@ def _fmt(v, spec: str) -> str:
 
 def _relative(speedup: float) -> str:
     """'2.5× faster than torch' / '40× slower than torch' rather than a ratio near 0."""
-    return f"{speedup:.2f}× faster than torch" if speedup >= 1 else f"{1 / speedup:.1f}× slower than torch"
+    return f"{speedup:.2f}× faster than torch" if speedup >= 1 else f"{1 / speedup:.2f}× slower than torch"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -46,12 +46,15 @@ def summary(df: pd.DataFrame, limits: Ceilings) -> str:
            f"TF32 {'on' if first['tf32'] else 'off'}. Measured ceilings: copy {limits.copy_gbps:.1f} GB/s, "
            f"matmul TFLOP/s {matmul} (the run's roofline uses {limits.matmul_tflops:.3g}), "
            f"smallest op {limits.launch_us:.1f} µs. "
-           "Times are medians in ms (p20–p80 in results.csv), the first call (compile, "
-           "autotune) kept out and reported as first_call_ms; ×torch is torch's time over "
+           "Times are medians in ms (p20–p80 in results.csv; on a CPU a slow row gets as few as "
+           "five runs, so compare spreads before reading much into a small difference), the first "
+           "forward (compile, autotune) kept out and reported as first_call_ms; peak_mem_mb is "
+           "measured on a GPU only; ×torch is torch's time over "
            "this provider's (above 1 is faster); roofline is the op's floor time under the "
            "measured ceilings over its time. The bandwidth ceiling is a copy far larger than any "
-           "cache; on a CPU, repeated runs keep a small case's data in cache, so a roofline "
-           "share above 100% means the case fits in cache. Dropout ops are checked against torch's "
+           "cache and the FLOP ceiling torch's own matmul; on a CPU, repeated runs keep a small "
+           "case's data in cache, and a tuned kernel (oneDNN's convolution) can beat the matmul "
+           "measured, so a roofline share above 100% is possible there. Dropout ops are checked against torch's "
            "output without dropout times this provider's own mask / (1 - p).",
            ""]
     for op, g in df.groupby("op", sort=False):
@@ -65,16 +68,18 @@ def summary(df: pd.DataFrame, limits: Ceilings) -> str:
                          _fmt(100 * r["roofline_frac"], ".1f") if timed else "",
                          _fmt(r["max_abs_err"], ".1e")])
         out += [_table(["case", "mode", "provider", "ms", "×torch", "% roofline", "max abs err"], rows), ""]
-        scratch = g[(g["mode"] == "fwd") & (g["scratch_bytes"] > 0)] if "scratch_bytes" in g else g.iloc[:0]
+        scratch = g[(g["mode"] == "fwd") & (g["status"] == "ok") & (g["scratch_bytes"] > 0)] \
+            if "scratch_bytes" in g else g.iloc[:0]
         if len(scratch):
             moved = "; ".join(f"{r['provider']} {r['case']}: {r['scratch_bytes'] / 2**20:.1f} MiB"
                               for _, r in scratch.iterrows())
-            out += [f"Bytes through scratch buffers beyond the op's floor, per forward: {moved}.", ""]
-        ok = g[(g["status"] == "ok") & (g["provider"] != "torch")]
+            out += [f"Bytes through scratch buffers beyond the op's floor (from the buffer's size), per "
+                    f"forward: {moved}.", ""]
+        ok = g[(g["status"] == "ok") & (g["provider"] != "torch") & g["speedup_vs_torch"].notna()]
         if len(ok):
             best = ok.groupby("provider")["speedup_vs_torch"].median().sort_values()
             worst = ok.loc[ok["speedup_vs_torch"].idxmin()]
-            out += [f"Fastest tritonlab tier (median over cases): **{best.index[-1]}** at "
+            out += [f"Fastest provider other than torch (median over cases): **{best.index[-1]}** at "
                     f"{_relative(best.iloc[-1])}. Widest gap: {worst['provider']} on {worst['case']} "
                     f"{worst['mode']}, {_relative(worst['speedup_vs_torch'])}.", ""]
     return "\n".join(out)
@@ -135,7 +140,11 @@ def _roofline(ok: pd.DataFrame, out: Path) -> Path:
 
 
 def write(df: pd.DataFrame, limits: Ceilings, out: Path) -> dict[str, Path]:
+    """Write the three outputs into `out`; plots an earlier run left there are removed
+    first, so every file in the folder belongs to this run."""
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.png"):
+        old.unlink()
     df = df.reindex(columns=COLUMNS + [c for c in df.columns if c not in COLUMNS])  # a missing column: empty
     df.to_csv(out / "results.csv", index=False)
     (out / "summary.md").write_text(summary(df, limits) + "\n")

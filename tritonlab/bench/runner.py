@@ -124,8 +124,15 @@ def make_callable(mod: nn.Module, inputs, mode: str):
     return fwd_bwd
 
 
-def _failure(e: Exception) -> str:
+def _outcome(e: Exception, provider: str) -> str:
+    """The status of a row whose provider raised: `skipped` for what a tier refuses by
+    design (an op without a kernel, a dtype the kernels do not take, memory), `failed`
+    with the error otherwise."""
     msg = str(e).strip().split("\n")[0][:200]
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return "skipped: out of memory"
+    if isinstance(e, NotImplementedError) or (isinstance(e, TypeError) and provider.startswith("triton")):
+        return f"skipped: {msg}"
     return f"failed: {type(e).__name__}: {msg}"
 
 
@@ -178,14 +185,10 @@ def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=None,
                         row.update(checked)
                         if row["status"] == "ok":
                             row.update(_time(mod, inputs, mode, device, budget))
-                except NotImplementedError as e:
-                    row["status"] = f"skipped: {e}"
-                except torch.cuda.OutOfMemoryError:
-                    row["status"] = "skipped: out of memory"
                 except Exception as e:  # recorded, so one broken provider does not end the run
-                    row["status"] = _failure(e)
-                    if checked is None:  # the build or the check failed: the other modes would too
-                        checked = {"status": row["status"]}
+                    row["status"] = _outcome(e, provider)
+                    if checked is None and row["status"].startswith("failed"):
+                        checked = {"status": row["status"]}  # the build or check failed: so would other modes
                 rows.append(row)
             del mod
     return derive(pd.DataFrame(rows), limits), limits

@@ -28,7 +28,7 @@ def _quantile(samples: list[float], q: float) -> float:
         else samples[0]
 
 
-def time_cpu(fn: Callable[[], object], budget_s: float = 0.5, min_runs: int = 3,
+def time_cpu(fn: Callable[[], object], budget_s: float = 0.5, min_runs: int = 5,
              max_runs: int = 100) -> tuple[float, float, float]:
     """Median, p20 and p80 of repeated runs after one warm-up run, within `budget_s`
     (but at least `min_runs` runs)."""
