@@ -560,3 +560,11 @@ def test_saves_only_what_the_gradients_need(triton_device):
     assert len(saved) == 1 and saved[0].data_ptr() == w.data_ptr()
     y = linear_triton(x.detach(), w.requires_grad_(), None, "tanh")  # dW needs x and y
     assert sum(t is not None for t in y.grad_fn.saved_tensors) == 2
+
+
+def test_bfloat16_on_cpu_is_refused_not_garbage(triton_device):
+    if triton_device == "cuda":
+        pytest.skip("the interpreter's limit")
+    for layer in (tritonlab.Linear(16, 8, backend="triton"), tritonlab.LinearActivation(16, 8, "tanh", backend="triton")):
+        with pytest.raises(TypeError, match="interpreter has no bfloat16"):
+            layer.to(torch.bfloat16)(torch.randn(4, 16, dtype=torch.bfloat16))

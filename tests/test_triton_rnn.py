@@ -384,3 +384,12 @@ def test_gpu_auto_takes_reference_where_triton_has_no_kernel(kwargs, dtype):
     with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
         assert_matches_torch(lab, ref, torch.randn(5, 3, 8, device="cuda", dtype=dtype), tier="auto",
                              atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_bfloat16_on_cpu_is_refused_not_garbage(cell, triton_device):
+    if triton_device == "cuda":
+        pytest.skip("the interpreter's limit")
+    layer = getattr(tritonlab, cell)(16, 8, backend="triton").to(torch.bfloat16)
+    with pytest.raises(TypeError, match="interpreter has no bfloat16"):
+        layer(torch.randn(3, 2, 16, dtype=torch.bfloat16))

@@ -258,6 +258,9 @@ def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
             f"matmul runs on CUDA tensors, or on CPU tensors under Triton's interpreter; got "
             f"tensors on {a.device}: move them to CUDA or set TRITON_INTERPRET=1 before Python starts"
         )
+    if not a.is_cuda and torch.bfloat16 in (a.dtype, None if out is None else out.dtype):
+        raise TypeError("matmul got bfloat16 on the CPU, but the Triton interpreter has no bfloat16 (it "
+                        "would compute garbage); use float16/float32 or CUDA tensors")
     M, K = a.shape
     N = b.shape[1]
     if out is None:

@@ -136,6 +136,9 @@ def _cell(run, x, weights, choice, name: str) -> Cell:
     if x.dtype not in kernels.DTYPES:
         raise TypeError(f"{name} on the triton tier takes float32, float16 or bfloat16, got {x.dtype}; "
                         f"use backend='reference' for {x.dtype}")
+    if x.dtype == torch.bfloat16 and not x.is_cuda:
+        raise TypeError(f"{name} on the triton tier got bfloat16 on the CPU, but the Triton interpreter has "
+                        "no bfloat16; use float16/float32 or a CUDA tensor")
     if weights[0][4] is not None:
         raise NotImplementedError(f"{name} with proj_size has no Triton kernel; use backend='reference'")
     hidden = weights[0][1].shape[1]
