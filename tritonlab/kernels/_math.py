@@ -29,9 +29,10 @@ def tanh(x):
 
 @triton.jit
 def activate(x, ACT: tl.constexpr):
-    """y = act(x) for one of the activation codes; fp32 in, fp32 out."""
+    """y = act(x) for one of the activation codes, computed in x's dtype (the kernels
+    pass fp32, or fp64 for float64 tensors)."""
     if ACT == 1:
-        # x > 0 keeps nan out of the max (nan > 0 is False) -> torch.relu(nan) is nan
+        # maximum may drop a nan; x != x is True only for nan, which stays, as torch.relu(nan)
         x = tl.where(x != x, x, tl.maximum(x, 0.0))
     elif ACT == 2:
         x = sigmoid(x)

@@ -23,9 +23,11 @@ fp16/bf16 tensor cores. Under TRITON_INTERPRET the dot is exact numpy fp32.
 
 Napkin cost, forward (dgrad and wgrad move the same bytes and do the same FLOPs):
     FLOPs = 2 * N*P*Q * O * CG*R*S,  bytes >= x + weight + y (each read/written once).
-ResNet-50 3x3 64->64 at 56x56, batch 32, bf16: 59 GFLOP over 2 * 12.8 MB -> compute
-bound (60 us at 990 TFLOP/s vs 8 us of HBM at 3.35 TB/s on an H100). The 1x1 layers
-(256->64, 56x56) are 13 GFLOP over 33 MB: 13 us of FLOPs vs 10 us of bytes, both matter.
+ResNet-50 3x3 64->64 at 56x56, batch 32, bf16: 2*32*3136*64*576 = 7.4 GFLOP over
+12.8 MB in + 12.8 MB out -> balanced (7.5 us at 990 TFLOP/s vs 7.7 us of HBM at
+3.35 TB/s on an H100): both the tensor cores and the loads must run near their peaks.
+The 1x1 256->64 at 56x56 is 3.3 GFLOP over 51 MB in + 13 MB out: memory-bound (19 us of
+bytes vs 3.3 us of FLOPs), so its floor is reading x once.
 
 Integer sizes: a GEMM row index m < 2**31 (checked by the launchers); every pointer
 offset is computed in int64, so tensors may pass 2**31 elements.

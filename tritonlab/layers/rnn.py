@@ -42,6 +42,10 @@ class _Recurrent(LabLayer):
         self._set_backend(backend)
         self.algo = algo
 
+    def extra_repr(self) -> str:
+        base = super().extra_repr()
+        return base if self.algo == "auto" else f"{base}, algo={self.algo!r}"
+
     @property
     def algo(self) -> str:
         return self._algo
