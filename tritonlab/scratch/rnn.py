@@ -36,7 +36,7 @@ import torch
 
 from ._autograd import first_order_only
 
-from .activations import LOG2E, sigmoid_reference, sigmoid_values, tanh_reference, tanh_values
+from .activations import LOG2E, _constant, sigmoid_reference, sigmoid_values, tanh_reference, tanh_values
 
 Weights = tuple  # (w_ih, w_hh, b_ih, b_hh, w_hr), entries may be None
 State = tuple  # (h,) for GRU, (h, c) for LSTM
@@ -226,7 +226,9 @@ class _LSTM(torch.autograd.Function):
         shift[:size], addend[:size] = -math.log2(k), 1 / k
         gates = torch.addcmul(shift, xp, scale)  # exp2's arguments, then each step's activations
         w_t = (w_hh * scale[:, None]).t()
-        one = xp.new_tensor(1.0)  # a 0-d tensor: a Python number is wrapped anew on every call
+        # a 0-d CPU tensor made once: a Python number is wrapped anew on every call, and a
+        # CUDA one made here would be a host-to-device copy, which a CUDA graph cannot capture
+        one = _constant(1.0, xp.dtype)
         c, r, hid = (xp.new_empty(rows, size) for _ in range(3))  # C', σ(-2c'), o tanh(c')
         out = hid if w_hr is None else xp.new_empty(rows, w_hr.shape[0])
         gates_t, ifgo_t = _per_step(gates, sizes), _per_step(gates, sizes, 4)
