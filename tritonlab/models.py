@@ -1,0 +1,106 @@
+"""Small character-level language models built from the lab's layers.
+
+    model = build_model("lstm", vocab_size=4, hidden=128)   # or "gru", "cnn"
+    logits = model(x)                                        # x (N, T) int64 ids -> (N, T, vocab_size)
+
+Every model is embedding -> a stack (LSTM, GRU, or causal 1-D convolutions) -> a
+Linear head, and keeps the keyword arguments it was built with in `model.config`, so
+`build_model(model.kind, **model.config)` rebuilds it (what a checkpoint stores).
+`backend=` goes to every lab layer (None: the global choice, see `use_backend`).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .layers import GRU, LSTM, Conv2d, Dropout, Linear, ReLU
+
+__all__ = ["MODEL_KINDS", "CharRNN", "CharCNN", "build_model"]
+
+
+class CharRNN(nn.Module):
+    """Embedding -> LSTM or GRU (batch_first) -> Dropout -> Linear head.
+
+    forward(x, state=None) returns logits (N, T, vocab_size); with `return_state=True`
+    also the recurrent state, so sampling can feed one character at a time.
+    """
+
+    def __init__(self, vocab_size: int, cell: str = "lstm", embed: int = 16, hidden: int = 128,
+                 layers: int = 1, dropout: float = 0.0, *, backend: str | None = None):
+        super().__init__()
+        rnn_cls = {"lstm": LSTM, "gru": GRU}.get(cell)
+        if rnn_cls is None:
+            raise ValueError(f"CharRNN cell must be 'lstm' or 'gru', got {cell!r}")
+        self.kind = cell
+        self.config = dict(vocab_size=vocab_size, embed=embed, hidden=hidden, layers=layers,
+                           dropout=dropout)
+        self.embed = nn.Embedding(vocab_size, embed)
+        # torch.nn's inter-layer dropout warns for one layer; pass it only where it acts.
+        self.rnn = rnn_cls(embed, hidden, num_layers=layers, batch_first=True,
+                           dropout=dropout if layers > 1 else 0.0, backend=backend)
+        self.drop = Dropout(dropout, backend=backend)
+        self.head = Linear(hidden, vocab_size, backend=backend)
+
+    def forward(self, x: torch.Tensor, state=None, return_state: bool = False):
+        _check_ids(x, self.config["vocab_size"])
+        out, state = self.rnn(self.embed(x), state)
+        logits = self.head(self.drop(out))
+        return (logits, state) if return_state else logits
+
+
+class CharCNN(nn.Module):
+    """Embedding -> `layers` causal convolutions (kernel `kernel`, dilation doubling per
+    layer, ReLU, Dropout) -> Linear head.
+
+    Each convolution is the lab's Conv2d with a (1, kernel) kernel over a (N, C, 1, T)
+    view, padded only on the left so position t sees ids t-receptive+1 .. t and never a
+    later one. Receptive field: 1 + (kernel - 1) * (2**layers - 1) ids.
+    """
+
+    def __init__(self, vocab_size: int, embed: int = 16, channels: int = 64, kernel: int = 5,
+                 layers: int = 3, dropout: float = 0.0, *, backend: str | None = None):
+        super().__init__()
+        self.kind = "cnn"
+        self.config = dict(vocab_size=vocab_size, embed=embed, channels=channels, kernel=kernel,
+                           layers=layers, dropout=dropout)
+        self.embed = nn.Embedding(vocab_size, embed)
+        self.convs = nn.ModuleList(
+            Conv2d(embed if i == 0 else channels, channels, (1, kernel), dilation=(1, 2**i),
+                   backend=backend)
+            for i in range(layers)
+        )
+        self.act = ReLU(backend=backend)
+        self.drop = Dropout(dropout, backend=backend)
+        self.head = Linear(channels, vocab_size, backend=backend)
+
+    @property
+    def receptive_field(self) -> int:
+        return 1 + (self.config["kernel"] - 1) * (2 ** self.config["layers"] - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_ids(x, self.config["vocab_size"])
+        h = self.embed(x).transpose(1, 2).unsqueeze(2)  # (N, E, 1, T)
+        for conv in self.convs:
+            left = (conv.kernel_size[1] - 1) * conv.dilation[1]
+            h = self.drop(self.act(conv(F.pad(h, (left, 0)))))
+        return self.head(h.squeeze(2).transpose(1, 2))  # (N, T, C) -> (N, T, vocab)
+
+
+MODEL_KINDS = ("lstm", "gru", "cnn")
+
+
+def build_model(kind: str, vocab_size: int, *, backend: str | None = None, **config) -> nn.Module:
+    """A model of `kind` ("lstm", "gru", "cnn") with the sizes in `config` (defaults
+    otherwise; see CharRNN and CharCNN for the names)."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {kind!r}")
+    if kind == "cnn":
+        return CharCNN(vocab_size, backend=backend, **config)
+    return CharRNN(vocab_size, cell=kind, backend=backend, **config)
+
+
+def _check_ids(x, vocab_size: int) -> None:
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.long or x.dim() != 2:
+        got = f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"expected a (batch, seq) int64 tensor of ids, got {got}")
