@@ -86,6 +86,86 @@ def _bench(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from .train import TrainConfig, train
+
+    sizes = {k: v for k, v in (("embed", args.embed), ("hidden", args.hidden), ("channels", args.channels),
+                               ("layers", args.layers), ("dropout", args.dropout)) if v is not None}
+    if args.model == "cnn" and "hidden" in sizes or args.model != "cnn" and "channels" in sizes:
+        print(f"--{'hidden' if args.model == 'cnn' else 'channels'} does not apply to --model {args.model}",
+              file=sys.stderr)
+        return 2
+    cfg = TrainConfig(model=args.model, data=args.data, steps=args.steps, batch=args.batch, seq=args.seq,
+                      lr=args.lr, eval_every=args.eval_every, alphabet=args.alphabet, unknown=args.unknown,
+                      device=args.device, backend=args.backend, seed=args.seed, out=args.out,
+                      resume=args.resume, model_config=sizes)
+    try:
+        result = train(cfg)
+    except (OSError, ValueError) as e:
+        print(f"tritonlab train: {e}", file=sys.stderr)
+        return 2
+    step, bpb = result["val"][-1]
+    print(f"step {step}: validation {bpb:.4f} bits per base (order-0 baseline, the training part's "
+          f"base frequencies: {result['order0']:.4f}); {result['seconds']:.1f} s; "
+          f"checkpoint {result['checkpoint']}")
+    return 0
+
+
+def _sample(args) -> int:
+    from .train import load_model, sample
+
+    try:
+        model, vocab, _ = load_model(args.checkpoint, device=args.device, backend=args.backend)
+        prime = args.prime if args.prime is not None else vocab.itos[0]
+        text = sample(model, vocab, prime, args.length, temperature=args.temperature, seed=args.seed)
+    except (OSError, ValueError) as e:
+        print(f"tritonlab sample: {e}", file=sys.stderr)
+        return 2
+    print(prime + text)
+    return 0
+
+
+def _add_train_parsers(sub) -> None:
+    from .backend import BACKENDS
+    from .models import MODEL_KINDS
+
+    t = sub.add_parser("train", help="train a char-level LSTM/GRU/CNN on a FASTA or text file",
+                       description="Train a char-level model (AdamW, gradient clipping), report validation "
+                                   "bits per base and keep an atomically written checkpoint in --out.")
+    t.add_argument("--model", choices=MODEL_KINDS, default="lstm")
+    t.add_argument("--data", help="FASTA or text file (default: the chloroplast genome in data/)")
+    t.add_argument("--steps", type=int, default=1500, help="total steps (with --resume: up to this step)")
+    t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--seq", type=int, default=128)
+    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--eval-every", type=int, default=500, help="validate and checkpoint every N steps")
+    t.add_argument("--alphabet", choices=("dna", "chars"), default="dna")
+    t.add_argument("--unknown", choices=("error", "drop", "map"), default="error",
+                   help="letters that are not A/C/G/T (dna alphabet)")
+    t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    t.add_argument("--backend", choices=BACKENDS, help="tier for every layer (default: the global auto)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", help="folder for checkpoint.pt (default: out/train-<model>)")
+    t.add_argument("--resume", action="store_true", help="continue from --out's checkpoint.pt")
+    t.add_argument("--embed", type=int)
+    t.add_argument("--hidden", type=int, help="LSTM/GRU hidden size")
+    t.add_argument("--channels", type=int, help="CNN channels")
+    t.add_argument("--layers", type=int)
+    t.add_argument("--dropout", type=float)
+    t.set_defaults(run=_train)
+
+    s = sub.add_parser("sample", help="draw text from a trained checkpoint",
+                       description="Print PRIME followed by LENGTH characters drawn from the model.")
+    s.add_argument("checkpoint")
+    s.add_argument("--prime", help="text to start from (default: the vocabulary's first character)")
+    s.add_argument("--length", type=int, default=200)
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--backend", choices=BACKENDS)
+    s.set_defaults(run=_sample)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .bench.providers import BASE
     from .bench.runner import MODES
@@ -112,5 +192,6 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--from-pytest-json", metavar="FILE",
                        help="write the report from `pytest benchmarks/ --benchmark-json FILE` instead of running")
     bench.set_defaults(run=_bench)
+    _add_train_parsers(sub)
     args = parser.parse_args(argv)
     return args.run(args)

@@ -1,0 +1,138 @@
+"""tritonlab.train and the `tritonlab train` / `tritonlab sample` commands on a small slice
+of the genome: loss goes down, resume continues exactly, sampling, checkpoints, bad input."""
+import os
+
+import pytest
+import torch
+
+from tritonlab.cli import main
+from tritonlab.data import default_genome_path, load_sequence
+from tritonlab.train import TrainConfig, load_checkpoint, load_model, sample, save_checkpoint, train
+
+
+
+@pytest.fixture(scope="module")
+def dna(tmp_path_factory):
+    """A 6,000-base FASTA cut from the chloroplast genome (real structure, fast to train on)."""
+    path = tmp_path_factory.mktemp("data") / "slice.fasta"
+    seq = load_sequence(default_genome_path())[:6000]
+    path.write_text(">slice\n" + "\n".join(seq[i:i + 70] for i in range(0, len(seq), 70)) + "\n")
+    return path
+
+
+def cfg(dna, out, model="lstm", sizes=None, **kw):
+    tiny = {"embed": 4, "layers": 1, "channels" if model == "cnn" else "hidden": 16, **(sizes or {})}
+    base = dict(data=str(dna), steps=6, batch=8, seq=32, out=str(out), progress=False,
+                backend="reference", model=model, model_config=tiny)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("model", ["lstm", "gru", "cnn"])
+def test_training_lowers_the_loss(dna, tmp_path, model):
+    result = train(cfg(dna, tmp_path, model=model, steps=40, lr=1e-2))
+    first, last = sum(result["losses"][:5]) / 5, sum(result["losses"][-5:]) / 5
+    assert last < first - 0.02
+    assert len(result["losses"]) == 40
+    step, bpb = result["val"][-1]
+    assert step == 40 and 1.0 < bpb < 2.5
+    assert 1.8 < result["order0"] < 2.0  # the AT-rich chloroplast genome
+
+
+@pytest.mark.parametrize("model", ["lstm", "cnn"])
+def test_resume_continues_exactly(dna, tmp_path, model):
+    extra = {"dropout": 0.2} if model == "cnn" else {"layers": 2, "dropout": 0.2}  # dropout draws RNG
+    straight = train(cfg(dna, tmp_path / "a", model=model, sizes=extra))
+    train(cfg(dna, tmp_path / "b", model=model, steps=3, sizes=extra))
+    resumed = train(cfg(dna, tmp_path / "b", model=model, resume=True))  # sizes from the checkpoint
+    assert resumed["losses"] == straight["losses"]
+    assert resumed["val"][-1] == straight["val"][-1]
+    a, b = (torch.load(p / "checkpoint.pt", weights_only=True) for p in (tmp_path / "a", tmp_path / "b"))
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_checkpoint_contents(dna, tmp_path):
+    train(cfg(dna, tmp_path, steps=4, eval_every=2))
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt", expect_kind="lstm")
+    assert ckpt["step"] == 4 and len(ckpt["losses"]) == 4
+    assert [s for s, _ in ckpt["val"]] == [2, 4]
+    assert ckpt["vocab"] == list("ACGT")
+    assert ckpt["config"] == {"vocab_size": 4, "embed": 4, "hidden": 16, "layers": 1, "dropout": 0.0}
+    assert {"torch", "batches"} <= set(ckpt["rng"]) and ckpt["optimizer"]["state"]
+    assert os.listdir(tmp_path) == ["checkpoint.pt"]  # no temporary file left behind
+
+
+def test_crash_mid_write_keeps_the_previous_checkpoint(dna, tmp_path, monkeypatch):
+    train(cfg(dna, tmp_path, steps=2))
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    model, vocab, _ = load_model(tmp_path / "checkpoint.pt")
+
+    def crash(obj, f, *a, **k):
+        open(f, "wb").write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    opt = torch.optim.AdamW(model.parameters())
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tmp_path / "checkpoint.pt", model, vocab, opt, [1.0], [], torch.Generator(),
+                        cfg(dna, tmp_path))
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+    assert os.listdir(tmp_path) == ["checkpoint.pt"]
+
+
+@pytest.mark.parametrize("model", ["gru", "cnn"])
+def test_sample_uses_the_vocab_and_has_the_length(dna, tmp_path, model):
+    train(cfg(dna, tmp_path, model=model, steps=3))
+    net, vocab, _ = load_model(tmp_path / "checkpoint.pt")
+    text = sample(net, vocab, "ACGT", 50, seed=1)
+    assert len(text) == 50 and set(text) <= set("ACGT")
+    assert sample(net, vocab, "ACGT", 50, seed=1) == text  # a seed reproduces it
+    assert sample(net, vocab, "A", 0) == ""
+
+
+def test_cli_train_resume_and_sample(dna, tmp_path, capsys):
+    args = ["train", "--data", str(dna), "--steps", "2", "--batch", "4", "--seq", "16", "--hidden", "8",
+            "--out", str(tmp_path), "--backend", "reference"]
+    assert main(args) == 0
+    assert "validation" in capsys.readouterr().out
+    assert main([*args[:4], "4", *args[5:], "--resume"]) == 0
+    assert "step 4: validation" in capsys.readouterr().out
+    assert main(["sample", str(tmp_path / "checkpoint.pt"), "--prime", "GATTACA", "--length", "30",
+                 "--seed", "0"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("GATTACA") and len(line) == 37 and set(line) <= set("ACGT")
+
+
+def test_bad_inputs(dna, tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="nope.fasta"):
+        train(cfg(tmp_path / "nope.fasta", tmp_path))
+    assert main(["train", "--data", str(tmp_path / "nope.fasta"), "--out", str(tmp_path)]) == 2
+    assert "nope.fasta" in capsys.readouterr().err
+
+    letters = tmp_path / "n.fasta"
+    letters.write_text(">x\nACGTNACGT\n")
+    with pytest.raises(ValueError, match="line 2, column 5: 'N' is not a DNA base"):
+        train(cfg(letters, tmp_path))
+
+    train(cfg(dna, tmp_path / "lstm", steps=1))
+    with pytest.raises(ValueError, match="holds a 'lstm' model, but a 'gru' model was asked for"):
+        train(cfg(dna, tmp_path / "lstm", model="gru", resume=True))
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        train(cfg(dna, tmp_path / "empty", resume=True))
+
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(ValueError, match="not a tritonlab char-model checkpoint"):
+        load_model(other)
+    assert main(["sample", str(other)]) == 2
+    assert "not a tritonlab" in capsys.readouterr().err
+
+    net, vocab, _ = load_model(tmp_path / "lstm" / "checkpoint.pt")
+    with pytest.raises(ValueError, match="'N' at index 2 is not in the vocabulary"):
+        sample(net, vocab, "ACN", 5)
+    with pytest.raises(ValueError, match="prime must hold at least one character"):
+        sample(net, vocab, "", 5)
+    with pytest.raises(ValueError, match="steps must be a positive integer, got 0"):
+        train(cfg(dna, tmp_path, steps=0))
+    with pytest.raises(ValueError, match="model must be one of"):
+        train(cfg(dna, tmp_path, model="mlp"))
