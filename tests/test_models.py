@@ -18,8 +18,8 @@ def test_logits_shape_per_kind(kind):
 
 @pytest.mark.parametrize("kind", MODEL_KINDS)
 def test_rebuild_from_config_loads_weights(kind):
-    model = build_model(kind, vocab_size=4, embed=4, layers=1)
-    again = build_model(model.kind, **model.config)
+    model = build_model(kind, vocab_size=4, embed=4, layers=1).eval()  # dropout off
+    again = build_model(model.kind, **model.config).eval()
     again.load_state_dict(model.state_dict())
     x = torch.randint(4, (2, 9))
     torch.testing.assert_close(again(x), model(x), rtol=0, atol=0)
@@ -79,8 +79,8 @@ def test_bad_inputs():
 def test_triton_tier_matches_reference(kind, triton_device):
     torch.manual_seed(0)
     ref = build_model(kind, vocab_size=4, embed=3, layers=1, backend="reference", **(
-        {"channels": 5} if kind == "cnn" else {"hidden": 6}))
-    tri = build_model(ref.kind, backend="triton", **ref.config)
+        {"channels": 5} if kind == "cnn" else {"hidden": 6})).eval()  # dropout off
+    tri = build_model(ref.kind, backend="triton", **ref.config).eval()
     tri.load_state_dict(ref.state_dict())
     x = torch.randint(4, (2, 5))
     torch.testing.assert_close(tri.to(triton_device)(x.to(triton_device)).cpu(), ref(x), rtol=1e-5, atol=1e-5)

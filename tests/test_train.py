@@ -57,7 +57,7 @@ def test_checkpoint_contents(dna, tmp_path):
     assert ckpt["step"] == 4 and len(ckpt["losses"]) == 4
     assert [s for s, _ in ckpt["val"]] == [2, 4]
     assert ckpt["vocab"] == list("ACGT")
-    assert ckpt["config"] == {"vocab_size": 4, "embed": 4, "hidden": 16, "layers": 1, "dropout": 0.0}
+    assert ckpt["config"] == {"vocab_size": 4, "embed": 4, "hidden": 16, "layers": 1, "dropout": 0.2}
     assert {"torch", "batches"} <= set(ckpt["rng"]) and ckpt["optimizer"]["state"]
     assert os.listdir(tmp_path) == ["checkpoint.pt"]  # no temporary file left behind
 
@@ -136,3 +136,19 @@ def test_bad_inputs(dna, tmp_path, capsys):
         train(cfg(dna, tmp_path, steps=0))
     with pytest.raises(ValueError, match="model must be one of"):
         train(cfg(dna, tmp_path, model="mlp"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("model", ["lstm", "gru", "cnn"])
+def test_gpu_triton_training_tracks_the_reference_tier(tmp_path, model):
+    """The default sizes on the GPU: the triton tier's losses follow the reference tier's
+    (TF32 in the GEMMs, so within a loose tolerance) and both go down."""
+    sizes = {"channels": 64, "dropout": 0.0} if model == "cnn" else {"hidden": 64, "dropout": 0.0}
+    runs = [train(TrainConfig(model=model, steps=30, batch=64, seq=128, device="cuda", backend=b,
+                              out=str(tmp_path / b), progress=False, model_config=sizes))
+            for b in ("reference", "triton")]
+    ref, tri = (torch.tensor(r["losses"]) for r in runs)
+    torch.testing.assert_close(tri, ref, rtol=0, atol=5e-2)
+    assert tri[-5:].mean() < tri[:5].mean()
+    net, vocab, _ = load_model(runs[1]["checkpoint"], device="cuda", backend="triton")
+    assert len(sample(net, vocab, "ACGT", 100, seed=0)) == 100

@@ -134,7 +134,7 @@ def _add_train_parsers(sub) -> None:
                                    "bits per base and keep an atomically written checkpoint in --out.")
     t.add_argument("--model", choices=MODEL_KINDS, default="lstm")
     t.add_argument("--data", help="FASTA or text file (default: the chloroplast genome in data/)")
-    t.add_argument("--steps", type=int, default=1500, help="total steps (with --resume: up to this step)")
+    t.add_argument("--steps", type=int, default=800, help="total steps (with --resume: up to this step)")
     t.add_argument("--batch", type=int, default=64)
     t.add_argument("--seq", type=int, default=128)
     t.add_argument("--lr", type=float, default=3e-3)

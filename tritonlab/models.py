@@ -7,6 +7,10 @@ Every model is embedding -> a stack (LSTM, GRU, or causal 1-D convolutions) -> a
 Linear head, and keeps the keyword arguments it was built with in `model.config`, so
 `build_model(model.kind, **model.config)` rebuilds it (what a checkpoint stores).
 `backend=` goes to every lab layer (None: the global choice, see `use_backend`).
+
+The default sizes are small and use dropout 0.2 because the default data is small: on
+the 139K training bases of the chloroplast genome a 128-unit LSTM without dropout
+reaches its best validation score within a few hundred steps and then memorises.
 """
 from __future__ import annotations
 
@@ -26,8 +30,8 @@ class CharRNN(nn.Module):
     also the recurrent state, so sampling can feed one character at a time.
     """
 
-    def __init__(self, vocab_size: int, cell: str = "lstm", embed: int = 16, hidden: int = 128,
-                 layers: int = 1, dropout: float = 0.0, *, backend: str | None = None):
+    def __init__(self, vocab_size: int, cell: str = "lstm", embed: int = 16, hidden: int = 64,
+                 layers: int = 1, dropout: float = 0.2, *, backend: str | None = None):
         super().__init__()
         rnn_cls = {"lstm": LSTM, "gru": GRU}.get(cell)
         if rnn_cls is None:
@@ -59,7 +63,7 @@ class CharCNN(nn.Module):
     """
 
     def __init__(self, vocab_size: int, embed: int = 16, channels: int = 64, kernel: int = 5,
-                 layers: int = 3, dropout: float = 0.0, *, backend: str | None = None):
+                 layers: int = 3, dropout: float = 0.2, *, backend: str | None = None):
         super().__init__()
         self.kind = "cnn"
         self.config = dict(vocab_size=vocab_size, embed=embed, channels=channels, kernel=kernel,

@@ -1,6 +1,6 @@
 """Train a char-level model on a FASTA or text file; checkpoint, resume and sample.
 
-    result = train(TrainConfig(model="lstm", steps=1500))     # what `tritonlab train` runs
+    result = train(TrainConfig(model="lstm", steps=800))     # what `tritonlab train` runs
     model, vocab, ckpt = load_model("out/train-lstm/checkpoint.pt")
     print(sample(model, vocab, prime="ACGT", length=200, seed=0))
 
@@ -39,7 +39,7 @@ class TrainConfig:
 
     model: str = "lstm"
     data: str | None = None
-    steps: int = 1500
+    steps: int = 800
     batch: int = 64
     seq: int = 128
     lr: float = 3e-3
@@ -59,7 +59,10 @@ class TrainConfig:
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Run (or continue) training to `cfg.steps` steps and return
+    """Run (or, with `cfg.resume`, continue from `out/checkpoint.pt`) training up to
+    `cfg.steps` steps in all. A resumed run takes the model kind's sizes, the vocabulary,
+    the optimizer state (learning rate included) and the random state from the
+    checkpoint; `model_config` is ignored. Returns
     {"losses": per-step training loss, "val": [(step, bits per base)], "checkpoint": path,
     "order0": bits per base on validation of the training part's character frequencies
     (the order-0 baseline a model must beat), "seconds": wall time}."""
