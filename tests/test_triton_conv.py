@@ -1,9 +1,6 @@
 """Conv2d's triton tier (implicit GEMM and im2col) against torch.nn.Conv2d and the
 reference tier: forward and every gradient. Without a GPU the kernels run under the
 Triton interpreter, so the shapes stay small (N <= 3, C <= 20, H, W <= 11)."""
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,6 +9,7 @@ from torch import nn
 
 import test_conv
 import tritonlab
+from sm90 import compile_for_sm90
 from parity import assert_matches_torch, run
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
@@ -313,13 +311,6 @@ def test_refuses_second_derivative(algo, triton_device):
 # 16-bit tile loads are vectorised, so the pipeliner keeps num_stages tiles in shared
 # memory (2-byte gathers leave it at one) and the dot runs on wgmma.
 _COMPILE_FOR_SM90 = r"""
-import sys
-try:
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-except ImportError:
-    sys.exit(3)
 from tritonlab.kernels import conv, im2col
 
 
@@ -328,7 +319,7 @@ def build(fn, ptrs, consts, ones=(), divisible=(), num_warps=4, num_stages=3):
     sig = {n: "constexpr" if n in consts else ptrs.get(n, "i32") for n in fn.arg_names}
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in [*ptrs, *divisible]}
     src = ASTSource(fn, sig, {(fn.arg_names.index(n),): v for n, v in consts.items()}, attrs)
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32),
+    return triton.compile(src, target=TARGET,
                           options={"num_warps": num_warps, "num_stages": num_stages})
 
 
@@ -360,12 +351,7 @@ build(im2col._im2col_kernel, {"x_ptr": "*bf16", "cols_ptr": "*bf16"}, dict(BLOCK
 
 
 def test_kernels_compile_for_sm90():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-c", _COMPILE_FOR_SM90], env=env, capture_output=True, text=True,
-                          timeout=600)
-    if done.returncode == 3:
-        pytest.skip("this triton has no ahead-of-time compile API (triton.compiler.ASTSource)")
-    assert done.returncode == 0, done.stderr[-4000:]
+    compile_for_sm90(_COMPILE_FOR_SM90)
 
 
 # ---- GPU tier: ResNet-50's convolutions at real sizes -----------------------------------

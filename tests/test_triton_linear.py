@@ -2,9 +2,6 @@
 epilogue), the Linear Function's forward and every gradient, against torch.nn and the
 reference tier. Under the interpreter (no GPU) on small odd shapes in float32/float16;
 the `gpu` tests at real sizes in fp16/bf16/fp32."""
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -141,6 +138,7 @@ import tritonlab  # noqa: E402
 from torch import nn  # noqa: E402
 from tritonlab.layers.functions.linear import linear_triton  # noqa: E402
 from tritonlab.scratch.linear import linear_reference  # noqa: E402
+from sm90 import compile_for_sm90
 from parity import assert_matches_torch  # noqa: E402
 
 LAYER_TOL = {torch.float32: 1e-5, torch.float16: 1e-2}
@@ -303,19 +301,8 @@ def test_linear_triton_bad_input(args, err, match):
 # TF32 and in full precision with split-K, and the two helper kernels. Exit code 3: this
 # triton has no (or another) ahead-of-time compile API.
 _COMPILE_FOR_SM90 = r"""
-import sys
-import inspect
-try:
-    import triton
-    from triton.compiler import ASTSource
-    from triton.backends.compiler import GPUTarget
-except ImportError:
-    sys.exit(3)
-if list(inspect.signature(ASTSource).parameters) != ["fn", "signature", "constexprs", "attrs"]:
-    sys.exit(3)  # another ahead-of-time API than the one written against (triton 3.6 - 3.9)
 from tritonlab.kernels import gemm
 
-TARGET = GPUTarget("cuda", 90, 32)
 
 
 def build(fn, types, consts, ones=(), divisible=(), num_warps=4, num_stages=3):
@@ -358,12 +345,7 @@ build(gemm._epilogue_grad_kernel, {"dy_ptr": "*bf16", "y_ptr": "*bf16", "g_ptr":
 
 
 def test_kernels_compile_for_sm90():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-c", _COMPILE_FOR_SM90], env=env, capture_output=True, text=True,
-                          timeout=600)
-    if done.returncode == 3:
-        pytest.skip("this triton has no ahead-of-time compile API (triton.compiler.ASTSource)")
-    assert done.returncode == 0, done.stderr[-4000:]
+    compile_for_sm90(_COMPILE_FOR_SM90)
 
 
 # ---------------------------------------------------------------- GPU tier (pytest -m gpu)

@@ -3,9 +3,6 @@ forward and every gradient against torch.nn and the reference tier, both recurre
 variants ("step": a launch per step; "persistent": one launch per sequence), on odd
 sizes under the interpreter; real sizes in fp16/bf16/fp32 on a GPU (pytest -m gpu)."""
 import contextlib
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,6 +10,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import tritonlab
+from sm90 import compile_for_sm90
 from parity import assert_matches_torch, run
 
 CELLS = {"GRU": (tritonlab.GRU, nn.GRU), "LSTM": (tritonlab.LSTM, nn.LSTM)}
@@ -248,16 +246,6 @@ def test_lstm_proj_size_is_not_implemented(triton_device):
 # atomics and spin loop, cache modifiers, resident tiles, bf16 dots) shows here. Exit
 # code 3: this triton has no (or another) ahead-of-time compile API.
 _COMPILE_FOR_SM90 = r"""
-import inspect
-import sys
-try:
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-except ImportError:
-    sys.exit(3)
-if list(inspect.signature(ASTSource).parameters) != ["fn", "signature", "constexprs", "attrs"]:
-    sys.exit(3)
 from tritonlab.kernels import rnn
 
 FP32_STATE = {"c_ptr", "dh_ptr", "dc_ptr"}
@@ -276,7 +264,7 @@ def build(fn, flags, dt, mode, packed, resident, block_k, block_b=16):
     sig = {n: "constexpr" if n in consts else ptrs.get(n, "i32") for n in fn.arg_names}
     src = ASTSource(fn, sig, {(fn.arg_names.index(n),): v for n, v in consts.items()},
                     {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in ptrs if n not in consts})
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8, "num_stages": 2})
+    return triton.compile(src, target=TARGET, options={"num_warps": 8, "num_stages": 2})
 
 
 for fn, flags, gates in ((rnn._lstm_fwd_kernel, {}, 4), (rnn._gru_fwd_kernel, {"HAS_BHN": True}, 3),
@@ -291,12 +279,7 @@ for fn, flags, gates in ((rnn._lstm_fwd_kernel, {}, 4), (rnn._gru_fwd_kernel, {"
 
 
 def test_kernels_compile_for_sm90(triton_device):
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-c", _COMPILE_FOR_SM90], env=env, capture_output=True, text=True,
-                          timeout=600)
-    if done.returncode == 3:
-        pytest.skip("this triton has no ahead-of-time compile API (triton.compiler.ASTSource)")
-    assert done.returncode == 0, done.stderr[-4000:]
+    compile_for_sm90(_COMPILE_FOR_SM90)
 
 # ---- GPU: real sizes, fp32 (TF32 off), fp16, bf16 against cuDNN -----------------------
 
