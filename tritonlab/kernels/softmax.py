@@ -156,10 +156,8 @@ def _bwd_kernel(src_ptr, lse_ptr, dout_ptr, dx_ptr, seed_ptr, p, scale, n_rows, 
         lse = tl.load(lse_ptr + o * inner + i)
     if not LOOPED:
         mask = cols[None, :] < n
-        g = compute_dtype(tl.load(dout_ptr + d_base[:, None] + cols[None, :] * sd_n, mask=mask,
-                                  other=0.0))
-        if DROPOUT:
-            g = tl.where(_keep(seed_ptr, rows, 0, p, ROWS, BLOCK_N), g * scale, 0.0)
+        g = _grad_to_y(dout_ptr, d_base, cols, sd_n, mask, seed_ptr, rows, 0, p, scale, DROPOUT, ROWS,
+                       BLOCK_N)
         if SOFTMAX:
             y = _load_y(src_ptr, s_base, cols, ss_n, mask, lse, FROM_LOGITS)
             g = y * (g - tl.sum(g * y, axis=1)[:, None])
@@ -171,24 +169,31 @@ def _bwd_kernel(src_ptr, lse_ptr, dout_ptr, dx_ptr, seed_ptr, p, scale, n_rows, 
             for start in range(0, n, BLOCK_N):
                 c = start + cols
                 mask = c[None, :] < n
-                g = compute_dtype(tl.load(dout_ptr + d_base[:, None] + c[None, :] * sd_n,
-                                          mask=mask, other=0.0))
-                if DROPOUT:
-                    g = tl.where(_keep(seed_ptr, rows, start, p, ROWS, BLOCK_N), g * scale, 0.0)
+                g = _grad_to_y(dout_ptr, d_base, c, sd_n, mask, seed_ptr, rows, start, p, scale, DROPOUT,
+                               ROWS, BLOCK_N)
                 y = _load_y(src_ptr, s_base, c, ss_n, mask, lse, FROM_LOGITS)
                 dot += tl.sum(g * y, axis=1)
         for start in range(0, n, BLOCK_N):
             c = start + cols
             mask = c[None, :] < n
-            g = compute_dtype(tl.load(dout_ptr + d_base[:, None] + c[None, :] * sd_n,
-                                      mask=mask, other=0.0))
-            if DROPOUT:
-                g = tl.where(_keep(seed_ptr, rows, start, p, ROWS, BLOCK_N), g * scale, 0.0)
+            g = _grad_to_y(dout_ptr, d_base, c, sd_n, mask, seed_ptr, rows, start, p, scale, DROPOUT,
+                           ROWS, BLOCK_N)
             if SOFTMAX:
                 y = _load_y(src_ptr, s_base, c, ss_n, mask, lse, FROM_LOGITS)
                 g = y * (g - dot[:, None])
             tl.store(dx_ptr + dx_base[:, None] + c[None, :] * inner,
                      g.to(dx_ptr.dtype.element_ty), mask=row_ok[:, None] & mask)
+
+
+@triton.jit
+def _grad_to_y(dout_ptr, base, cols, stride, mask, seed_ptr, rows, col0, p, scale,
+               DROPOUT: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The gradient reaching the softmax output for a block: dout, through the dropout
+    mask regenerated for columns col0.. (kept * 1/(1-p), dropped 0)."""
+    g = compute_dtype(tl.load(dout_ptr + base[:, None] + cols[None, :] * stride, mask=mask, other=0.0))
+    if DROPOUT:
+        g = tl.where(_keep(seed_ptr, rows, col0, p, ROWS, BLOCK_N), g * scale, 0.0)
+    return g
 
 
 @triton.jit
