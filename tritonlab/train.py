@@ -10,6 +10,26 @@ of both random generators (the batch sampler's and torch's global one, which dro
 draws from). So `steps=N` in one go and `steps=N/2` then `resume=True, steps=N` give
 the same losses. The learning rate is constant for the same reason: a schedule tied
 to the total step count would differ between the two.
+
+Data-parallel: under torchrun (WORLD_SIZE > 1 in the environment) `train` joins a
+torch.distributed group (gloo on CPU, NCCL on CUDA with one GPU per process,
+cuda:LOCAL_RANK) and wraps the model in DistributedDataParallel; a group that is
+already initialised is used as it is and left up.
+
+    torchrun --standalone --nproc_per_node 2 -m tritonlab train --batch 64
+
+`batch` stays the global batch: every process draws the same global batch from the
+identically seeded sampler and trains on its own contiguous slice of batch/world rows,
+so with DDP's gradient averaging a step is the 1-process step (up to float rounding),
+and the logged loss and validation are reduced over all processes. Dropout draws from
+torch's generator, which is seeded per process (rank 0 keeps the 1-process stream,
+rank r > 0 starts from a seed derived from (seed, r)), so the masks of the processes
+are independent, as they would be across the rows of one batch; with dropout the
+losses therefore differ from a 1-process run, without it they match. Rank 0 alone
+shows the progress bar and writes the checkpoint (the model without DDP's "module."
+prefix, plus every rank's random state); the others wait at a barrier until it is in
+place. A checkpoint resumes on any number of processes; exactly (dropout included)
+on the number that wrote it.
 """
 from __future__ import annotations
 
@@ -20,7 +40,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from torch import distributed as dist
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from .data import Vocab, default_genome_path, get_batch, iter_batches, load_sequence, split
 from .models import MODEL_KINDS, build_model
@@ -58,14 +80,24 @@ class TrainConfig:
     model_config: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Group:
+    """This process's place in a data-parallel run; world 1 is a plain run."""
+
+    rank: int = 0
+    world: int = 1
+    owned: bool = False  # created by `train`, so `train` destroys it
+
+
 def train(cfg: TrainConfig) -> dict:
     """Run (or, with `cfg.resume`, continue from `out/checkpoint.pt`) training up to
     `cfg.steps` steps in all. A resumed run takes the model kind's sizes, the vocabulary,
     the optimizer state (learning rate included) and the random state from the
-    checkpoint; `model_config` is ignored. Returns
+    checkpoint; `model_config` is ignored. Under torchrun it trains data-parallel (see
+    the module docstring). Returns, on every process,
     {"losses": per-step training loss, "val": [(step, bits per base)], "checkpoint": path,
     "order0": bits per base on validation of the training part's character frequencies
-    (the order-0 baseline a model must beat), "seconds": wall time}."""
+    (the order-0 baseline a model must beat), "seconds": wall time, "rank", "world_size"}."""
     if cfg.model not in MODEL_KINDS:
         raise ValueError(f"model must be one of {MODEL_KINDS}, got {cfg.model!r}")
     for name in ("steps", "batch", "seq", "eval_every"):
@@ -73,7 +105,15 @@ def train(cfg: TrainConfig) -> dict:
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     t0 = time.perf_counter()
-    device = torch.device(cfg.device)
+    group, device = _join_group(cfg)
+    try:
+        return _train(cfg, group, device, t0)
+    finally:
+        if group.owned:
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, group: _Group, device: torch.device, t0: float) -> dict:
     out = Path(cfg.out) if cfg.out else Path("out") / f"train-{cfg.model}"
     ckpt_path = out / CHECKPOINT_NAME
     data_path = cfg.data or default_genome_path()
@@ -87,39 +127,59 @@ def train(cfg: TrainConfig) -> dict:
     ids = vocab.encode(seq).to(device)
     train_ids, val_ids = split(ids, cfg.val_fraction)
 
-    torch.manual_seed(cfg.seed)  # weights and dropout
+    torch.manual_seed(cfg.seed)  # weights (the same on every rank) and rank 0's dropout
     model_config = ckpt["config"] if ckpt else {**cfg.model_config, "vocab_size": len(vocab)}
-    model = build_model(cfg.model, backend=cfg.backend, **model_config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    batches = torch.Generator().manual_seed(cfg.seed)
+    net = build_model(cfg.model, backend=cfg.backend, **model_config).to(device)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    batches = torch.Generator().manual_seed(cfg.seed)  # the global batch: the same on every rank
     losses, val = [], []
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
+        net.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        _set_rng(ckpt["rng"], batches)
         losses, val = list(ckpt["losses"]), [tuple(v) for v in ckpt["val"]]
+        _set_rng(ckpt["rng"], batches, group, device, _rank_seed(cfg.seed, group.rank, len(losses)))
+    elif group.rank:
+        torch.manual_seed(_rank_seed(cfg.seed, group.rank, 0))
     step = len(losses)
+    model = net
+    if group.world > 1:
+        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    share = cfg.batch // group.world
+    rows = slice(group.rank * share, (group.rank + 1) * share)
+
+    def validate():
+        total_count = torch.tensor(_eval_sums(net, val_ids, cfg.batch, cfg.seq, group.rank, group.world),
+                                   dtype=torch.float64, device=device)
+        if group.world > 1:
+            dist.all_reduce(total_count)
+        total, count = total_count.tolist()
+        return total / count / math.log(2)
 
     def checkpoint():
-        save_checkpoint(ckpt_path, model, vocab, optimizer, losses, val, batches, cfg)
+        rank_rng = _gather_rng(device) if group.world > 1 else None
+        if group.rank == 0:
+            save_checkpoint(ckpt_path, net, vocab, optimizer, losses, val, batches, cfg, rank_rng=rank_rng)
+        if group.world > 1:
+            dist.barrier()  # nobody returns (and reads the file) before it is in place
 
-    bar = _progress(cfg, step)
+    bar = _progress(cfg, step) if group.rank == 0 else None
     model.train()
     while step < cfg.steps:
         tick = time.perf_counter()
         x, y = get_batch(train_ids, cfg.batch, cfg.seq, generator=batches)
+        x, y = x[rows], y[rows]
         logits = model(x)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # DDP averages the gradients: the global batch's mean-loss gradient
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         optimizer.step()
-        losses.append(loss.item())
+        losses.append(_global_mean(loss, group))
         step += 1
         postfix = {"loss": f"{losses[-1]:.4f}",
                    "bases/s": f"{cfg.batch * cfg.seq / (time.perf_counter() - tick):.0f}"}
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            val.append((step, evaluate(model, val_ids, cfg.batch, cfg.seq)))
+            val.append((step, validate()))
             checkpoint()
         if val:
             postfix["val bits/base"] = f"{val[-1][1]:.4f}"
@@ -129,42 +189,60 @@ def train(cfg: TrainConfig) -> dict:
     if bar is not None:
         bar.close()
     if not val or val[-1][0] != step:  # resumed at or past cfg.steps: still report and save
-        val.append((step, evaluate(model, val_ids, cfg.batch, cfg.seq)))
+        val.append((step, validate()))
         checkpoint()
     return {"losses": losses, "val": val, "checkpoint": ckpt_path,
-            "order0": _order0_bits(train_ids, val_ids, len(vocab)), "seconds": time.perf_counter() - t0}
+            "order0": _order0_bits(train_ids, val_ids, len(vocab)), "seconds": time.perf_counter() - t0,
+            "rank": group.rank, "world_size": group.world}
 
 
-@torch.no_grad()
 def evaluate(model, data: torch.Tensor, batch: int, seq: int) -> float:
     """Bits per character over `data` in non-overlapping windows of `seq` (each window
     starts from an empty state/context), in eval mode; the model's mode is restored."""
+    total, count = _eval_sums(model, data, batch, seq)
+    return total / count / math.log(2)
+
+
+@torch.no_grad()
+def _eval_sums(model, data: torch.Tensor, batch: int, seq: int, rank: int = 0, world: int = 1):
+    """(summed cross-entropy in nats, number of targets) over this rank's share of the
+    evaluation batches: batch i belongs to rank i % world."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    for x, y in iter_batches(data, batch, min(seq, len(data) - 1)):
+    for i, (x, y) in enumerate(iter_batches(data, batch, min(seq, len(data) - 1))):
+        if i % world != rank:
+            continue
         logits = model(x)
         total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
                                  reduction="sum").item()
         count += y.numel()
     model.train(was_training)
-    return total / count / math.log(2)
+    return total, count
 
 
 def save_checkpoint(path, model, vocab: Vocab, optimizer, losses, val, batches: torch.Generator,
-                    cfg: TrainConfig) -> None:
+                    cfg: TrainConfig, rank_rng: list | None = None) -> None:
     """Write the checkpoint to a temporary file beside `path`, then rename it over
-    `path` (os.replace is atomic): a crash mid-write leaves the previous one intact."""
+    `path` (os.replace is atomic): a crash mid-write leaves the previous one intact.
+    `rank_rng` is every rank's random state in a data-parallel run (see `_gather_rng`);
+    a DDP-wrapped model is stored unwrapped, so any run loads it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, DistributedDataParallel):
+        model = model.module
     rng = {"torch": torch.get_rng_state(), "batches": batches.get_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if rank_rng is not None:
+        rng["ranks"] = rank_rng
+    elif torch.cuda.is_available() and torch.cuda.is_initialized():
+        # One process: every device's state. (A DDP rank must not touch other ranks' GPUs.)
         rng["cuda"] = torch.cuda.get_rng_state_all()
     state = {
         "format": _FORMAT, "kind": model.kind, "config": dict(model.config),
         "model": model.state_dict(), "vocab": list(vocab.itos), "optimizer": optimizer.state_dict(),
         "step": len(losses), "losses": list(losses), "val": [list(v) for v in val],
         "rng": rng, "train_config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
+        "world_size": len(rank_rng) if rank_rng is not None else 1,
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -244,11 +322,80 @@ def _order0_bits(train_ids: torch.Tensor, val_ids: torch.Tensor, n: int) -> floa
     return float(-p[val_ids.cpu()].mean())
 
 
-def _set_rng(rng: dict, batches: torch.Generator) -> None:
-    torch.set_rng_state(rng["torch"])
+def _join_group(cfg: TrainConfig) -> tuple[_Group, torch.device]:
+    """This process's group and device: torchrun's environment (WORLD_SIZE, RANK,
+    LOCAL_RANK) or an already initialised group; a plain run without either."""
+    device = torch.device(cfg.device)
+    if dist.is_available() and dist.is_initialized():
+        group = _Group(dist.get_rank(), dist.get_world_size())
+    else:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        group = _Group(int(os.environ.get("RANK", "0")), world, owned=world > 1)
+    if group.world == 1:
+        return group, device
+    if cfg.batch % group.world:
+        raise ValueError(
+            f"batch is the global batch, split evenly over the {group.world} processes, so it must be a "
+            f"multiple of {group.world}; got batch {cfg.batch}")
+    if device.type == "cuda":
+        if device.index is not None:
+            raise ValueError(f"under torchrun each process takes the GPU cuda:LOCAL_RANK; pass device 'cuda', "
+                             f"got {cfg.device!r}")
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", group.rank)))
+        torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise ValueError(f"data-parallel training runs on 'cpu' (gloo) or 'cuda' (NCCL), got {cfg.device!r}")
+    if group.owned:
+        if not dist.is_available():
+            raise ValueError("WORLD_SIZE > 1 asks for data-parallel training, but this torch build has no "
+                             "torch.distributed")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return group, device
+
+
+def _global_mean(loss: torch.Tensor, group: _Group) -> float:
+    """The mean over the global batch of the per-rank means (equal shares)."""
+    if group.world == 1:
+        return loss.item()
+    total = loss.detach().clone()
+    dist.all_reduce(total)
+    return total.item() / group.world
+
+
+def _gather_rng(device: torch.device) -> list[dict]:
+    """Every rank's torch (and own-GPU) random state, in rank order (a collective)."""
+    mine = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        mine["cuda"] = torch.cuda.get_rng_state(device)
+    states = [None] * dist.get_world_size()
+    dist.all_gather_object(states, mine)
+    return states
+
+
+def _rank_seed(seed: int, rank: int, step: int) -> int:
+    """A seed for a rank's dropout stream that no other rank or resume point shares."""
+    return ((seed * 1_000_003 + rank) * 1_000_003 + step) % 2**63
+
+
+def _set_rng(rng: dict, batches: torch.Generator, group: _Group, device: torch.device, reseed: int) -> None:
+    """Restore the random state a checkpoint saved for this rank; a rank the writing run
+    did not have (it had fewer processes) seeds its dropout stream with `reseed`."""
     batches.set_state(rng["batches"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    if "ranks" not in rng:  # written by one process
+        if group.rank:
+            torch.manual_seed(reseed)
+            return
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available() and group.world == 1:
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        return
+    if group.rank >= len(rng["ranks"]):
+        torch.manual_seed(reseed)
+        return
+    mine = rng["ranks"][group.rank]
+    torch.set_rng_state(mine["torch"])
+    if "cuda" in mine and device.type == "cuda":
+        torch.cuda.set_rng_state(mine["cuda"], device)
 
 
 def _progress(cfg: TrainConfig, start: int):
