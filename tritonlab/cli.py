@@ -125,7 +125,22 @@ def _sample(args) -> int:
     return 0
 
 
-def _add_train_parsers(sub) -> None:
+def _viz(args) -> int:
+    from .viz import visualize
+
+    out = args.out or Path(args.checkpoint).parent / "viz"
+    try:
+        paths = visualize(args.checkpoint, out, data=args.data, length=args.length, start=args.start,
+                          device=args.device, backend=args.backend)
+    except (OSError, ValueError) as e:
+        print(f"tritonlab viz: {e}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
+    return 0
+
+
+def _add_model_parsers(sub) -> None:
     from .backend import BACKENDS
     from .models import MODEL_KINDS
 
@@ -165,6 +180,22 @@ def _add_train_parsers(sub) -> None:
     s.add_argument("--backend", choices=BACKENDS)
     s.set_defaults(run=_sample)
 
+    v = sub.add_parser("viz", help="draw PNGs of a trained checkpoint: learning curve, hidden state, gates, "
+                                   "feature maps",
+                       description="Write losses.png (training and validation bits per base against the "
+                                   "order-0 baseline) and, over a validation window, hidden.png and "
+                                   "gates_l<k>.png (LSTM/GRU) or features.png (CNN); print their paths.")
+    v.add_argument("checkpoint")
+    v.add_argument("--out", help="folder for the PNGs (default: viz/ beside the checkpoint)")
+    v.add_argument("--data", help="FASTA or text file (default: the checkpoint's training data, else the "
+                                  "genome in data/)")
+    v.add_argument("--length", type=int, default=100, help="bases shown (1 to 400)")
+    v.add_argument("--start", type=int, default=0, help="first base shown, counted from the start of the "
+                                                         "validation part")
+    v.add_argument("--device", default="cpu")
+    v.add_argument("--backend", choices=BACKENDS)
+    v.set_defaults(run=_viz)
+
 
 def main(argv: list[str] | None = None) -> int:
     from .bench.providers import BASE
@@ -192,6 +223,6 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--from-pytest-json", metavar="FILE",
                        help="write the report from `pytest benchmarks/ --benchmark-json FILE` instead of running")
     bench.set_defaults(run=_bench)
-    _add_train_parsers(sub)
+    _add_model_parsers(sub)
     args = parser.parse_args(argv)
     return args.run(args)
