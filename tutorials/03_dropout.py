@@ -1,0 +1,490 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent,ipynb
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Lesson 03 — Dropout: random numbers without state, and a mask you never store
+#
+# Dropout zeroes each element with probability `p` and scales the survivors by `1/(1-p)`,
+# so the expected output equals the input:
+#
+#     out = x * keep / (1 - p)        keep = (u >= p),  u ~ Uniform[0, 1) per element
+#     dx  = dout * keep / (1 - p)     the backward needs the same `keep`
+#
+# The data movement is lesson 01's (one read, one write per element). The **new idea**
+# is where the random numbers come from. `torch.rand` keeps a generator *state* that
+# advances with every call; thousands of GPU programs cannot share one state cheaply.
+# Triton uses a **counter-based** generator, Philox: the random number is a pure
+# function of a key (the *seed*) and a *counter* (e.g. the element's index):
+#
+#     u = philox(seed, counter)       same (seed, counter) -> same u, on any program, any GPU, any time
+#
+# Three things follow, and this lesson takes them one by one:
+#
+# 1. every program makes its own numbers, with no shared state and no communication;
+# 2. the backward can **regenerate** the mask from the seed instead of storing it
+#    (8 bytes of state instead of one byte per element);
+# 3. if the seed is drawn from torch's generator, `torch.manual_seed` reproduces the mask.
+
+# %%
+import os
+
+import torch
+
+if not torch.cuda.is_available():  # no GPU: run every kernel on CPU tensors through Triton's interpreter
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # must be set before triton is imported
+import triton
+import triton.language as tl
+
+from tritonlab.bench.ladder import Cost, device, exercise, ladder, pick
+
+# %% [markdown]
+# ## The problem and how we check a random op
+#
+# On a GPU we use the benchmark's dropout case: 8192 rows of 4096 float32 (33.5 M elements,
+# 134 MB per tensor) with `p = 0.1`; on CPU a small tensor the interpreter finishes in a
+# blink. `BLOCK` is the elements per program: 1024 on a GPU (as in lesson 01); the
+# interpreter pays per *program*, so on CPU each program takes 4096.
+#
+# Every version draws its own mask, so there is no single right answer to compare with.
+# What is right: every element is either dropped (0) or `x / (1 - p)`, and about a
+# fraction `1 - p` is kept. `dropout_expected` builds the expected tensor *from the mask the
+# output shows* and refuses (returns NaNs, which never match) when the kept fraction is more
+# than six standard deviations away from `1 - p` — so "keep everything" fails, as it should.
+
+# %%
+ROWS, COLS = pick(cpu=(32, 1000), gpu=(8192, 4096))
+P = 0.1
+BLOCK = pick(cpu=4096, gpu=1024)
+dev = device()
+x = torch.randn(ROWS, COLS, device=dev)
+dout = torch.randn_like(x)  # a gradient arriving from the layer above, for the backward
+
+
+def dropout_expected(source: torch.Tensor, p: float):
+    """expected(out): where out kept an element (non-zero), source / (1 - p); where it dropped
+    one, 0. NaNs if the kept fraction is implausible for p (6 standard deviations)."""
+    def expected(out: torch.Tensor) -> torch.Tensor:
+        keep = out != 0
+        kept = keep.double().mean().item()
+        if abs(kept - (1 - p)) > 6 * (p * (1 - p) / keep.numel()) ** 0.5:
+            return torch.full_like(source, float("nan"))
+        return torch.where(keep, source / (1 - p), torch.zeros_like(source))
+    return expected
+
+
+print(f"x: {tuple(x.shape)} {x.dtype} on {dev}, p = {P}")
+
+# %% [markdown]
+# ## The first rungs: a loop, vectorized torch, and torch's own dropout
+#
+# `tritonlab.scratch.dropout` has the two from-scratch tiers. Both draw one integer seed
+# from torch's generator per call and build the mask as `torch.rand(shape, generator=
+# torch.Generator().manual_seed(seed)) >= p` — a *stateful* generator re-seeded, which
+# already lets their backward regenerate the mask instead of storing it. `dropout_naive`
+# applies it one row at a time (one Python iteration per row); `dropout_reference` in three
+# whole-tensor ops. `torch.nn.functional.dropout` is the bar: on a GPU one fused kernel
+# (Philox inside, four numbers per call) that writes the output **and a bool mask** for
+# its backward.
+#
+# Napkin math at the GPU size (N = 33.5 M float32). The floor is one read and one write:
+# 8 bytes per element, 268 MB, **80 us** at 3.35 TB/s; FLOPs are negligible (1 compare,
+# 1 multiply). The reference makes the noise, compares, multiplies twice: about
+# 4 + (4 + 1) + (5 + 4) + (4 + 4) = 26 bytes per element, so we predict ~3x the floor.
+# torch moves 9 bytes per element (the mask): ~90 us, if its Philox is hidden under
+# the memory traffic.
+
+# %%
+from tritonlab.scratch.dropout import dropout_naive, dropout_reference  # noqa: E402
+
+F = torch.nn.functional
+
+# %% [markdown]
+# ## Triton v1: `tl.rand(seed, offsets)`, one Philox call per element
+#
+# Philox-4x32-10 takes a 64-bit key (our seed) and a 128-bit counter and runs 10 rounds of
+# 32-bit multiplies and XORs to produce **four** random 32-bit words. `tl.rand(seed, offsets)`
+# uses each offset as the counter, keeps the first word and maps it to a float in [0, 1).
+# With the element's global index as the counter, the mask is a function of the seed and the
+# index only: it does not depend on `BLOCK` or on which program touches the element.
+#
+# The seed is drawn from torch's (CPU) generator with `torch.randint` — no GPU sync — and
+# passed as a plain integer. (Triton specialises integer arguments on their value: equal
+# to 1, divisible by 16. `do_not_specialize=["seed"]` avoids compiling a second variant
+# when a seed happens to be a multiple of 16.)
+#
+# Napkin math. The bytes are the floor's: 80 us. But Philox is not free: 10 rounds of two
+# 32-bit multiplies (high and low halves), XORs and key additions come to roughly 50–100
+# integer instructions per call, depending on what the compiler fuses. An H100 issues about
+# 132 SMs x 64 32-bit integer ops/clock x ~1.8 GHz ~ 15 T integer ops/s, so 33.5 M calls
+# need **~110–220 us** of integer work — more than the 80 us the bytes take. We predict v1
+# is limited by its random numbers, not by memory: ~1.5–3x the floor, and slower than torch.
+
+# %%
+def draw_seed() -> int:
+    """One seed from torch's default CPU generator: torch.manual_seed reproduces it."""
+    return int(torch.randint(0, 2**31 - 1, (1,)).item())
+
+
+@triton.jit(do_not_specialize=["seed"])
+def dropout_v1_kernel(x_ptr, out_ptr, n, p, scale, seed, BLOCK: tl.constexpr):
+    """out = x * keep * scale for a flat contiguous x of n elements; keep = rand(seed, i) >= p.
+    Grid: (cdiv(n, BLOCK),), one program per BLOCK elements."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    inside = offs < n
+    x = tl.load(x_ptr + offs, mask=inside)
+    keep = tl.rand(seed, offs) >= p  # the counter is the element's index: one Philox call each
+    tl.store(out_ptr + offs, tl.where(keep, x * scale, 0.0), mask=inside)
+
+
+def dropout_v1(x: torch.Tensor, p: float, seed: int | None = None, block: int = BLOCK) -> torch.Tensor:
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    seed = draw_seed() if seed is None else seed
+    dropout_v1_kernel[(triton.cdiv(x.numel(), block),)](x, out, x.numel(), p, 1 / (1 - p), seed, BLOCK=block)
+    return out
+
+
+print("kept fraction:", (dropout_v1(x, P) != 0).float().mean().item())
+
+# %% [markdown]
+# ## Triton v2: `tl.rand4x`, four numbers per Philox call
+#
+# v1 throws away three of the four words each Philox call makes. `tl.rand4x(seed, offsets)`
+# returns all four, as four blocks. A program with `BLOCK` elements now makes `Q = BLOCK // 4`
+# calls (counters `pid * Q + 0 .. Q-1`, unique over the whole grid) and uses word `j` for
+# the j-th quarter of its block: elements `pid * BLOCK + j * Q + i`. Each quarter is a
+# contiguous run, so loads and stores stay coalesced.
+#
+# The price: the mask now depends on `BLOCK` (which element gets which word follows from
+# the block layout). Forward and backward must launch with the same `BLOCK` — here a
+# constant. (The final rung removes that dependence.)
+#
+# Napkin math: a quarter of the integer work, ~30–55 us, now *under* the 80 us of memory
+# traffic. Prediction: v2 runs near the floor (~80–100 us), 1.5–2x faster than v1 and on
+# par with torch or slightly ahead (torch also writes its 1-byte mask).
+#
+# `STORE_MASK` (a `tl.constexpr`: the branch is decided when compiling, the other variant
+# has no trace of it) also writes the keep mask as bools; we need it for the comparison in
+# the backward section below.
+
+# %%
+@triton.jit
+def _dropout_quarter(x_ptr, out_ptr, mask_ptr, offs, n, u, p, scale, STORE_MASK: tl.constexpr):
+    """One contiguous quarter of a block: keep where the uniform u >= p."""
+    inside = offs < n
+    keep = u >= p
+    x = tl.load(x_ptr + offs, mask=inside)
+    tl.store(out_ptr + offs, tl.where(keep, x * scale, 0.0), mask=inside)
+    if STORE_MASK:
+        tl.store(mask_ptr + offs, keep, mask=inside)
+
+
+@triton.jit(do_not_specialize=["seed"])
+def dropout_v2_kernel(x_ptr, out_ptr, mask_ptr, n, p, scale, seed, BLOCK: tl.constexpr,
+                      STORE_MASK: tl.constexpr):
+    """As v1, with one Philox call per four elements. mask_ptr: (n,) bool, written when
+    STORE_MASK. Grid: (cdiv(n, BLOCK),)."""
+    Q: tl.constexpr = BLOCK // 4
+    pid = tl.program_id(0)
+    u0, u1, u2, u3 = tl.rand4x(seed, pid * Q + tl.arange(0, Q))
+    offs = pid * BLOCK + tl.arange(0, Q)
+    _dropout_quarter(x_ptr, out_ptr, mask_ptr, offs, n, u0, p, scale, STORE_MASK)
+    _dropout_quarter(x_ptr, out_ptr, mask_ptr, offs + Q, n, u1, p, scale, STORE_MASK)
+    _dropout_quarter(x_ptr, out_ptr, mask_ptr, offs + 2 * Q, n, u2, p, scale, STORE_MASK)
+    _dropout_quarter(x_ptr, out_ptr, mask_ptr, offs + 3 * Q, n, u3, p, scale, STORE_MASK)
+
+
+def dropout_v2(x: torch.Tensor, p: float, seed: int | None = None, store_mask: bool = False,
+               block: int = BLOCK):
+    """out, or (out, keep) with store_mask."""
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    keep = torch.empty(x.shape, dtype=torch.bool, device=x.device) if store_mask else out
+    seed = draw_seed() if seed is None else seed
+    dropout_v2_kernel[(triton.cdiv(x.numel(), block),)](x, out, keep, x.numel(), p, 1 / (1 - p), seed,
+                                                         BLOCK=block, STORE_MASK=store_mask)
+    return (out, keep) if store_mask else out
+
+
+# %% [markdown]
+# ## The final rung: `tritonlab.Dropout(p, backend="triton")`
+#
+# The layer calls `softmax_dropout_forward(x, -1, p, seed, softmax=False)` in
+# `tritonlab/kernels/softmax.py`: the fused softmax+dropout kernel of lesson 04 with its
+# softmax half compiled out (`SOFTMAX` is a `tl.constexpr`). Read `_keep` there. Against
+# v2 it adds:
+#
+# - **the seed stays on the device**: a 1-element int64 tensor drawn with
+#   `torch.randint(..., device=x.device)` from torch's generator *of that device*, which the
+#   kernel `tl.load`s. Nothing syncs (no `.item()`), and the seed is an input tensor, not a
+#   constant baked into the launch (what a CUDA graph would need).
+# - **a mask independent of the launch**: the counter is `(column // 4, row)`, the element's
+#   logical coordinates — not its address, not `BLOCK`, not the grid. Forward and backward
+#   may pick different tile sizes, and a non-contiguous input gets the mask of its logical
+#   layout. The four words of a call go to four neighbouring columns (interleaved with
+#   `tl.join` and `tl.reshape`), still one call per four elements.
+# - rows of the last dim, several short rows per program (2048 elements a program), any
+#   dtype including float64.
+#
+# It has not been timed on a GPU yet (none has been lent to the project). Prediction: as v2,
+# near the 80 us floor.
+#
+# The ladder runs every version, checks each against `dropout_expected`, and — on a GPU
+# only — times those that pass.
+
+# %%
+import tritonlab  # noqa: E402
+
+lab_dropout = tritonlab.Dropout(P, backend="triton")  # a fresh module is in training mode
+
+table_dropout = ladder(f"dropout forward {ROWS}x{COLS} float32, p={P}", {
+    "naive": (lambda: dropout_naive(x, P)) if ROWS <= 256 else "skipped: one Python iteration per row",
+    "reference": lambda: dropout_reference(x, P),
+    "torch": lambda: F.dropout(x, P, training=True),
+    "triton v1 (tl.rand)": lambda: dropout_v1(x, P),
+    "triton v2 (tl.rand4x)": lambda: dropout_v2(x, P),
+    "tritonlab Dropout": lambda: lab_dropout(x),
+}, expected=dropout_expected(x, P), cost=Cost(bytes=2 * x.numel() * x.element_size(), flops=2 * x.numel()))
+
+# %% [markdown]
+# ## Reproducible, and where the mask depends on the launch
+#
+# Seeds come from torch's generator, so `torch.manual_seed` replays the same masks — for
+# our kernels (the CPU generator) and for tritonlab's (the generator of x's device;
+# `torch.manual_seed` seeds them all). The next draw gives a new mask.
+#
+# v1's counter is the element index, so its mask is the same whatever `BLOCK` is;
+# v2's is not — check it below.
+
+# %%
+torch.manual_seed(0)
+a = dropout_v2(x, P)
+torch.manual_seed(0)
+b = dropout_v2(x, P)
+c = dropout_v2(x, P)
+torch.manual_seed(0)
+la = lab_dropout(x)
+torch.manual_seed(0)
+lb = lab_dropout(x)
+print("v2, same torch seed -> same mask:      ", torch.equal(a, b))
+print("v2, next draw -> another mask:         ", not torch.equal(a, c))
+print("tritonlab, same torch seed -> same mask:", torch.equal(la, lb))
+s = draw_seed()
+print("v1 mask with BLOCK 1024 == BLOCK 4096:  ", torch.equal(dropout_v1(x, P, s, block=1024),
+                                                          dropout_v1(x, P, s, block=4096)))
+print("v2 mask with BLOCK 1024 == BLOCK 4096:  ", torch.equal(dropout_v2(x, P, s, block=1024),
+                                                          dropout_v2(x, P, s, block=4096)))
+
+# %% [markdown]
+# ## The backward: store the mask, or regenerate it
+#
+# `dx = dout * keep / (1 - p)`: exactly what the forward computes, applied to `dout` with
+# the same `keep`. Two ways to have `keep` in the backward:
+#
+# | | forward moves | kept alive until backward | backward moves |
+# |---|---|---|---|
+# | store a bool mask | read x, write out, **write mask**: 4 + 4 + 1 B | **1 byte per element** | read dout, **read mask**, write dx: 4 + 1 + 4 B |
+# | regenerate from the seed | read x, write out: 4 + 4 B | **one integer** | read dout, write dx: 4 + 4 B (Philox again) |
+#
+# With `torch.autograd.Function` we say what `forward` keeps (`ctx.save_for_backward` for
+# tensors, plain attributes for the rest) and write `backward` ourselves: it receives the
+# gradient of the output and returns one gradient per input of `forward` (`None` for `p`).
+# The regenerating version's backward *is* its forward kernel run on `dout` with the
+# saved seed.
+#
+# For fp32 the mask is 1/4 of the activation's size (1/2 in bf16): in attention, dropout
+# acts on the probabilities, (batch x heads x L x L) — at 32 x 16 x 2048 x 2048 that is
+# 2.1 GB of masks *per layer* held from forward to backward. Regenerating trades that for
+# recomputing Philox, which v2 showed we predict hides under the memory traffic.
+
+# %%
+@triton.jit
+def dropout_mask_bwd_kernel(dout_ptr, keep_ptr, dx_ptr, n, scale, BLOCK: tl.constexpr):
+    """dx = dout * keep * scale from a stored bool mask. Grid: (cdiv(n, BLOCK),)."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    inside = offs < n
+    keep = tl.load(keep_ptr + offs, mask=inside, other=0) != 0
+    g = tl.load(dout_ptr + offs, mask=inside)
+    tl.store(dx_ptr + offs, tl.where(keep, g * scale, 0.0), mask=inside)
+
+
+class DropoutStoredMask(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, p):
+        out, keep = dropout_v2(x, p, store_mask=True)
+        ctx.save_for_backward(keep)  # 1 byte per element, alive until backward
+        ctx.p = p
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        (keep,) = ctx.saved_tensors
+        dout = dout.contiguous()
+        dx = torch.empty_like(dout)
+        dropout_mask_bwd_kernel[(triton.cdiv(dx.numel(), BLOCK),)](dout, keep, dx, dx.numel(), 1 / (1 - ctx.p),
+                                                                   BLOCK=BLOCK)
+        return dx, None  # one gradient per input of forward: none for p
+
+
+class DropoutRegenerated(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, p):
+        ctx.p, ctx.seed = p, draw_seed()  # the only state: one integer
+        return dropout_v2(x, p, ctx.seed)
+
+    @staticmethod
+    def backward(ctx, dout):
+        return dropout_v2(dout, ctx.p, ctx.seed), None  # same seed, same BLOCK: same mask
+
+
+def fwd_bwd(f):
+    """(dx, out): f forward on x, backward from dout."""
+    xg = x.detach().requires_grad_()
+    out = f(xg)
+    (dx,) = torch.autograd.grad(out, xg, dout)
+    return dx, out
+
+
+# %% [markdown]
+# Does each backward drop exactly the elements its forward dropped, and what does each keep
+# for the backward? `torch.autograd.graph.saved_tensors_hooks` sees every tensor autograd
+# saves, so we can count the bytes. (torch's GPU kernel saves a bool mask; its CPU fallback
+# saves the float noise tensor, 4 bytes per element.)
+
+# %%
+def saved_bytes(f) -> int:
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        f(x.detach().requires_grad_())
+    return total
+
+
+fwd_bwd_versions = {
+    "torch": lambda t: F.dropout(t, P, training=True),
+    "reference": lambda t: dropout_reference(t, P),
+    "triton, stored bool mask": lambda t: DropoutStoredMask.apply(t, P),
+    "triton, regenerated mask": lambda t: DropoutRegenerated.apply(t, P),
+    "tritonlab Dropout": lab_dropout,
+}
+for name, f in fwd_bwd_versions.items():
+    dx, out = fwd_bwd(f)
+    print(f"{name:26s} same mask in backward: {torch.equal(dx != 0, out != 0)!s:5s}   "
+          f"saved for backward: {saved_bytes(f) / 1e6:8.3f} MB")
+
+# %% [markdown]
+# The forward+backward ladder. The checked output is `dx`: `dout / (1 - p)` where kept, 0
+# where dropped (the cell above checked that the mask is the forward's).
+#
+# Napkin math, GPU size: regenerating moves 8 + 8 = 16 bytes per element (537 MB, 160 us
+# floor); storing a bool mask moves 9 + 9 = 18 (604 MB, 180 us). So we predict the
+# regenerated version ~10% faster than the stored one (~20% in bf16, where x is 2 bytes),
+# both near their floors if Philox stays hidden, torch near the stored one, and the
+# reference ~3x slower. The bigger win is not time but the memory the mask no longer holds.
+
+# %%
+table_dropout_fwd_bwd = ladder(f"dropout forward+backward {ROWS}x{COLS} float32, p={P}", {
+    name: (lambda f=f: fwd_bwd(f)) for name, f in fwd_bwd_versions.items()
+}, expected=dropout_expected(dout, P), cost=Cost(bytes=4 * x.numel() * x.element_size(), flops=4 * x.numel()))
+
+# %% [markdown]
+# On a GPU the two tables above print the times, the GB/s and the fraction of the floor.
+# Compare them with the predictions: is v1 really limited by Philox? Does v2 close the
+# gap? Is regenerating faster than storing, as the byte count says?
+
+# %% [markdown]
+# ## Exercises
+#
+# ### Exercise 1: drop whole rows
+#
+# Some models drop whole rows (a token's whole feature vector, or a sample in stochastic
+# depth) instead of single elements. Write a kernel in which **one random number per row**
+# decides whether the whole row is kept (scaled by `1/(1-p)`) or zeroed. Hint: one program
+# per row, and the row index as the Philox counter: `tl.rand(seed, row)` gives a scalar.
+
+# %%
+def exercise_1(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+    """x: (rows, cols) contiguous. Return x with each row kept (times 1/(1-p)) or zeroed
+    as a whole, decided by one uniform per row from seed."""
+    # @triton.jit
+    # def row_dropout_kernel(x_ptr, out_ptr, n_cols, p, scale, seed, BLOCK: tl.constexpr):
+    #     row = tl.program_id(0)
+    #     cols = tl.arange(0, BLOCK)
+    #     ...  # one tl.rand(seed, row) for the row, then load, scale or zero, store
+    raise NotImplementedError
+
+
+def check_1(fn=exercise_1):
+    g = torch.Generator().manual_seed(1)
+    x1 = torch.randn(256, 64, generator=g).to(device())
+    p = 0.5
+
+    def expected(out):
+        keep = (out != 0).any(dim=1)  # which rows survived
+        if abs(keep.double().mean().item() - (1 - p)) > 6 * (p * (1 - p) / keep.numel()) ** 0.5:
+            return torch.full_like(x1, float("nan"))  # not one coin per row
+        return torch.where(keep[:, None], x1 / (1 - p), 0.0)
+
+    return exercise("1: row dropout", lambda: fn(x1, p, 1234), expected=expected)
+
+
+# %%
+check_1()
+
+# %% [markdown]
+# ### Exercise 2: fuse the residual add
+#
+# In a transformer block dropout is followed by a residual add: `out = residual +
+# dropout(x)`. Unfused that is two kernels and an extra round trip of `dropout(x)` through
+# memory. Write one kernel that reads `x` and `residual` and writes `out` (12 bytes per
+# float32 element instead of 20). Only `x` is dropped, never the residual.
+
+# %%
+def exercise_2(x: torch.Tensor, residual: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+    """x, residual: same shape, contiguous. Return residual + dropout(x, p) in one kernel,
+    the mask drawn from seed."""
+    raise NotImplementedError
+
+
+def check_2(fn=exercise_2):
+    g = torch.Generator().manual_seed(2)
+    x2 = torch.randn(64, 500, generator=g).to(device())
+    res = torch.randn(64, 500, generator=g).to(device())
+    p = 0.2
+
+    def expected(out):
+        keep = out != res  # a dropped element leaves the residual untouched
+        if abs(keep.double().mean().item() - (1 - p)) > 6 * (p * (1 - p) / keep.numel()) ** 0.5:
+            return torch.full_like(x2, float("nan"))
+        return torch.where(keep, res + x2 / (1 - p), res)
+
+    return exercise("2: residual + dropout", lambda: fn(x2, res, p, 99), expected=expected)
+
+
+# %%
+check_2()
+
+# %% [markdown]
+# Solutions (and a plausible mistake for each) are in `tutorials/solutions/03_dropout.py`.
+#
+# ## What's next
+#
+# Lesson 04 puts lessons 02 and 03 together: softmax and dropout fused into one kernel,
+# *and* its backward, in a `torch.autograd.Function`. The backward needs the softmax output
+# and the mask; we will regenerate the mask as here, and see that saving the input and one
+# number per row (the log-sum-exp) beats saving the softmax output.
