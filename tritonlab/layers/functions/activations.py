@@ -1,12 +1,13 @@
-"""ReLU, Sigmoid, Tanh on the Triton tier: one autograd Function whose backward reads
-only the saved output y (relu: y > 0, sigmoid: y(1-y), tanh: 1-y^2)."""
+"""ReLU, Sigmoid, Tanh on the Triton tier: the custom ops tritonlab::activation and
+tritonlab::activation_backward; the backward reads only the saved output y (relu:
+y > 0, sigmoid: y(1-y), tanh: 1-y^2)."""
 from __future__ import annotations
 
 import torch
 
 from ...backend import interpreter_enabled
-from ...kernels.activations import activation_backward, activation_forward
-from ...scratch._autograd import first_order_only
+from ...kernels.activations import activation_backward, activation_forward, is_dense
+from ._library import autograd, custom_op
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -21,24 +22,43 @@ def check_dtype(x: torch.Tensor, op: str) -> None:
                         "interpreter has no bfloat16; use float16/float32 or a CUDA tensor")
 
 
-class _Activation(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, activation):
-        y = activation_forward(x, activation)
-        ctx.save_for_backward(y)
-        ctx.activation = activation
-        return y
-
-    @staticmethod
-    @first_order_only
-    def backward(ctx, dy):
-        (y,) = ctx.saved_tensors
-        return activation_backward(y, dy, ctx.activation), None
+@custom_op("activation", "(Tensor x, str activation) -> Tensor")
+def activation_op(x, activation):
+    return activation_forward(x, activation)
 
 
-def _apply(x: torch.Tensor, activation: str, op: str) -> torch.Tensor:
+@activation_op.register_fake
+def _(x, activation):
+    # the launcher's layout: x's when x is dense, else contiguous
+    return torch.empty_like(x) if is_dense(x) else x.new_empty(x.shape)
+
+
+@custom_op("activation_backward", "(Tensor y, Tensor dy, str activation) -> Tensor")
+def activation_backward_op(y, dy, activation):
+    return activation_backward(y, dy, activation)
+
+
+@activation_backward_op.register_fake
+def _(y, dy, activation):
+    return torch.empty_like(y)
+
+
+def _setup(ctx, inputs, output):
+    ctx.save_for_backward(output)
+    ctx.activation = inputs[1]
+
+
+def _backward(ctx, dy):
+    (y,) = ctx.saved_tensors
+    return torch.ops.tritonlab.activation_backward(y, dy, ctx.activation), None
+
+
+autograd(activation_op, _backward, _setup)
+
+
+def _apply(x: torch.Tensor, name: str, op: str) -> torch.Tensor:
     check_dtype(x, op)
-    return _Activation.apply(x, activation)
+    return activation_op(x, name)
 
 
 def relu_triton(x: torch.Tensor) -> torch.Tensor:

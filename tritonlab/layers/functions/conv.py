@@ -17,6 +17,9 @@ right)), see scratch/conv.py) plus an optional fused activation ("relu", "sigmoi
 "tanh") applied in the GEMM epilogue. The output comes in the layout torch gives:
 channels_last when the input is, NCHW otherwise. Both share one backward: dgrad and
 wgrad as implicit GEMMs, db as a reduction (kernels/conv.py).
+
+Ops (see _library): tritonlab::conv2d (`algo` "implicit" or "im2col") and
+tritonlab::conv2d_backward.
 """
 from __future__ import annotations
 
@@ -26,8 +29,8 @@ from ...kernels import conv as kernels
 from ...kernels import im2col as unfold
 from ...kernels._math import ACTIVATIONS
 from ...kernels.gemm import matmul
-from ...scratch._autograd import first_order_only
 from ..conv import Conv2d, _strides_like_channels_last
+from ._library import autograd, custom_op, needs
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -96,96 +99,123 @@ def _plain_gemm(x, weight, bias, y, stride, padding, groups, activation) -> bool
     return True
 
 
-class _Conv2dImplicit(torch.autograd.Function):
-    """Forward: one implicit-GEMM kernel with bias and activation in its epilogue (or the
-    plain GEMM for a 1x1 conv laid out as a matrix).
-
-    Backward (dy of y's shape): dz = dy * act'(y) (y saved only with an activation),
-    dx = dgrad(dz, W), dW = wgrad(dz, x), db = sum of dz over N, P, Q.
-    On a GPU all of it runs on channels_last tensors (see _nhwc).
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, dilation, groups, activation):
-        channels_last = _strides_like_channels_last(x)
-        x = _nhwc(x)
-        y = _empty(_out_shape(x, weight, stride, padding, dilation), channels_last or x.is_cuda, x)
-        if not _plain_gemm(x, weight, bias, y, stride, padding, groups, activation):
-            kernels.conv2d_fwd(x, weight, bias, y, stride, (padding[0][0], padding[1][0]), dilation,
-                               groups, activation)
-        _save(ctx, x, weight, y, stride, padding, dilation, groups, activation, channels_last)
-        return y if channels_last else y.contiguous()
-
-    @staticmethod
-    @first_order_only
-    def backward(ctx, dy):
-        x, weight, y = ctx.saved_tensors
-        x_shape, stride, pad, dilation, groups, activation, channels_last = ctx.geometry
-        dy = _nhwc(dy)
-        if activation is not None:
-            dy = kernels.activation_grad(dy, y, activation)
-        dx = dw = db = None
-        if ctx.needs_input_grad[0]:
-            dx = kernels.conv2d_dgrad(dy, weight, _empty(x_shape, channels_last or dy.is_cuda, dy),
-                                      stride, pad, dilation, groups)
-            dx = dx if channels_last else dx.contiguous()
-        if ctx.needs_input_grad[1]:
-            dw = kernels.conv2d_wgrad(dy, _nhwc(x), ctx.weight_shape, stride, pad, dilation, groups,
-                                      out=torch.empty_like(weight) if weight is not None else None)
-        if ctx.needs_input_grad[2]:
-            db = kernels.conv2d_bias_grad(dy)
-        return dx, dw, db, None, None, None, None, None
+def _implicit(x, weight, bias, stride, padding, dilation, groups, activation):
+    """One implicit-GEMM kernel with bias and activation in its epilogue (or the plain
+    GEMM for a 1x1 conv laid out as a matrix), on channels_last tensors on a GPU."""
+    channels_last = _strides_like_channels_last(x)
+    x = _nhwc(x)
+    y = _empty(_out_shape(x, weight, stride, padding, dilation), channels_last or x.is_cuda, x)
+    if not _plain_gemm(x, weight, bias, y, stride, padding, groups, activation):
+        kernels.conv2d_fwd(x, weight, bias, y, stride, (padding[0][0], padding[1][0]), dilation,
+                           groups, activation)
+    return y
 
 
-def _save(ctx, x, weight, y, stride, padding, dilation, groups, activation, channels_last):
-    """What the shared backward needs: x only for dW, weight only for dx (and dW's
-    layout), y (in the layout the kernels wrote it) only for an activation's derivative."""
-    ctx.geometry = (x.shape, stride, (padding[0][0], padding[1][0]), dilation, groups, activation,
-                    channels_last)
-    ctx.weight_shape = weight.shape
-    ctx.save_for_backward(x if ctx.needs_input_grad[1] else None,
-                          weight if ctx.needs_input_grad[0] or ctx.needs_input_grad[1] else None,
-                          y if activation is not None else None)
+def _im2col(x, weight, bias, stride, padding, dilation, groups, activation):
+    """im2col into a (N*P*Q, C*R*S) buffer, then per group one GEMM
+    y_g (N*P*Q, OG) = cols_g @ W_g^T + b_g with the activation fused, written straight
+    into an NHWC output (copied to NCHW when the input is NCHW: part of this path's cost).
+    The backward is the implicit path's (the lesson is the forward)."""
+    n, o, p, q = _out_shape(x, weight, stride, padding, dilation)
+    cols = unfold.im2col(x, weight.shape[2:], stride, (padding[0][0], padding[1][0]), dilation, (p, q))
+    y = x.new_empty((n, p, q, o))
+    rows, og = y.view(n * p * q, o), o // groups
+    k = cols.shape[1] // groups
+    filters = weight.reshape(groups, og, k)
+    for g in range(groups):
+        part = slice(g * og, (g + 1) * og)
+        matmul(cols[:, g * k:(g + 1) * k], filters[g].t(), bias[part] if bias is not None else None,
+               activation, out=rows[:, part])
+    return y.permute(0, 3, 1, 2)
 
 
-def _args(stride, padding, dilation):
-    return tuple(stride), tuple(map(tuple, padding)), tuple(dilation)
+_PATHS = {"implicit": _implicit, "im2col": _im2col}
+
+
+def _padding(pad: list[int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The ops' flat [top, bottom, left, right] as ((top, bottom), (left, right))."""
+    return (pad[0], pad[1]), (pad[2], pad[3])
+
+
+@custom_op("conv2d", "(Tensor x, Tensor weight, Tensor? bias, int[] stride, int[] padding, "
+                     "int[] dilation, int groups, str? activation, str algo) -> Tensor")
+def conv2d_op(x, weight, bias, stride, padding, dilation, groups, activation, algo):
+    """y in the layout torch gives: channels_last when x is, NCHW otherwise."""
+    y = _PATHS[algo](x, weight, bias, tuple(stride), _padding(padding), tuple(dilation), groups, activation)
+    return y if _strides_like_channels_last(x) else y.contiguous()
+
+
+@conv2d_op.register_fake
+def _(x, weight, bias, stride, padding, dilation, groups, activation, algo):
+    return _empty(_out_shape(x, weight, stride, _padding(padding), dilation), _strides_like_channels_last(x), x)
+
+
+@custom_op("conv2d_backward", "(Tensor dy, Tensor? x, Tensor? weight, Tensor? y, int[] x_shape, "
+                              "int[] weight_shape, int[] stride, int[] padding, int[] dilation, int groups, "
+                              "str? activation, bool channels_last, bool[] needs) -> (Tensor?, Tensor?, Tensor?)")
+def conv2d_backward_op(dy, x, weight, y, x_shape, weight_shape, stride, padding, dilation, groups,
+                       activation, channels_last, needs):
+    """dz = dy * act'(y), dx = dgrad(dz, W), dW = wgrad(dz, x), db = sum of dz over N, P, Q;
+    on a GPU all of it on channels_last tensors (see _nhwc). padding: [top, left]."""
+    dy = _nhwc(dy)
+    if activation is not None:
+        dy = kernels.activation_grad(dy, _nhwc(y), activation)
+    dx = dw = db = None
+    if needs[0]:
+        dx = kernels.conv2d_dgrad(dy, weight, _empty(x_shape, channels_last or dy.is_cuda, dy),
+                                  stride, padding, dilation, groups)
+        dx = dx if channels_last else dx.contiguous()
+    if needs[1]:
+        dw = kernels.conv2d_wgrad(dy, _nhwc(x), weight_shape, stride, padding, dilation, groups,
+                                  out=torch.empty_like(weight))
+    if needs[2]:
+        db = kernels.conv2d_bias_grad(dy)
+    return dx, dw, db
+
+
+@conv2d_backward_op.register_fake
+def _(dy, x, weight, y, x_shape, weight_shape, stride, padding, dilation, groups, activation, channels_last,
+      needs):
+    return (_empty(x_shape, channels_last, dy) if needs[0] else None,
+            torch.empty_like(weight) if needs[1] else None,
+            dy.new_empty(weight_shape[0]) if needs[2] else None)
+
+
+def _setup(ctx, inputs, output):
+    """What the backward needs: x only for dW, weight for dx and dW (whose layout it
+    gives), y only for an activation's derivative."""
+    x, weight, _, stride, padding, dilation, groups, activation, _ = inputs
+    need_dx, need_dw = ctx.needs_input_grad[:2]
+    ctx.geometry = (list(x.shape), list(weight.shape), stride, [padding[0], padding[2]], dilation, groups,
+                    activation, _strides_like_channels_last(x))
+    ctx.save_for_backward(x if need_dw else None, weight if need_dx or need_dw else None,
+                          output if activation is not None else None)
+
+
+def _backward(ctx, dy):
+    x, weight, y = ctx.saved_tensors
+    dx, dw, db = torch.ops.tritonlab.conv2d_backward(dy, x, weight, y, *ctx.geometry, needs(ctx, 0, 1, 2))
+    return dx, dw, db, None, None, None, None, None, None
+
+
+autograd(conv2d_op, _backward, _setup)
+
+
+def _apply(algo, x, weight, bias, stride, padding, dilation, groups, activation):
+    _check(x, weight, activation)
+    (top, bottom), (left, right) = padding
+    return conv2d_op(x, weight, bias, list(stride), [top, bottom, left, right], list(dilation), groups,
+                     activation, algo)
 
 
 def conv2d_implicit(x, weight, bias, stride, padding, dilation, groups, activation=None):
     """Conv2d by implicit GEMM (no unfolded buffer): the triton tier's default path."""
-    _check(x, weight, activation)
-    return _Conv2dImplicit.apply(x, weight, bias, *_args(stride, padding, dilation), groups, activation)
-
-
-class _Conv2dIm2col(_Conv2dImplicit):
-    """Forward: im2col into a (N*P*Q, C*R*S) buffer, then per group one GEMM
-    y_g (N*P*Q, OG) = cols_g @ W_g^T + b_g with the activation fused, written straight
-    into an NHWC output (copied to NCHW when the input is NCHW: part of this path's
-    cost). Backward: the implicit-GEMM one it inherits (the lesson is the forward)."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, dilation, groups, activation):
-        channels_last = _strides_like_channels_last(x)
-        n, o, p, q = _out_shape(x, weight, stride, padding, dilation)
-        cols = unfold.im2col(x, weight.shape[2:], stride, (padding[0][0], padding[1][0]), dilation, (p, q))
-        y = x.new_empty((n, p, q, o))
-        rows, og = y.view(n * p * q, o), o // groups
-        k = cols.shape[1] // groups
-        filters = weight.reshape(groups, og, k)
-        for g in range(groups):
-            part = slice(g * og, (g + 1) * og)
-            matmul(cols[:, g * k:(g + 1) * k], filters[g].t(), bias[part] if bias is not None else None,
-                   activation, out=rows[:, part])
-        y = y.permute(0, 3, 1, 2)
-        _save(ctx, x, weight, y, stride, padding, dilation, groups, activation, channels_last)
-        return y if channels_last else y.contiguous()
+    return _apply("implicit", x, weight, bias, stride, padding, dilation, groups, activation)
 
 
 def conv2d_im2col(x, weight, bias, stride, padding, dilation, groups, activation=None):
     """Conv2d by im2col + GEMM: the unfolded buffer materialised (see im2col_bytes)."""
-    _check(x, weight, activation)
-    return _Conv2dIm2col.apply(x, weight, bias, *_args(stride, padding, dilation), groups, activation)
+    return _apply("im2col", x, weight, bias, stride, padding, dilation, groups, activation)
 
 
 def im2col_bytes(conv, x_shape, dtype: torch.dtype | None = None) -> int:

@@ -14,8 +14,9 @@ Backward, with g = dy * act'(y) (= dy without an activation):
     dX = g @ W      and     dW = gᵀ @ X     two launches of the same GEMM kernel,
     db = g summed over rows, fused with computing g in one elementwise pass
 (`kernels.gemm.epilogue_grad`, which documents why not a prologue in the GEMMs).
-Saved for backward: x as 2-D rows (if dW is needed), weight (if dX is), and y only
-when an activation is fused.
+Ops: tritonlab::linear and tritonlab::linear_backward (see _library). Saved for
+backward: x (if dW is needed; its 2-D rows are a view unless x's strides forbid one),
+weight (if dX is), and y only when an activation is fused.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import torch
 
 from ...kernels.gemm import DTYPES, epilogue_grad, matmul
 from ...kernels._math import ACTIVATIONS
-from ...scratch._autograd import first_order_only
+from ._library import autograd, custom_op, needs
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -34,29 +35,49 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(math.prod(t.shape[:-1]), t.shape[-1])
 
 
-class LinearFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, activation):
-        rows = _rows(x)
-        y = matmul(rows, weight.t(), bias, activation).view(*x.shape[:-1], weight.shape[0])
-        ctx.activation = activation
-        ctx.x_shape = x.shape
-        # x (as its 2-D rows: where reshape had to copy, backward need not copy again)
-        # only for dW, the weight only for dX, y only for an activation's derivative
-        need_dx, need_dw = ctx.needs_input_grad[:2]
-        ctx.save_for_backward(rows if need_dw else None, weight if need_dx else None,
-                              y if activation is not None else None)
-        return y
+@custom_op("linear", "(Tensor x, Tensor weight, Tensor? bias, str? activation) -> Tensor")
+def linear_op(x, weight, bias, activation):
+    return matmul(_rows(x), weight.t(), bias, activation).view(*x.shape[:-1], weight.shape[0])
 
-    @staticmethod
-    @first_order_only
-    def backward(ctx, dy):
-        rows, weight, y = ctx.saved_tensors
-        need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
-        g, db = epilogue_grad(_rows(dy), None if y is None else _rows(y), ctx.activation, need_db)
-        dx = matmul(g, weight).view(ctx.x_shape) if need_dx else None
-        dw = matmul(g.t(), rows) if need_dw else None
-        return dx, dw, db, None
+
+@linear_op.register_fake
+def _(x, weight, bias, activation):
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+@custom_op("linear_backward", "(Tensor dy, Tensor? x, Tensor? weight, Tensor? y, str? activation, "
+                              "bool[] needs) -> (Tensor?, Tensor?, Tensor?)")
+def linear_backward_op(dy, x, weight, y, activation, needs):
+    need_dx, need_dw, need_db = needs
+    g, db = epilogue_grad(_rows(dy), None if y is None else _rows(y), activation, need_db)
+    dx = matmul(g, weight).view(*dy.shape[:-1], weight.shape[1]) if need_dx else None
+    dw = matmul(g.t(), _rows(x)) if need_dw else None
+    return dx, dw, db
+
+
+@linear_backward_op.register_fake
+def _(dy, x, weight, y, activation, needs):
+    need_dx, need_dw, need_db = needs
+    return (dy.new_empty((*dy.shape[:-1], weight.shape[1])) if need_dx else None,
+            dy.new_empty((dy.shape[-1], x.shape[-1])) if need_dw else None,
+            dy.new_empty(dy.shape[-1]) if need_db else None)
+
+
+def _setup(ctx, inputs, output):
+    x, weight, _, ctx.activation = inputs
+    # x only for dW, the weight only for dX, y only for an activation's derivative
+    need_dx, need_dw = ctx.needs_input_grad[:2]
+    ctx.save_for_backward(x if need_dw else None, weight if need_dx else None,
+                          output if ctx.activation is not None else None)
+
+
+def _backward(ctx, dy):
+    x, weight, y = ctx.saved_tensors
+    dx, dw, db = torch.ops.tritonlab.linear_backward(dy, x, weight, y, ctx.activation, needs(ctx, 0, 1, 2))
+    return dx, dw, db, None
+
+
+autograd(linear_op, _backward, _setup)
 
 
 def linear_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -95,4 +116,4 @@ def linear_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
             raise TypeError(f"linear_triton expected {name} of x's dtype {x.dtype}, got {t.dtype}")
         if t is not None and t.device != x.device:
             raise ValueError(f"linear_triton expected {name} on x's device {x.device}, got {t.device}")
-    return LinearFunction.apply(x, weight, bias, activation)
+    return linear_op(x, weight, bias, activation)

@@ -1,4 +1,5 @@
-"""GRU and LSTM on the Triton tier: one autograd node per layer-direction.
+"""GRU and LSTM on the Triton tier: one autograd node per layer-direction, the custom
+ops tritonlab::lstm / tritonlab::gru and their backward ops (see _library).
 
 Forward: the input projection of all time steps is one GEMM (`kernels.gemm.matmul`,
 biases fused), then the recurrence runs in `kernels.rnn` (fused step kernels, or one
@@ -31,8 +32,8 @@ import torch
 
 from ...kernels import rnn as kernels
 from ...kernels.gemm import epilogue_grad, matmul
-from ...scratch._autograd import first_order_only
 from ...scratch.rnn import Cell, _rnn
+from ._library import autograd, custom_op
 
 VARIANTS = ("auto", "step", "persistent", "persistent-grid")
 _MODES = {"step": kernels.STEP, "persistent": kernels.PERSISTENT, "persistent-grid": kernels.PERSISTENT_GRID}
@@ -56,65 +57,133 @@ def _column_sums(g: torch.Tensor) -> torch.Tensor:
     return epilogue_grad(g, None, None, True)[1]
 
 
-class LSTMFunction(torch.autograd.Function):
-    """One LSTM layer-direction: x (rows, I) time-major rows, h0, c0 (B, H) ->
-    out (rows, H), h_n, c_n (B, H)."""
+# ---- LSTM --------------------------------------------------------------------------
 
-    @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, sizes, reverse, mode):
-        # every gate adds b_ih + b_hh outside any product: both fold into the projection
-        xp = matmul(x, w_ih.t(), None if b_ih is None else b_ih + b_hh)
-        out, h_n, c_n, saved = kernels.lstm_forward(xp, w_hh, h0, c0, sizes, reverse, mode)
-        ctx.save_for_backward(x, w_ih, w_hh, *saved)
-        ctx.sizes, ctx.reverse, ctx.mode, ctx.has_bias = sizes, reverse, mode, b_ih is not None
-        return out, h_n, c_n
-
-    @staticmethod
-    @first_order_only
-    def backward(ctx, d_out, d_hn, d_cn):
-        x, w_ih, w_hh, *saved = ctx.saved_tensors
-        d_gates, d_h0, d_c0 = kernels.lstm_backward(d_out, d_hn, d_cn, w_hh, saved, ctx.sizes,
-                                                    ctx.reverse, ctx.mode)
-        need = ctx.needs_input_grad
-        dx = matmul(d_gates, w_ih) if need[0] else None
-        dw_ih = matmul(d_gates.t(), x) if need[3] else None
-        dw_hh = matmul(d_gates.t(), saved[0]) if need[4] else None  # saved[0]: each step's h_in
-        db = _column_sums(d_gates) if ctx.has_bias and (need[5] or need[6]) else None
-        return dx, d_h0, d_c0, dw_ih, dw_hh, db, db, None, None, None
+@custom_op("lstm", "(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
+                   "int[] sizes, bool reverse, int mode) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)")
+def lstm_op(x, h0, c0, w_ih, w_hh, b_ih, b_hh, sizes, reverse, mode):
+    """One LSTM layer-direction: x (rows, I) time-major rows, h0, c0 (B, H) -> out (rows, H),
+    h_n, c_n (B, H), then what the backward reads: h_in, c_in (rows, H), gates (rows, 4H),
+    c_out (rows, H)."""
+    # every gate adds b_ih + b_hh outside any product: both fold into the projection
+    xp = matmul(x, w_ih.t(), None if b_ih is None else b_ih + b_hh)
+    out, h_n, c_n, saved = kernels.lstm_forward(xp, w_hh, h0, c0, sizes, reverse, mode)
+    return out, h_n, c_n, *saved
 
 
-class GRUFunction(torch.autograd.Function):
+@lstm_op.register_fake
+def _(x, h0, c0, w_ih, w_hh, b_ih, b_hh, sizes, reverse, mode):
+    rows, (batch, hidden) = x.shape[0], h0.shape
+    per_row = x.new_empty((rows, hidden))
+    return (per_row, x.new_empty((batch, hidden)), x.new_empty((batch, hidden)), torch.empty_like(per_row),
+            torch.empty_like(per_row), x.new_empty((rows, 4 * hidden)), torch.empty_like(per_row))
+
+
+@custom_op("lstm_backward", "(Tensor d_out, Tensor d_hn, Tensor d_cn, Tensor x, Tensor w_ih, Tensor w_hh, "
+                            "Tensor h_in, Tensor c_in, Tensor gates, Tensor c_out, int[] sizes, bool reverse, "
+                            "int mode, bool[] needs) -> (Tensor?, Tensor, Tensor, Tensor?, Tensor?, Tensor?)")
+def lstm_backward_op(d_out, d_hn, d_cn, x, w_ih, w_hh, h_in, c_in, gates, c_out, sizes, reverse, mode, needs):
+    """One reverse-time pass gives every step's gate gradients and d_h0, d_c0; then
+    dx, dW_ih, dW_hh are GEMMs over all steps and db (= db_ih = db_hh) a column sum.
+    needs: [dx, dW_ih, dW_hh, db]."""
+    d_gates, d_h0, d_c0 = kernels.lstm_backward(d_out, d_hn, d_cn, w_hh, (h_in, c_in, gates, c_out), sizes,
+                                                reverse, mode)
+    return (matmul(d_gates, w_ih) if needs[0] else None, d_h0, d_c0,
+            matmul(d_gates.t(), x) if needs[1] else None,
+            matmul(d_gates.t(), h_in) if needs[2] else None,
+            _column_sums(d_gates) if needs[3] else None)
+
+
+@lstm_backward_op.register_fake
+def _(d_out, d_hn, d_cn, x, w_ih, w_hh, h_in, c_in, gates, c_out, sizes, reverse, mode, needs):
+    return (x.new_empty(x.shape) if needs[0] else None, torch.empty_like(d_hn, memory_format=torch.contiguous_format),
+            torch.empty_like(d_hn, memory_format=torch.contiguous_format),
+            w_ih.new_empty(w_ih.shape) if needs[1] else None, w_hh.new_empty(w_hh.shape) if needs[2] else None,
+            gates.new_empty(gates.shape[1]) if needs[3] else None)
+
+
+def _lstm_setup(ctx, inputs, output):
+    x, _, _, w_ih, w_hh, b_ih, _, *ctx.config = inputs  # config: sizes, reverse, mode
+    ctx.has_bias = b_ih is not None
+    ctx.save_for_backward(x, w_ih, w_hh, *output[3:])
+
+
+def _lstm_backward(ctx, d_out, d_hn, d_cn, *_):
+    x, w_ih, w_hh, *saved = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    dx, d_h0, d_c0, dw_ih, dw_hh, db = torch.ops.tritonlab.lstm_backward(
+        d_out, d_hn, d_cn, x, w_ih, w_hh, *saved, *ctx.config,
+        [need[0], need[3], need[4], ctx.has_bias and (need[5] or need[6])])
+    return dx, d_h0, d_c0, dw_ih, dw_hh, db, db, None, None, None
+
+
+autograd(lstm_op, _lstm_backward, _lstm_setup)
+
+
+# ---- GRU ---------------------------------------------------------------------------
+
+@custom_op("gru", "(Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, int[] sizes, "
+                  "bool reverse, int mode) -> (Tensor, Tensor, Tensor, Tensor, Tensor)")
+def gru_op(x, h0, w_ih, w_hh, b_ih, b_hh, sizes, reverse, mode):
     """One GRU layer-direction: x (rows, I) time-major rows, h0 (B, H) -> out (rows, H),
-    h_n (B, H)."""
+    h_n (B, H), then what the backward reads: h_in (rows, H), gates (rows, 3H), hn (rows, H)."""
+    hidden = w_hh.shape[1]
+    bias = b_hn = None
+    if b_ih is not None:
+        # b_hr and b_hz add outside any product and fold into the projection; b_hn sits
+        # inside r ⊙ (W_hn h + b_hn), so the step kernel adds it
+        bias = b_ih.clone()
+        bias[:2 * hidden] += b_hh[:2 * hidden]
+        b_hn = b_hh[2 * hidden:]
+    xp = matmul(x, w_ih.t(), bias)
+    out, h_n, saved = kernels.gru_forward(xp, w_hh, b_hn, h0, sizes, reverse, mode)
+    return out, h_n, *saved
 
-    @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, sizes, reverse, mode):
-        hidden = w_hh.shape[1]
-        bias = b_hn = None
-        if b_ih is not None:
-            # b_hr and b_hz add outside any product and fold into the projection; b_hn sits
-            # inside r ⊙ (W_hn h + b_hn), so the step kernel adds it
-            bias = b_ih.clone()
-            bias[:2 * hidden] += b_hh[:2 * hidden]
-            b_hn = b_hh[2 * hidden:]
-        xp = matmul(x, w_ih.t(), bias)
-        out, h_n, saved = kernels.gru_forward(xp, w_hh, b_hn, h0, sizes, reverse, mode)
-        ctx.save_for_backward(x, w_ih, w_hh, *saved)
-        ctx.sizes, ctx.reverse, ctx.mode, ctx.has_bias = sizes, reverse, mode, b_ih is not None
-        return out, h_n
 
-    @staticmethod
-    @first_order_only
-    def backward(ctx, d_out, d_hn):
-        x, w_ih, w_hh, *saved = ctx.saved_tensors
-        d_xp, d_hh, d_h0 = kernels.gru_backward(d_out, d_hn, w_hh, saved, ctx.sizes, ctx.reverse, ctx.mode)
-        need = ctx.needs_input_grad
-        dx = matmul(d_xp, w_ih) if need[0] else None
-        dw_ih = matmul(d_xp.t(), x) if need[2] else None
-        dw_hh = matmul(d_hh.t(), saved[0]) if need[3] else None  # saved[0]: each step's h_in
-        db_ih = _column_sums(d_xp) if ctx.has_bias and need[4] else None
-        db_hh = _column_sums(d_hh) if ctx.has_bias and need[5] else None
-        return dx, d_h0, dw_ih, dw_hh, db_ih, db_hh, None, None, None
+@gru_op.register_fake
+def _(x, h0, w_ih, w_hh, b_ih, b_hh, sizes, reverse, mode):
+    rows, (batch, hidden) = x.shape[0], h0.shape
+    return (x.new_empty((rows, hidden)), x.new_empty((batch, hidden)), x.new_empty((rows, hidden)),
+            x.new_empty((rows, 3 * hidden)), x.new_empty((rows, hidden)))
+
+
+@custom_op("gru_backward", "(Tensor d_out, Tensor d_hn, Tensor x, Tensor w_ih, Tensor w_hh, Tensor h_in, "
+                           "Tensor gates, Tensor hn, int[] sizes, bool reverse, int mode, bool[] needs) "
+                           "-> (Tensor?, Tensor, Tensor?, Tensor?, Tensor?, Tensor?)")
+def gru_backward_op(d_out, d_hn, x, w_ih, w_hh, h_in, gates, hn, sizes, reverse, mode, needs):
+    """As lstm_backward_op; the projection's gradient d_xp and the recurrent one d_hh
+    differ (b_hn sits inside r ⊙ (.)). needs: [dx, dW_ih, dW_hh, db_ih, db_hh]."""
+    d_xp, d_hh, d_h0 = kernels.gru_backward(d_out, d_hn, w_hh, (h_in, gates, hn), sizes, reverse, mode)
+    return (matmul(d_xp, w_ih) if needs[0] else None, d_h0,
+            matmul(d_xp.t(), x) if needs[1] else None,
+            matmul(d_hh.t(), h_in) if needs[2] else None,
+            _column_sums(d_xp) if needs[3] else None,
+            _column_sums(d_hh) if needs[4] else None)
+
+
+@gru_backward_op.register_fake
+def _(d_out, d_hn, x, w_ih, w_hh, h_in, gates, hn, sizes, reverse, mode, needs):
+    return (x.new_empty(x.shape) if needs[0] else None, torch.empty_like(d_hn, memory_format=torch.contiguous_format),
+            w_ih.new_empty(w_ih.shape) if needs[1] else None, w_hh.new_empty(w_hh.shape) if needs[2] else None,
+            gates.new_empty(gates.shape[1]) if needs[3] else None, gates.new_empty(gates.shape[1]) if needs[4] else None)
+
+
+def _gru_setup(ctx, inputs, output):
+    x, _, w_ih, w_hh, b_ih, _, *ctx.config = inputs  # config: sizes, reverse, mode
+    ctx.has_bias = b_ih is not None
+    ctx.save_for_backward(x, w_ih, w_hh, *output[2:])
+
+
+def _gru_backward(ctx, d_out, d_hn, *_):
+    x, w_ih, w_hh, *saved = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    dx, d_h0, dw_ih, dw_hh, db_ih, db_hh = torch.ops.tritonlab.gru_backward(
+        d_out, d_hn, x, w_ih, w_hh, *saved, *ctx.config,
+        [need[0], need[2], need[3], ctx.has_bias and need[4], ctx.has_bias and need[5]])
+    return dx, d_h0, dw_ih, dw_hh, db_ih, db_hh, None, None, None
+
+
+autograd(gru_op, _gru_backward, _gru_setup)
 
 
 # The driver's cell: no projection before the loop (the Function does it, so the input
@@ -122,13 +191,13 @@ class GRUFunction(torch.autograd.Function):
 
 def _lstm_run(x, state, w, sizes, reverse, mode):
     w_ih, w_hh, b_ih, b_hh, _ = w
-    out, h, c = LSTMFunction.apply(x, *state, w_ih, w_hh, b_ih, b_hh, sizes, reverse, mode)
+    out, h, c, *_ = lstm_op(x, *state, w_ih, w_hh, b_ih, b_hh, sizes, reverse, mode)
     return out, (h, c)
 
 
 def _gru_run(x, state, w, sizes, reverse, mode):
     w_ih, w_hh, b_ih, b_hh, _ = w
-    out, h = GRUFunction.apply(x, state[0], w_ih, w_hh, b_ih, b_hh, sizes, reverse, mode)
+    out, h, *_ = gru_op(x, state[0], w_ih, w_hh, b_ih, b_hh, sizes, reverse, mode)
     return out, (h,)
 
 

@@ -1,17 +1,19 @@
-"""Softmax, Dropout and SoftmaxDropout on the Triton tier: autograd Functions over the
-fused kernels of kernels/softmax.py. No mask is saved: dropout keeps only its seed (a
-1-element tensor) and the backward regenerates the mask from it.
+"""Softmax, Dropout and SoftmaxDropout on the Triton tier: custom ops over the fused
+kernels of kernels/softmax.py. No mask is saved: dropout keeps only its seed (a
+1-element int64 tensor, an argument of the ops) and the backward regenerates the mask.
 
-What each saves for backward: Softmax its output y; SoftmaxDropout the input x and the
-per-row log-sum-exp (y is rebuilt as exp(x - lse), so the forward writes one tensor);
-Dropout nothing.
+What each backward gets: softmax the output y; softmax_dropout the input x and the
+per-row log-sum-exp, a second output of its forward op (y is rebuilt as exp(x - lse),
+so the forward writes one tensor of x's size); dropout only the seed.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
 from ...kernels.softmax import softmax_dropout_backward, softmax_dropout_forward
-from ...scratch._autograd import first_order_only
+from ._library import autograd, custom_op
 from .activations import check_dtype
 
 
@@ -21,55 +23,109 @@ def draw_seed(device: torch.device) -> torch.Tensor:
     return torch.randint(0, 2**62, (1,), device=device)
 
 
-class _SoftmaxDropout(torch.autograd.Function):
-    """dropout(softmax(x, dim), p); seed None means softmax alone."""
-
-    @staticmethod
-    def forward(ctx, x, dim, p, seed):
-        out, lse = softmax_dropout_forward(x, dim, p, seed, save_lse=seed is not None)
-        if seed is None:
-            ctx.save_for_backward(out)
-        else:
-            ctx.save_for_backward(x, lse)
-        ctx.dim, ctx.p, ctx.seed = dim, p, seed
-        return out
-
-    @staticmethod
-    @first_order_only
-    def backward(ctx, dout):
-        src, *lse = ctx.saved_tensors
-        dx = softmax_dropout_backward(src, lse[0] if lse else None, dout, ctx.dim, ctx.p, ctx.seed)
-        return dx, None, None, None
+def _like(x: torch.Tensor) -> torch.Tensor:
+    """What the kernels write: x's shape, contiguous."""
+    return x.new_empty(x.shape)
 
 
-class _Dropout(torch.autograd.Function):
-    """Dropout alone: the same kernels with the softmax compiled out, rows along the last dim."""
+def _lse(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """The per-row log-sum-exp buffer: one entry per row along `dim`, fp32 (fp64 for fp64)."""
+    rows = math.prod(x.shape[:dim]) * math.prod(x.shape[dim + 1:])
+    return x.new_empty(rows, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
 
-    @staticmethod
-    def forward(ctx, x, p, seed):
-        ctx.dim, ctx.p, ctx.seed = max(x.dim() - 1, 0), p, seed
-        return softmax_dropout_forward(x, ctx.dim, p, seed, softmax=False)[0]
 
-    @staticmethod
-    @first_order_only
-    def backward(ctx, dout):
-        return softmax_dropout_backward(dout, None, dout, ctx.dim, ctx.p, ctx.seed, softmax=False), None, None
+# ---- softmax -----------------------------------------------------------------------
+
+@custom_op("softmax", "(Tensor x, int dim) -> Tensor")
+def softmax_op(x, dim):
+    return softmax_dropout_forward(x, dim, 0.0, None)[0]
+
+
+@custom_op("softmax_backward", "(Tensor y, Tensor dout, int dim) -> Tensor")
+def softmax_backward_op(y, dout, dim):
+    return softmax_dropout_backward(y, None, dout, dim, 0.0, None)
+
+
+def _softmax_setup(ctx, inputs, output):
+    ctx.save_for_backward(output)
+    ctx.dim = inputs[1]
+
+
+def _softmax_backward(ctx, dout):
+    (y,) = ctx.saved_tensors
+    return torch.ops.tritonlab.softmax_backward(y, dout, ctx.dim), None
+
+
+# ---- softmax + dropout -------------------------------------------------------------
+
+@custom_op("softmax_dropout", "(Tensor x, int dim, float p, Tensor seed) -> (Tensor, Tensor)")
+def softmax_dropout_op(x, dim, p, seed):
+    return softmax_dropout_forward(x, dim, p, seed, save_lse=True)
+
+
+@custom_op("softmax_dropout_backward",
+           "(Tensor x, Tensor lse, Tensor dout, int dim, float p, Tensor seed) -> Tensor")
+def softmax_dropout_backward_op(x, lse, dout, dim, p, seed):
+    return softmax_dropout_backward(x, lse, dout, dim, p, seed)
+
+
+def _softmax_dropout_setup(ctx, inputs, output):
+    x, ctx.dim, ctx.p, ctx.seed = inputs  # the seed as the Functions before kept it: not a saved tensor
+    ctx.save_for_backward(x, output[1])
+
+
+def _softmax_dropout_backward(ctx, dout, _dlse):
+    x, lse = ctx.saved_tensors
+    return torch.ops.tritonlab.softmax_dropout_backward(x, lse, dout, ctx.dim, ctx.p, ctx.seed), None, None, None
+
+
+# ---- dropout alone: the same kernels with the softmax compiled out, rows along the last dim
+
+def _last(x: torch.Tensor) -> int:
+    return max(x.dim() - 1, 0)
+
+
+@custom_op("dropout", "(Tensor x, float p, Tensor seed) -> Tensor")
+def dropout_op(x, p, seed):
+    return softmax_dropout_forward(x, _last(x), p, seed, softmax=False)[0]
+
+
+@custom_op("dropout_backward", "(Tensor dout, float p, Tensor seed) -> Tensor")
+def dropout_backward_op(dout, p, seed):
+    return softmax_dropout_backward(dout, None, dout, _last(dout), p, seed, softmax=False)
+
+
+def _dropout_setup(ctx, inputs, output):
+    _, ctx.p, ctx.seed = inputs
+
+
+def _dropout_backward(ctx, dout):
+    return torch.ops.tritonlab.dropout_backward(dout, ctx.p, ctx.seed), None, None
+
+
+for _op in (softmax_op, softmax_backward_op, dropout_op, dropout_backward_op):
+    _op.register_fake(lambda t, *args: _like(t))
+softmax_dropout_op.register_fake(lambda x, dim, p, seed: (_like(x), _lse(x, dim)))
+softmax_dropout_backward_op.register_fake(lambda x, lse, dout, *args: _like(dout))
+autograd(softmax_op, _softmax_backward, _softmax_setup)
+autograd(softmax_dropout_op, _softmax_dropout_backward, _softmax_dropout_setup)
+autograd(dropout_op, _dropout_backward, _dropout_setup)
 
 
 def softmax_triton(x: torch.Tensor, dim: int) -> torch.Tensor:
     check_dtype(x, "Softmax")
-    return _SoftmaxDropout.apply(x, dim, 0.0, None)
+    return softmax_op(x, dim)
 
 
 def dropout_triton(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     check_dtype(x, "Dropout")
     if not training or p == 0 or x.numel() == 0:
         return x
-    return _Dropout.apply(x, p, draw_seed(x.device))
+    return dropout_op(x, p, draw_seed(x.device))
 
 
 def softmax_dropout_triton(x: torch.Tensor, p: float, dim: int, training: bool = True) -> torch.Tensor:
     check_dtype(x, "SoftmaxDropout")
     if not training or p == 0:
-        return _SoftmaxDropout.apply(x, dim, 0.0, None)
-    return _SoftmaxDropout.apply(x, dim, p, draw_seed(x.device))
+        return softmax_op(x, dim)
+    return softmax_dropout_op(x, dim, p, draw_seed(x.device))[0]
