@@ -111,7 +111,7 @@ print(f"{cost.flops / 1e9:.3g} GFLOP, {cost.bytes / 1e6:.3g} MB; H100 floor at t
 # ## The bottom rungs: loops, the lab's scratch tiers, cuBLAS
 #
 # - **naive:** the textbook triple loop, one Python multiply-add per term. At 4096³
-#   that is 69 billion Python iterations (days), so it runs only at the CPU size.
+#   that is 69 billion Python iterations (hours), so it runs only at the CPU size.
 # - **naive rows** (`tritonlab.scratch.linear.linear_naive`, the lab's naive Linear):
 #   one Python iteration per row of C, each a vectorised `(weight * row).sum(1)`.
 #   On a GPU: 4096 iterations, each reading all of B (32 MB) and writing and
@@ -121,7 +121,7 @@ print(f"{cost.flops / 1e9:.3g} GFLOP, {cost.bytes / 1e6:.3g} MB; H100 floor at t
 #   is `x @ W.t()` — the very same cuBLAS call as the **torch** rung. For a plain
 #   GEMM there is nothing to vectorise except into matmul itself; expect the two to
 #   tie (a useful check of the timing). cuBLAS is the bar: hand-tuned per GPU
-#   generation, it typically reaches 70–80 % of the tensor-core peak at this size.
+#   generation; we expect it to reach roughly 60–80 % of the tensor-core peak here.
 
 # %%
 from tritonlab.scratch.linear import linear_naive, linear_reference
@@ -178,7 +178,7 @@ tiny = M * N * K <= 1e6  # the triple loop only at the CPU size
 #
 # **Predict:** far from cuBLAS. With 64 × 64 tiles each element is reused only 64
 # times per load, and row-major order makes every wave of programs read all of B
-# (below). A first tiled GEMM typically lands at 30–60 % of cuBLAS.
+# (below). We predict 30–60 % of cuBLAS.
 
 # %%
 @triton.jit
@@ -225,7 +225,7 @@ def matmul_v1(a, b):
 # ## v2: grouped program order, for L2 reuse
 #
 # The GPU runs programs roughly in `pid` order, about one **wave** of them at a time
-# (a few per SM; the H100 has 132 SMs). In row-major order a wave covers a few rows
+# (a few per SM; the H100 SXM has 132 SMs). In row-major order a wave covers a few rows
 # of tiles *across all the columns*: it needs a few row panels of A but **every**
 # column panel of B. Grouped order walks `GROUP_M` row-tiles down one column before
 # moving right, so a wave covers a squarish block of tiles and needs fewer panels:
@@ -418,7 +418,7 @@ def matmul_v3(a, b):
 from tritonlab.kernels.gemm import matmul
 
 table_gemm = ladder(f"GEMM {M}x{K} @ {K}x{N} {dtype}", {
-    "naive": (lambda: matmul_naive(a, b)) if tiny else "skipped: a Python triple loop at this size would take days",
+    "naive": (lambda: matmul_naive(a, b)) if tiny else "skipped: a Python triple loop at this size would take hours",
     "naive rows": lambda: linear_naive(a, b.t(), None),
     "reference": lambda: linear_reference(a, b.t(), None),
     "torch": lambda: a @ b,
@@ -540,11 +540,14 @@ table_epilogue = ladder(f"GEMM + bias + ReLU {M}x{K} @ {K}x{N} {dtype}", {
 # it off, `split_k=n` forces up to n ranges (which is how the CPU run below
 # exercises it: on the CPU "auto" never splits).
 #
-# **Predict:** on the GPU, v3 and `split_k=1` are both stuck near 16 busy SMs;
-# split-K should be several times faster (~3–6×), about where cuBLAS (which splits
-# too) lands.
+# **Predict:** on the GPU, v3 and `split_k=1` leave most SMs idle whatever tile
+# they pick (even 64 × 64 tiles make only 64 programs for 132 SMs, each walking all
+# of K); `auto` (3 ranges on a 132-SM H100: 192 programs) and `split_k=4` should be
+# ~2–4× faster, about where cuBLAS (which splits too) lands.
 
 # %%
+from tritonlab.kernels.gemm import _split_k  # the launcher's private rule, to print what "auto" chose
+
 Ms, Ns, Ks = pick(cpu=(24, 40, 400), gpu=(512, 512, 32768))
 xs = torch.randn(Ms, Ks, device=dev, dtype=dtype)
 ys = torch.randn(Ks, Ns, device=dev, dtype=dtype)
@@ -558,6 +561,8 @@ table_split_k = ladder(f"skinny GEMM {Ms}x{Ks} @ {Ks}x{Ns} {dtype}", {
     "tritonlab split_k=auto": lambda: matmul(xs, ys),
     "tritonlab split_k=4": lambda: matmul(xs, ys, split_k=4),
 }, expected=expected_split, cost=cost_split, baseline="torch")
+
+print(f"split_k=auto cut K into {_split_k(Ms, Ns, Ks, dev, None)[0]} range(s) on this device")
 
 # %% [markdown]
 # ## Exercises

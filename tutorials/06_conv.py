@@ -84,7 +84,7 @@ Q = (W + 2 * pad - S) // stride + 1
 x = torch.randn(Nb, C, H, W, device=dev, dtype=dtype).to(memory_format=torch.channels_last)
 weight = torch.randn(O, C, R, S, device=dev, dtype=dtype) / (C * R * S) ** 0.5
 bias = torch.randn(O, device=dev, dtype=dtype)
-expected = F.conv2d(x.double(), weight.double(), bias.double(), stride, pad).to(dtype)  # float64 truth
+expected = F.conv2d(x.double().contiguous(), weight.double(), bias.double(), stride, pad).to(dtype)  # float64 truth
 es = x.element_size()
 Mg, Kg = Nb * P * Q, C * R * S
 print(f"x {tuple(x.shape)} (channels_last) * weight {tuple(weight.shape)} -> y {tuple(expected.shape)}, {dtype}; "
@@ -386,7 +386,7 @@ def check_2(fn=exercise_2):
     x2 = torch.randn(2, 4, 11, 10, generator=g).to(dev, dt)
     w2 = (torch.randn(6, 4, 3, 3, generator=g) / 6).to(dev, dt)
     b2 = torch.randn(6, generator=g).to(dev, dt)
-    want = F.conv2d(x2.double(), w2.double(), b2.double(), 1, 2, 2).to(dt)
+    want = F.conv2d(x2.double().contiguous(), w2.double(), b2.double(), 1, 2, 2).to(dt)
     return exercise("2: implicit GEMM with dilation", lambda: fn(x2, w2, b2, 1, 2, 2), expected=want)
 
 
@@ -415,7 +415,7 @@ def check_3(fn=exercise_3):
     x3 = torch.randn(2, 8, 5, 6, generator=g).to(dev, dt).to(memory_format=torch.channels_last)
     w3 = (torch.randn(12, 8, 1, 1, generator=g) / 3).to(dev, dt)
     b3 = torch.randn(12, generator=g).to(dev, dt)
-    want = F.conv2d(x3.double(), w3.double(), b3.double()).to(dt)
+    want = F.conv2d(x3.double().contiguous(), w3.double(), b3.double()).to(dt)
     return exercise("3: 1x1 conv as one GEMM", lambda: fn(x3, w3, b3), expected=want)
 
 
