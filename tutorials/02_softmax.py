@@ -105,7 +105,7 @@ print(f"x: {rows} x {cols} float32, {x.numel() * esize / 1e6:.1f} MB")
 # larger tensor).
 #
 # The block is the whole row, rounded up to a power of two (`BLOCK` must be one):
-# `triton.next_power_of_2(999) = 1024`. The mask turns off the 25 padding columns, and
+# `triton.next_power_of_2(999) = 1024` on CPU. The mask turns off the 25 padding columns, and
 # `other=float("-inf")` gives them a value that changes neither result: the max ignores
 # `-inf`, and `exp(-inf - m) = 0` adds nothing to the sum.
 #
@@ -117,7 +117,7 @@ print(f"x: {rows} x {cols} float32, {x.numel() * esize / 1e6:.1f} MB")
 # Between the load and the store everything lives in registers: max, subtract, exp,
 # sum, divide are **fused**. One read, one write: **predict ~4x faster than the reference
 # and about torch's speed.** The limit is the row length: the whole row stays in the
-# registers of one program (4096 floats over 4 warps = 32 per thread here).
+# registers of one program (at the GPU size, 4096 floats over 4 warps: 32 per thread).
 
 # %%
 @triton.jit
