@@ -91,6 +91,7 @@ def test_loss_figure_shows_validation_and_baseline(checkpoints):
     assert list(lines["validation (held-out tail)"].get_xdata()) == [2, 4, 5]
     assert list(lines["order-0 baseline: 1.950 (base frequencies alone)"].get_ydata()) == [1.95, 1.95]
     assert len(lines["training batch (raw)"].get_ydata()) == 5
+    assert _loss_figure(ckpt, 4.5, "character").axes[0].get_ylabel() == "bits per character (lower is better)"
 
 
 def test_cli_prints_the_paths(checkpoints, tmp_path, capsys):

@@ -123,16 +123,17 @@ def visualize(checkpoint, out, data=None, length: int = 100, start: int = 0, dev
                          f"bases of {path.name}'s validation part")
     window = val_ids[start:start + length + 1].to(device)
     x, y = window[None, :-1], window[None, 1:]
-    where = f"{path.name}, validation bases {start}-{start + length - 1}"
+    unit = "base" if tc.get("alphabet", "dna") == "dna" else "character"  # what one id is, in words
+    where = f"{path.name}, validation {unit}s {start}-{start + length - 1}"
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [_save(_loss_figure(ckpt, _order0_bits(train_ids, val_ids, len(vocab))), out / "losses.png")]
+    paths = [_save(_loss_figure(ckpt, _order0_bits(train_ids, val_ids, len(vocab)), unit), out / "losses.png")]
     with torch.no_grad():
         logits = model(x)
         surprisal = -F.log_softmax(logits.float(), -1).gather(-1, y[..., None])[0, :, 0] / math.log(2)
     labels = [_SHOWN.get(ch, ch) for ch in vocab.decode(x[0].cpu())]
-    top = (surprisal.cpu().numpy(), labels)
+    top = (surprisal.cpu().numpy(), labels, unit, len(vocab))
     kind = ckpt["kind"].upper()
     if ckpt["kind"] == "cnn":
         maps = _conv_outputs(model, x)
@@ -144,7 +145,7 @@ def visualize(checkpoint, out, data=None, length: int = 100, start: int = 0, dev
         return paths
     with torch.no_grad():
         layers = rnn_gates(model.rnn, model.embed(x))
-    panels = [(layer["h"][0].T.cpu().numpy(), f"layer {k + 1}: hidden state h(t) after reading each base",
+    panels = [(layer["h"][0].T.cpu().numpy(), f"layer {k + 1}: hidden state h(t) after reading each {unit}",
                "unit", "tanh") for k, layer in enumerate(layers)]
     paths.append(_save(_panels_figure(f"{kind} hidden state over {where}", top, panels), out / "hidden.png"))
     for k, layer in enumerate(layers):
@@ -169,7 +170,7 @@ def _conv_outputs(model, x) -> list[np.ndarray]:
     return maps
 
 
-def _loss_figure(ckpt: dict, order0: float) -> Figure:
+def _loss_figure(ckpt: dict, order0: float, unit: str = "base") -> Figure:
     bits = np.asarray(ckpt["losses"], dtype=float) / math.log(2)  # cross-entropy is in nats
     steps = np.arange(1, len(bits) + 1)
     fig = Figure(figsize=(9, 4.8), layout="constrained")
@@ -182,11 +183,11 @@ def _loss_figure(ckpt: dict, order0: float) -> Figure:
     if ckpt["val"]:
         vs, vb = zip(*ckpt["val"])
         ax.plot(vs, vb, "o-", color="tab:orange", lw=2, label="validation (held-out tail)")
-    ax.axhline(order0, ls="--", color="gray", label=f"order-0 baseline: {order0:.3f} (base frequencies alone)")
-    final = f", final validation {ckpt['val'][-1][1]:.3f} bits/base" if ckpt["val"] else ""
+    ax.axhline(order0, ls="--", color="gray", label=f"order-0 baseline: {order0:.3f} ({unit} frequencies alone)")
+    final = f", final validation {ckpt['val'][-1][1]:.3f} bits/{unit}" if ckpt["val"] else ""
     ax.set_title(f"{ckpt['kind'].upper()} learning curve: {len(bits)} steps{final}")
     ax.set_xlabel("training step")
-    ax.set_ylabel("bits per base (lower is better)")
+    ax.set_ylabel(f"bits per {unit} (lower is better)")
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
@@ -196,19 +197,21 @@ _SCALES = {"sigmoid": ("viridis", 0.0, 1.0), "tanh": ("RdBu_r", -1.0, 1.0)}
 
 
 def _panels_figure(title: str, top, panels) -> Figure:
-    """A surprisal strip over stacked heatmaps, all on one x axis of bases. `panels` holds
+    """A surprisal strip over stacked heatmaps, all on one x axis of input characters. `top` is
+    (surprisal per position, tick labels, "base" or "character", vocabulary size); `panels` holds
     (values (rows, T), title, row label, scale): "sigmoid" 0..1, "tanh" -1..1, or "free"
     (symmetric around 0 at the panel's largest magnitude)."""
-    surprisal, labels = top
+    surprisal, labels, unit, n_symbols = top
     T = len(labels)
     heights = [1.3] + [max(1.6, 0.03 * v.shape[0]) for v, *_ in panels]
     fig = Figure(figsize=(max(10.0, 2.5 + 0.11 * T), sum(heights) + 1.2), layout="constrained")
     grid = fig.add_gridspec(len(heights), 2, height_ratios=heights, width_ratios=[1, 0.012])
     ax = fig.add_subplot(grid[0, 0])
     ax.bar(np.arange(T), surprisal, width=0.9, color="tab:gray")
-    ax.axhline(2.0, ls=":", color="black", lw=0.8)
-    ax.set_title("model surprisal: bits spent on the next base (dotted: 2 bits, a uniform guess among 4)",
-                 loc="left", fontsize=10)
+    uniform = math.log2(n_symbols)
+    ax.axhline(uniform, ls=":", color="black", lw=0.8)
+    ax.set_title(f"model surprisal: bits spent on the next {unit} (dotted: {uniform:.3g} bits, a uniform "
+                 f"guess among {n_symbols})", loc="left", fontsize=10)
     ax.set_ylabel("bits")
     ax.tick_params(labelbottom=False)
     fig.add_subplot(grid[0, 1]).axis("off")  # keeps the strip as wide as the heatmaps
@@ -225,7 +228,7 @@ def _panels_figure(title: str, top, panels) -> Figure:
         hax.tick_params(labelbottom=row == len(panels))
         fig.colorbar(image, cax=fig.add_subplot(grid[row, 1]))
     hax.set_xticks(np.arange(T), labels, fontsize=7, family="monospace")
-    hax.set_xlabel("input base (read left to right; column t is the state after reading base t)")
+    hax.set_xlabel(f"input {unit} (read left to right; column t is the state after reading {unit} t)")
     ax.set_xlim(-0.5, T - 0.5)
     fig.suptitle(title, fontsize=12)
     return fig
