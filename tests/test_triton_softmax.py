@@ -109,6 +109,14 @@ def test_softmax_strided_inputs(view, dim, triton_device):
     torch.testing.assert_close(dx0, torch.zeros_like(dx0))
 
 
+def test_launcher_takes_a_negative_dim_and_refuses_one_out_of_range(triton_device):
+    x = torch.randn(3, 5, 7, device=triton_device)
+    out, _ = kernels.softmax_dropout_forward(x, -2, 0.0, None)
+    torch.testing.assert_close(out, torch.softmax(x, -2))
+    with pytest.raises(IndexError, match=r"dim must be in \[-3, 2\]"):
+        kernels.softmax_dropout_forward(x, 3, 0.0, None)
+
+
 def test_softmax_gradcheck_float64(triton_device):
     x = torch.randn(3, 6, dtype=torch.float64, device=triton_device, requires_grad=True)
     assert torch.autograd.gradcheck(tritonlab.Softmax(dim=0, backend="triton"), (x,))

@@ -225,6 +225,9 @@ def rows_view(t: torch.Tensor, dim: int):
     (e.g. a 4-D tensor permuted so that two of its leading dims are swapped)."""
     if t.dim() == 0:
         return t, (1, 1, 1), (0, 0, 0)
+    if not -t.dim() <= dim < t.dim():
+        raise IndexError(f"dim must be in [{-t.dim()}, {t.dim() - 1}] for a {t.dim()}-D tensor, got {dim}")
+    dim %= t.dim()  # a negative dim would slice the shape wrongly (and read out of bounds)
     shape, strides = t.shape, t.stride()
     outer, inner = math.prod(shape[:dim]), math.prod(shape[dim + 1:])
     s_o, s_i = _stride_of(shape[:dim], strides[:dim]), _stride_of(shape[dim + 1:], strides[dim + 1:])
