@@ -123,11 +123,14 @@ F = torch.nn.functional
 # when a seed happens to be a multiple of 16.)
 #
 # Napkin math. The bytes are the floor's: 80 us. But Philox is not free: 10 rounds of two
-# 32-bit multiplies (high and low halves), XORs and key additions come to roughly 50–100
-# integer instructions per call, depending on what the compiler fuses. An H100 issues about
-# 132 SMs x 64 32-bit integer ops/clock x ~1.8 GHz ~ 15 T integer ops/s, so 33.5 M calls
-# need **~110–220 us** of integer work — more than the 80 us the bytes take. We predict v1
-# is limited by its random numbers, not by memory: ~1.5–3x the floor, and slower than torch.
+# 32-bit multiplies (high and low halves), XORs and key additions. How many instructions is
+# that? No GPU is needed to find out: Triton ships `ptxas`, so the kernel below can be
+# compiled for an H100 (sm_90) here and its machine code (SASS) counted. Done for this
+# lesson: about 30 integer multiply-adds (`IMAD`) and 19 three-input logic ops (`LOP3`) per
+# element, ~50 integer instructions. An H100 runs 32-bit integer instructions at 64 per
+# clock per SM: 132 SMs x 64 x ~1.75 GHz ~ 15 T/s. 33.5 M elements x 50 = 1.7 G
+# instructions, **~115 us** — more than the 80 us the bytes take. We predict v1 is limited
+# by its random numbers, not by memory: ~1.4x the floor, and slower than torch.
 
 # %%
 def draw_seed() -> int:
@@ -169,9 +172,11 @@ print("kept fraction:", (dropout_v1(x, P) != 0).float().mean().item())
 # the block layout). Forward and backward must launch with the same `BLOCK` — here a
 # constant. (The final rung removes that dependence.)
 #
-# Napkin math: a quarter of the integer work, ~30–55 us, now *under* the 80 us of memory
-# traffic. Prediction: v2 runs near the floor (~80–100 us), 1.5–2x faster than v1 and on
-# par with torch or slightly ahead (torch also writes its 1-byte mask).
+# Napkin math: counted the same way, v2 has ~17 integer instructions per element (a third
+# of v1's, not a quarter: the compiler had already dropped some of the work for the three
+# words v1 ignores), ~40 us of integer work, now *under* the 80 us of memory traffic.
+# Prediction: v2 runs near the floor (~80–90 us), ~1.3x faster than v1 and on par with
+# torch or slightly ahead (torch also writes its 1-byte mask).
 #
 # `STORE_MASK` (a `tl.constexpr`: the branch is decided when compiling, the other variant
 # has no trace of it) also writes the keep mask as bools; we need it for the comparison in
@@ -233,11 +238,15 @@ def dropout_v2(x: torch.Tensor, p: float, seed: int | None = None, store_mask: b
 #   may pick different tile sizes, and a non-contiguous input gets the mask of its logical
 #   layout. The four words of a call go to four neighbouring columns (interleaved with
 #   `tl.join` and `tl.reshape`), still one call per four elements.
-# - rows of the last dim, several short rows per program (2048 elements a program), any
-#   dtype including float64.
+# - rows of the last dim, short rows packed several to a program (2048 elements a
+#   program), float16/bfloat16/float32/float64.
 #
-# It has not been timed on a GPU yet (none has been lent to the project). Prediction: as v2,
-# near the 80 us floor.
+# The generality costs instructions: int64 row/column arithmetic and strides bring it to
+# ~57 instructions per element in the sm_90 compile (v2: ~33), ~20 of them integer
+# Philox work as in v2. At up to four instructions issued per clock per SM that is
+# ~65 us of issue time, still under the 80 us of memory traffic, with less to spare.
+# It has not been timed on a GPU yet (none has been lent to the project). Prediction: near
+# the 80 us floor, like v2.
 #
 # The ladder runs every version, checks each against `dropout_expected`, and — on a GPU
 # only — times those that pass.
