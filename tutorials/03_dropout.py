@@ -91,8 +91,8 @@ print(f"x: {tuple(x.shape)} {x.dtype} on {dev}, p = {P}")
 # from torch's generator per call and build the mask as `torch.rand(shape, generator=
 # torch.Generator().manual_seed(seed)) >= p` — a *stateful* generator re-seeded, which
 # already lets their backward regenerate the mask instead of storing it. `dropout_naive`
-# applies it one row at a time (one Python iteration per row); `dropout_reference` in three
-# whole-tensor ops. `torch.nn.functional.dropout` is the bar: on a GPU one fused kernel
+# applies it one row at a time (one Python iteration per row); `dropout_reference` in four
+# whole-tensor ops (noise, compare, two multiplies). `torch.nn.functional.dropout` is the bar: on a GPU one fused kernel
 # (Philox inside, four numbers per call) that writes the output **and a bool mask** for
 # its backward.
 #
@@ -314,7 +314,8 @@ print("v2 mask with BLOCK 1024 == BLOCK 4096:  ", torch.equal(dropout_v2(x, P, s
 # For fp32 the mask is 1/4 of the activation's size (1/2 in bf16): in attention, dropout
 # acts on the probabilities, (batch x heads x L x L) — at 32 x 16 x 2048 x 2048 that is
 # 2.1 GB of masks *per layer* held from forward to backward. Regenerating trades that for
-# recomputing Philox, which v2 showed we predict hides under the memory traffic.
+# running Philox again in the backward, which by v2's napkin math hides under the memory
+# traffic.
 
 # %%
 @triton.jit
