@@ -56,9 +56,11 @@ def test_triton_without_a_kernel_is_a_clear_error(monkeypatch):
     assert pick("neg", impls, "auto", torch.randn(3)) is torch.neg
 
 
-def test_lazy_imports_on_first_call():
-    fn = lazy("math", "sqrt")
-    assert "sqrt" == fn.__name__ and fn(4.0) == 2.0
+def test_lazy_names_a_triton_tier_function_and_calls_it(triton_device):
+    fn = lazy("activations", "relu_triton")  # tritonlab.layers.functions.activations.relu_triton
+    assert fn.__name__ == "relu_triton"
+    x = torch.tensor([-1.0, 2.0], device=triton_device)
+    assert torch.equal(fn(x), torch.tensor([0.0, 2.0], device=triton_device))
 
 
 def _run(code: str) -> subprocess.CompletedProcess:

@@ -1,7 +1,6 @@
 """Pick the function that runs one op on the tier a call resolves to."""
 from __future__ import annotations
 
-import importlib
 from typing import Callable
 
 import torch
@@ -29,12 +28,17 @@ def pick(op: str, impls: dict[str, Callable], layer_backend: str | None, x: torc
     )
 
 
-def lazy(module: str, name: str) -> Callable:
-    """`module.name`, imported on first call: the Triton tier's Functions import triton,
-    which `import tritonlab` must not do (the CPU path works without triton)."""
+def lazy(family: str, name: str) -> Callable:
+    """`functions.<family>.<name>`, the triton tier's entry point, imported on first call:
+    the Triton tier's files import triton, which `import tritonlab` must not do (the CPU
+    path works without triton). Importing them registers the tritonlab:: custom ops."""
 
     def call(*args, **kwargs):
-        return getattr(importlib.import_module(module, __package__), name)(*args, **kwargs)
+        # an import statement, not importlib.import_module: Dynamo runs the statement
+        # while it traces (importlib is a graph break), so a model compiled before its
+        # first eager triton-tier call traces as well
+        from . import functions
+        return getattr(getattr(functions, family), name)(*args, **kwargs)
 
     call.__name__ = name
     return call

@@ -9,7 +9,7 @@ from ._base import LabLayer
 from ._checks import check_input
 from ._dispatch import lazy, pick
 
-_FUNCTIONS = ".functions.activations"
+_FUNCTIONS = "activations"
 _RELU = {"naive": scratch.relu_naive, "reference": scratch.relu_reference,
          "triton": lazy(_FUNCTIONS, "relu_triton")}
 _SIGMOID = {"naive": scratch.sigmoid_naive, "reference": scratch.sigmoid_reference,

@@ -14,7 +14,7 @@ from ._dispatch import lazy, pick
 _SCRATCH = {"naive": scratch.conv2d_naive, "reference": scratch.conv2d_reference}
 # the triton tier's two paths; `algo=` picks one (the other tiers ignore it)
 ALGOS = ("implicit", "im2col")
-_CONV = {algo: {**_SCRATCH, "triton": lazy(".functions.conv", f"conv2d_{algo}")} for algo in ALGOS}
+_CONV = {algo: {**_SCRATCH, "triton": lazy("conv", f"conv2d_{algo}")} for algo in ALGOS}
 # dtypes the Triton kernels take; `auto` sends others (float64) to the reference tier
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

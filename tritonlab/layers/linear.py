@@ -18,7 +18,7 @@ from ._checks import check_input, check_like, check_size
 from ._dispatch import lazy, pick
 
 _SCRATCH = {"naive": scratch.linear_naive, "reference": scratch.linear_reference}
-_LINEAR = {**_SCRATCH, "triton": lazy(".functions.linear", "linear_triton")}
+_LINEAR = {**_SCRATCH, "triton": lazy("linear", "linear_triton")}
 # dtypes the Triton GEMM takes; `auto` sends others (float64) to the reference tier
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 ACTIVATIONS = ("relu", "sigmoid", "tanh")

@@ -20,9 +20,9 @@ from ._checks import check_input, check_like, check_size
 from ._dispatch import lazy, pick
 
 _GRU = {"naive": scratch.gru_naive, "reference": scratch.gru_reference,
-        "triton": lazy(".functions.rnn", "gru_triton")}
+        "triton": lazy("rnn", "gru_triton")}
 _LSTM = {"naive": scratch.lstm_naive, "reference": scratch.lstm_reference,
-         "triton": lazy(".functions.rnn", "lstm_triton")}
+         "triton": lazy("rnn", "lstm_triton")}
 # the triton tier's recurrence kernels (layers/functions/rnn.py says what each does)
 ALGOS = ("auto", "step", "persistent", "persistent-grid")
 

@@ -13,7 +13,7 @@ from ._base import LabLayer
 from ._checks import check_input
 from ._dispatch import lazy, pick
 
-_FUNCTIONS = ".functions.softmax"
+_FUNCTIONS = "softmax"
 _SOFTMAX = {"naive": scratch_softmax.softmax_naive, "reference": scratch_softmax.softmax_reference,
             "triton": lazy(_FUNCTIONS, "softmax_triton")}
 _DROPOUT = {"naive": scratch_dropout.dropout_naive, "reference": scratch_dropout.dropout_reference,

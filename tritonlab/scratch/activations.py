@@ -59,8 +59,14 @@ _ONE, _TWO = torch.tensor(1.0), torch.tensor(2.0)
 LOG2E = math.log2(math.e)
 
 
+def _constant(value: float, dtype: torch.dtype) -> torch.Tensor | float:
+    """`value` as a cached 0-d tensor of `dtype`; under torch.compile the number itself
+    (a graph constant: Dynamo breaks the graph at a call into the cache)."""
+    return value if torch.compiler.is_compiling() else _cached(value, dtype)
+
+
 @functools.cache
-def _constant(value: float, dtype: torch.dtype) -> torch.Tensor:
+def _cached(value: float, dtype: torch.dtype) -> torch.Tensor:
     return torch.tensor(value, dtype=dtype)
 
 

@@ -91,9 +91,9 @@ def _patches(xp: torch.Tensor, kernel: Pair, stride: Pair, dilation: Pair, out: 
     is just a stride on xp's own memory (neighbouring patches overlap in memory)."""
     s_n, s_c, s_h, s_w = xp.stride()
     (kh, kw), (sh, sw), (dh, dw), (p, q) = kernel, stride, dilation, out
+    # as_strided keeps xp's storage offset (Dynamo cannot trace storage_offset())
     return xp.as_strided((xp.shape[0], xp.shape[1], kh, kw, p, q),
-                         (s_n, s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w),
-                         xp.storage_offset())
+                         (s_n, s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w))
 
 
 def _im2col(x: torch.Tensor, kernel: Pair, stride: Pair, padding: tuple[Pair, Pair], dilation: Pair,

@@ -1,8 +1,8 @@
 """Dropout and softmax+dropout from scratch, two tiers.
 
 Randomness comes from torch's default generator: each call draws one integer seed
-from it (so `torch.manual_seed` reproduces the mask), and the keep-mask is a pure
-function of that seed and the shape. The forward never saves the mask: the backward
+(a 1-element tensor) from it (so `torch.manual_seed` reproduces the mask), and the
+keep-mask is a pure function of that seed and the shape. The forward never saves the mask: the backward
 regenerates it from the seed, as the Triton kernels do with Philox. A kept element
 is scaled by 1 / (1 - p) so the expected output equals the input.
 """
@@ -10,20 +10,29 @@ from __future__ import annotations
 
 import torch
 
+from ._autograd import custom_op
 from .activations import as_rows
 from .softmax import softmax_backward, softmax_naive, softmax_reference, softmax_rows
 
 
-def draw_seed() -> int:
-    """A seed from torch's default CPU generator (no GPU sync, reproducible by
-    torch.manual_seed)."""
-    return int(torch.randint(0, 2**62, (1,)).item())
+def draw_seed() -> torch.Tensor:
+    """A seed (a (1,) int64 tensor) from torch's default CPU generator: no GPU sync,
+    reproducible by torch.manual_seed, and no .item() a compiled graph would break at."""
+    return torch.randint(0, 2**62, (1,))
 
 
-def keep_mask(seed: int, shape, p: float, device) -> torch.Tensor:
-    """Boolean mask, True where an element is kept (probability 1 - p)."""
-    gen = torch.Generator(device=device).manual_seed(seed)
+@custom_op("keep_mask", "(Tensor seed, SymInt[] shape, float p, Device device) -> Tensor")
+def keep_mask(seed: torch.Tensor, shape, p: float, device) -> torch.Tensor:
+    """Boolean mask, True where an element is kept (probability 1 - p), a pure function of
+    the seed. A custom op: the seeded torch.Generator that draws it is what Dynamo cannot
+    trace, so a compiled model sees one opaque node (the rest of dropout is plain ops)."""
+    gen = torch.Generator(device=device).manual_seed(int(seed.item()))
     return torch.rand(shape, generator=gen, device=device) >= p
+
+
+@keep_mask.register_fake
+def _(seed, shape, p, device):
+    return torch.empty(shape, dtype=torch.bool, device=device)
 
 
 def _scale(p: float) -> float:
@@ -32,7 +41,7 @@ def _scale(p: float) -> float:
 
 # ---- naive: one Python iteration per row, forward and backward ----------------------
 
-def _mask_rowwise(t: torch.Tensor, seed: int, p: float) -> torch.Tensor:
+def _mask_rowwise(t: torch.Tensor, seed: torch.Tensor, p: float) -> torch.Tensor:
     """t times the keep-mask of `seed`, scaled, one row at a time. The forward applies it
     to x, the backward to dy: the same mask, regenerated rather than saved."""
     keep = as_rows(keep_mask(seed, t.shape, p, t.device))
@@ -69,13 +78,14 @@ def softmax_dropout_naive(x: torch.Tensor, p: float, dim: int, training: bool = 
 class _Dropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, p, seed):
-        ctx.p, ctx.seed = p, seed
+        ctx.p = p
+        ctx.save_for_backward(seed)
         return x * keep_mask(seed, x.shape, p, x.device) * _scale(p)
 
     @staticmethod
     def backward(ctx, dy):
-        keep = keep_mask(ctx.seed, dy.shape, ctx.p, dy.device)
-        return dy * keep * _scale(ctx.p), None, None
+        (seed,) = ctx.saved_tensors
+        return dy * keep_mask(seed, dy.shape, ctx.p, dy.device) * _scale(ctx.p), None, None
 
 
 class _SoftmaxDropout(torch.autograd.Function):
@@ -85,14 +95,14 @@ class _SoftmaxDropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, p, dim, seed):
         y = softmax_rows(x, dim)
-        ctx.save_for_backward(y)
-        ctx.p, ctx.dim, ctx.seed = p, dim, seed
+        ctx.save_for_backward(y, seed)
+        ctx.p, ctx.dim = p, dim
         return y * keep_mask(seed, x.shape, p, x.device) * _scale(p)
 
     @staticmethod
     def backward(ctx, dout):
-        (y,) = ctx.saved_tensors
-        dy = dout * keep_mask(ctx.seed, y.shape, ctx.p, y.device) * _scale(ctx.p)
+        y, seed = ctx.saved_tensors
+        dy = dout * keep_mask(seed, y.shape, ctx.p, y.device) * _scale(ctx.p)
         return softmax_backward(y, dy, ctx.dim), None, None, None
 
 

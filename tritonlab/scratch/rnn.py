@@ -277,13 +277,21 @@ class _LSTM(torch.autograd.Function):
             if w_hr is not None:
                 d_hid = d_hid @ w_hr
             dc.addcmul_(d_hid, dc_per_dhid_t[t])
-            torch.mul(per_dc_t[t], dc.unsqueeze(1), out=d_ifg_t[t])  # dc feeds i, f, g alike
-            torch.mul(d_hid, per_dhid_t[t], out=d_o_t[t])
+            _mul_into(per_dc_t[t], dc.unsqueeze(1), d_ifg_t[t])  # dc feeds i, f, g alike
+            _mul_into(d_hid, per_dhid_t[t], d_o_t[t])
             dc.mul_(f_t[t])
             torch.mm(d_gates_t[t], w_hh, out=dh)
         dw_hh = d_gates.t() @ h_in if ctx.needs_input_grad[3] else None
         dw_hr = d_h.t() @ hid if w_hr is not None and ctx.needs_input_grad[4] else None
         return d_gates, dh_carry, dc_carry, dw_hh, dw_hr, None, None
+
+
+def _mul_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """a * b written into `out`, a strided slice: with out= (no temporary) in eager mode;
+    under torch.compile, which refuses a non-contiguous out=, as a copy it may fuse."""
+    if torch.compiler.is_compiling():
+        return out.copy_(a * b)
+    return torch.mul(a, b, out=out)
 
 
 def _lstm_run(xp, state, w, sizes, reverse):

@@ -7,7 +7,7 @@ import torch
 
 from ...backend import interpreter_enabled
 from ...kernels.activations import activation_backward, activation_forward, is_dense
-from ._library import autograd, custom_op
+from ...scratch._autograd import custom_op, register_backward
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -53,7 +53,7 @@ def _backward(ctx, dy):
     return torch.ops.tritonlab.activation_backward(y, dy, ctx.activation), None
 
 
-autograd(activation_op, _backward, _setup)
+register_backward(activation_op, _backward, _setup)
 
 
 def _apply(x: torch.Tensor, name: str, op: str) -> torch.Tensor:

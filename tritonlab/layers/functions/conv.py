@@ -18,7 +18,7 @@ right)), see scratch/conv.py) plus an optional fused activation ("relu", "sigmoi
 channels_last when the input is, NCHW otherwise. Both share one backward: dgrad and
 wgrad as implicit GEMMs, db as a reduction (kernels/conv.py).
 
-Ops (see _library): tritonlab::conv2d (`algo` "implicit" or "im2col") and
+Ops (see scratch/_autograd.py): tritonlab::conv2d (`algo` "implicit" or "im2col") and
 tritonlab::conv2d_backward.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from ...kernels import im2col as unfold
 from ...kernels._math import ACTIVATIONS
 from ...kernels.gemm import matmul
 from ..conv import Conv2d, _strides_like_channels_last
-from ._library import autograd, custom_op, needs
+from ...scratch._autograd import custom_op, needs, register_backward
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -198,7 +198,7 @@ def _backward(ctx, dy):
     return dx, dw, db, None, None, None, None, None, None
 
 
-autograd(conv2d_op, _backward, _setup)
+register_backward(conv2d_op, _backward, _setup)
 
 
 def _apply(algo, x, weight, bias, stride, padding, dilation, groups, activation):

@@ -14,7 +14,7 @@ Backward, with g = dy * act'(y) (= dy without an activation):
     dX = g @ W      and     dW = gᵀ @ X     two launches of the same GEMM kernel,
     db = g summed over rows, fused with computing g in one elementwise pass
 (`kernels.gemm.epilogue_grad`, which documents why not a prologue in the GEMMs).
-Ops: tritonlab::linear and tritonlab::linear_backward (see _library). Saved for
+Ops: tritonlab::linear and tritonlab::linear_backward (see scratch/_autograd.py). Saved for
 backward: x (if dW is needed; its 2-D rows are a view unless x's strides forbid one),
 weight (if dX is), and y only when an activation is fused.
 """
@@ -26,7 +26,7 @@ import torch
 
 from ...kernels.gemm import DTYPES, epilogue_grad, matmul
 from ...kernels._math import ACTIVATIONS
-from ._library import autograd, custom_op, needs
+from ...scratch._autograd import custom_op, needs, register_backward
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -77,7 +77,7 @@ def _backward(ctx, dy):
     return dx, dw, db, None
 
 
-autograd(linear_op, _backward, _setup)
+register_backward(linear_op, _backward, _setup)
 
 
 def linear_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

@@ -1,5 +1,5 @@
 """GRU and LSTM on the Triton tier: one autograd node per layer-direction, the custom
-ops tritonlab::lstm / tritonlab::gru and their backward ops (see _library).
+ops tritonlab::lstm / tritonlab::gru and their backward ops (see scratch/_autograd.py).
 
 Forward: the input projection of all time steps is one GEMM (`kernels.gemm.matmul`,
 biases fused), then the recurrence runs in `kernels.rnn` (fused step kernels, or one
@@ -33,7 +33,7 @@ import torch
 from ...kernels import rnn as kernels
 from ...kernels.gemm import epilogue_grad, matmul
 from ...scratch.rnn import Cell, _rnn
-from ._library import autograd, custom_op
+from ...scratch._autograd import custom_op, register_backward
 
 VARIANTS = ("auto", "step", "persistent", "persistent-grid")
 _MODES = {"step": kernels.STEP, "persistent": kernels.PERSISTENT, "persistent-grid": kernels.PERSISTENT_GRID}
@@ -117,7 +117,7 @@ def _lstm_backward(ctx, d_out, d_hn, d_cn, *_):
     return dx, d_h0, d_c0, dw_ih, dw_hh, db, db, None, None, None
 
 
-autograd(lstm_op, _lstm_backward, _lstm_setup)
+register_backward(lstm_op, _lstm_backward, _lstm_setup)
 
 
 # ---- GRU ---------------------------------------------------------------------------
@@ -183,7 +183,7 @@ def _gru_backward(ctx, d_out, d_hn, *_):
     return dx, d_h0, dw_ih, dw_hh, db_ih, db_hh, None, None, None
 
 
-autograd(gru_op, _gru_backward, _gru_setup)
+register_backward(gru_op, _gru_backward, _gru_setup)
 
 
 # The driver's cell: no projection before the loop (the Function does it, so the input

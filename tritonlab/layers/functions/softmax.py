@@ -13,7 +13,7 @@ import math
 import torch
 
 from ...kernels.softmax import softmax_dropout_backward, softmax_dropout_forward
-from ._library import autograd, custom_op
+from ...scratch._autograd import custom_op, register_backward
 from .activations import check_dtype
 
 
@@ -107,9 +107,9 @@ for _op in (softmax_op, softmax_backward_op, dropout_op, dropout_backward_op):
     _op.register_fake(lambda t, *args: _like(t))
 softmax_dropout_op.register_fake(lambda x, dim, p, seed: (_like(x), _lse(x, dim)))
 softmax_dropout_backward_op.register_fake(lambda x, lse, dout, *args: _like(dout))
-autograd(softmax_op, _softmax_backward, _softmax_setup)
-autograd(softmax_dropout_op, _softmax_dropout_backward, _softmax_dropout_setup)
-autograd(dropout_op, _dropout_backward, _dropout_setup)
+register_backward(softmax_op, _softmax_backward, _softmax_setup)
+register_backward(softmax_dropout_op, _softmax_dropout_backward, _softmax_dropout_setup)
+register_backward(dropout_op, _dropout_backward, _dropout_setup)
 
 
 def softmax_triton(x: torch.Tensor, dim: int) -> torch.Tensor:
