@@ -356,8 +356,9 @@ def lstm_on_chip(x, w_ih, w_hh, b_ih, b_hh, BLOCK_B=16):
 # reuses the same addresses every second step, so an L1 line could hold a stale h.
 #
 # **The barrier is only safe if every program of the grid is running at the same time.**
-# A spinning program never yields its SM; if the GPU had to wait for it to finish before
-# starting another program that the spinner is waiting on, both would wait forever. CUDA's
+# A spinning program keeps its place on its SM until it gets past the barrier; if some
+# program it waits for could only start once a running one finishes, both would wait
+# forever. CUDA's
 # answer is a cooperative launch, which refuses to start a grid that does not fit at once;
 # tritonlab instead sizes the grid to at most one program per SM (`_grid_block_h` tries
 # BLOCK_H = 16, 32, 64, 128 and takes the first with cdiv(B, BLOCK_B) · cdiv(H, BLOCK_H) ≤
