@@ -42,7 +42,7 @@ _GATES = {
              ("c", "cell state c = f * c(t-1) + i * g", "free")],
     "gru": [("r", "reset gate r: share of h(t-1) used in the candidate n", "sigmoid"),
             ("z", "update gate z: share of h(t-1) kept (1 - z of n taken)", "sigmoid"),
-            ("n", "candidate n = tanh(W x + r * (U h(t-1) + b)): the proposed new state", "tanh")],
+            ("n", "candidate n = tanh(W x + b_in + r * (U h(t-1) + b_hn)): the proposed new state", "tanh")],
 }
 
 
@@ -114,8 +114,8 @@ def visualize(checkpoint, out, data=None, length: int = 100, start: int = 0, dev
     tc = ckpt.get("train_config") or {}
     path = Path(data or tc.get("data") or default_genome_path())
     if not path.is_file():
-        raise FileNotFoundError(f"data file {path} (the checkpoint's training data) not found; "
-                                f"pass --data FILE")
+        hint = "" if data else " (the file the checkpoint was trained on); pass --data FILE"
+        raise FileNotFoundError(f"data file {path} not found{hint}")
     seq = load_sequence(path, alphabet=tc.get("alphabet", "dna"), unknown=tc.get("unknown", "error"))
     train_ids, val_ids = split(vocab.encode(seq), tc.get("val_fraction", 0.1))
     if start + length + 1 > len(val_ids):  # +1: the last base's successor, for the surprisal
@@ -137,9 +137,10 @@ def visualize(checkpoint, out, data=None, length: int = 100, start: int = 0, dev
     kind = ckpt["kind"].upper()
     if ckpt["kind"] == "cnn":
         maps = _conv_outputs(model, x)
-        panels = [(m, f"conv {k + 1} (kernel {c.kernel_size[1]}, dilation {c.dilation[1]}): output "
-                      f"before ReLU (ReLU zeroes the blue)", "channel", "free")
-                  for k, (m, c) in enumerate(zip(maps, model.convs))]
+        seen = np.cumsum([1] + [(c.kernel_size[1] - 1) * c.dilation[1] for c in model.convs])[1:]
+        panels = [(m, f"conv {k + 1} (kernel {c.kernel_size[1]}, dilation {c.dilation[1]}, sees the last {n} "
+                      f"{unit}s): output before ReLU (ReLU zeroes the blue)", "channel", "free")
+                  for k, (m, c, n) in enumerate(zip(maps, model.convs, seen))]
         fig = _panels_figure(f"{kind} feature maps over {where}", top, panels)
         paths.append(_save(fig, out / "features.png"))
         return paths
@@ -228,7 +229,7 @@ def _panels_figure(title: str, top, panels) -> Figure:
         hax.tick_params(labelbottom=row == len(panels))
         fig.colorbar(image, cax=fig.add_subplot(grid[row, 1]))
     hax.set_xticks(np.arange(T), labels, fontsize=7, family="monospace")
-    hax.set_xlabel(f"input {unit} (read left to right; column t is the state after reading {unit} t)")
+    hax.set_xlabel(f"input {unit} (read left to right; column t is computed from {unit} t and those before it)")
     ax.set_xlim(-0.5, T - 0.5)
     fig.suptitle(title, fontsize=12)
     return fig
