@@ -124,11 +124,12 @@ def contenders(kind, B, T, I, H, seed=0):
 # | at full-chip fp32 speed (67 TFLOP/s, 3.35 TB/s) | 0.03 µs | 0.3 µs (reading W_hh) |
 # | one launch per step | 128 × ~5 µs ≈ 0.6 ms | 512 × ~5 µs ≈ 2.6 ms |
 #
-# The launches win by a factor of 10–100 in both. A persistent kernel pays one launch. But
-# it pays something else: **who does the step's work**. With one program per block of 16
-# batch rows, the char model has 4 programs — 4 of the H100's 132 SMs do everything — and
-# the B=1 case has *one*. One SM gets about 1/132 of the chip: ~0.5 TFLOP/s of fp32 FMA,
-# and on the order of 100 GB/s from L2 (an estimate; this lesson measures nothing). So:
+# The launches outweigh the work 15–150 times over. A persistent kernel pays one launch.
+# But it pays something else: **who does the step's work**. With one program per block of
+# 16 batch rows, the char model has 4 programs — 4 of the H100's 132 SMs do everything
+# (tritonlab takes 32-row blocks above B = 16: 2 programs) — and the B=1 case has *one*.
+# One SM gets about 1/132 of the chip: ~0.5 TFLOP/s of fp32 FMA, and on the order of 100
+# GB/s from L2 (an estimate, not measured here). So:
 #
 # - char model, one program per 16 rows: 0.5 MFLOP per program per step ≈ 1 µs, and 64 KiB
 #   of W_hh ≈ 0.5 µs if it is re-read — persistent should beat step-per-launch by ~3–5×;
@@ -159,7 +160,7 @@ def contenders(kind, B, T, I, H, seed=0):
 # another, and each block's matmul reads *all* of h_t. So h_{t+1} must not overwrite h_t
 # while later blocks still read it — lesson 07's rule, now inside one program. We keep one
 # (B, H) slot per step, `hs` of shape (T+1, B, H): step t reads `hs[t]` and writes
-# `hs[t+1]`, and `hs[1:]` is the output. No address is ever written twice, which also
+# `hs[t+1]`, and `hs[1:]` is the output. No h address is ever written twice, which also
 # sidesteps stale caches (below).
 #
 # **The block barrier.** `tl.debug_barrier()` is CUDA's `__syncthreads()`: every thread of
