@@ -142,3 +142,16 @@ def test_rnn_gates_bad_input():
         rnn_gates(nn.GRU(3, 4, bidirectional=True), torch.randn(5, 2, 3))
     with pytest.raises(ValueError, match=r"3 features in the last dimension, got \(5, 2, 4\)"):
         rnn_gates(nn.LSTM(3, 4), torch.randn(5, 2, 4))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", PICTURES)
+def test_visualize_on_gpu_with_the_triton_tier(checkpoints, tmp_path, kind):
+    paths = visualize(checkpoints[kind], tmp_path, length=50, device="cuda", backend="triton")
+    assert [p.name for p in paths] == PICTURES[kind]
+    for path in paths:
+        assert_png(path)
+    if kind != "cnn":  # the gates shown still rebuild the triton tier's hidden states (TF32 allowed)
+        model, _, _ = load_model(checkpoints[kind], device="cuda", backend="triton")
+        x = model.embed(torch.randint(4, (3, 25), device="cuda"))
+        torch.testing.assert_close(rnn_gates(model.rnn, x)[-1]["h"], model.rnn(x)[0], atol=2e-3, rtol=0)
