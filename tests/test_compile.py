@@ -1,0 +1,141 @@
+"""torch.compile of swapped models: no graph breaks, compiled results equal eager ones,
+and every tritonlab:: custom op passes torch.library.opcheck.
+
+The triton tier's ops are custom ops (layers/functions/), opaque to Dynamo and
+AOTAutograd, forward and backward; the reference tier is plain torch plus one custom op,
+the seeded dropout mask (scratch/dropout.py). Dynamo refuses any nn.GRU/nn.LSTM instance
+unless torch._dynamo.config.allow_rnn is set, and the lab's RNNs subclass them, so the
+RNN models compile under that flag.
+"""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch._dynamo
+from torch import nn
+from torch._dynamo.backends.common import aot_autograd
+from torch._functorch.aot_autograd import make_boxed_func
+
+import tritonlab
+from tritonlab.models import build_model
+
+BACKENDS = ["reference", "triton"]
+
+
+def _mlp(backend):
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)), torch.randn(3, 8)
+
+
+def _cnn(backend):
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 5 * 5, 6),
+                          nn.Softmax(-1), nn.Dropout(0.3))
+    return model, torch.randn(2, 2, 5, 5)
+
+
+def _char_rnn(cell):
+    # two layers: the dropout between them runs too
+    return lambda backend: (build_model(cell, 4, embed=4, hidden=8, layers=2, backend=backend),
+                            torch.randint(0, 4, (2, 5)))
+
+
+MODELS = {"mlp": _mlp, "cnn": _cnn, "lstm": _char_rnn("lstm"), "gru": _char_rnn("gru")}
+# the triton tier's forward ops each model's graph must call (the reference tier calls
+# no tritonlab op but the dropout mask)
+TRITON_OPS = {"mlp": {"linear", "activation"}, "cnn": {"conv2d", "activation", "linear", "softmax", "dropout"},
+              "lstm": {"lstm", "dropout", "linear", "keep_mask"}, "gru": {"gru", "dropout", "linear", "keep_mask"}}
+REFERENCE_OPS = {"mlp": set(), "cnn": {"keep_mask"}, "lstm": {"keep_mask"}, "gru": {"keep_mask"}}
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    if request.param == "triton":
+        request.getfixturevalue("triton_device")  # skips without triton
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(allow_rnn=True):
+        yield
+    torch._dynamo.reset()
+
+
+def _swapped(name: str, backend: str):
+    model, x = MODELS[name](backend)
+    tritonlab.swap(model, backend=backend)
+    return model, x
+
+
+def _tritonlab_ops(graph: torch.fx.GraphModule) -> set[str]:
+    """The tritonlab:: ops a graph calls, by name, its subgraphs included (Dynamo keeps
+    an autograd.Function's forward and backward as subgraphs)."""
+    return {node.target.name().split("::")[1].split(".")[0]
+            for gm in graph.modules() if isinstance(gm, torch.fx.GraphModule)
+            for node in gm.graph.nodes
+            if isinstance(node.target, torch._ops.OpOverload) and node.target.namespace == "tritonlab"}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_swapped_model_compiles_without_graph_breaks(name, backend):
+    model, x = _swapped(name, backend)
+    explained = torch._dynamo.explain(model)(x)
+    assert explained.graph_break_count == 0, [str(b.reason) for b in explained.break_reasons]
+    assert explained.graph_count == 1
+    expected = TRITON_OPS[name] if backend == "triton" else REFERENCE_OPS[name]
+    assert _tritonlab_ops(explained.graphs[0]) == expected
+
+
+class _Recorder:
+    """aot_eager (AOTAutograd, the graphs run as traced) that keeps the graphs it was given."""
+
+    def __init__(self):
+        self.forward, self.backward = [], []
+        self.backend = aot_autograd(fw_compiler=self._keep(self.forward), bw_compiler=self._keep(self.backward))
+
+    @staticmethod
+    def _keep(graphs):
+        def compiler(gm, example_inputs):
+            graphs.append(gm)
+            return make_boxed_func(gm.forward)
+        return compiler
+
+
+def _run(model, x, seed: int = 1, call=None):
+    """Output and every parameter's gradient of one training step of `model` (run as
+    `call`, e.g. its compiled form) from `seed`."""
+    torch.manual_seed(seed)
+    for p in model.parameters():
+        p.grad = None
+    out = (model if call is None else call)(x)
+    out.square().sum().backward()
+    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_aot_eager_forward_and_backward_equal_eager(name, backend):
+    model, x = _swapped(name, backend)
+    want_out, want_grads = _run(model, x)
+    recorder = _Recorder()
+    got_out, got_grads = _run(model, x, call=torch.compile(model, backend=recorder.backend))
+    # one forward and one backward graph: no break in either
+    assert len(recorder.forward) == 1 and len(recorder.backward) == 1
+    torch.testing.assert_close(got_out, want_out, rtol=1e-6, atol=1e-6)
+    assert got_grads.keys() == want_grads.keys()
+    for n in want_grads:
+        torch.testing.assert_close(got_grads[n], want_grads[n], rtol=1e-5, atol=1e-6, msg=n)
+    if backend == "triton":
+        backward_ops = _tritonlab_ops(recorder.backward[0])
+        assert {f"{op}_backward" for op in TRITON_OPS[name] - {"keep_mask"}} <= backward_ops
+        assert _tritonlab_ops(recorder.forward[0]) == TRITON_OPS[name]
+
+
+def test_compiled_dropout_follows_the_seed():
+    """A compiled model draws its dropout seed from torch's generator as eager does:
+    the same seed gives the same mask, another seed another one."""
+    model, x = _swapped("cnn", "reference")
+    compiled = torch.compile(model, backend="aot_eager")
+    first, again, other = (_run(model, x, seed, compiled)[0] for seed in (1, 1, 2))
+    assert torch.equal(first, again) and not torch.equal(first, other)
