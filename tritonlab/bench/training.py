@@ -1,0 +1,165 @@
+"""The training step benchmarked: torch.nn against the swapped lab layers, per model.
+
+    df = run_training("cuda", torch.float32)        # one row per model x provider
+    print(training_markdown(df))                     # the report's "Training step" section
+
+Providers: `torch` is the char model (`tritonlab.models.build_model`) turned back into
+torch.nn modules by `tritonlab.unswap` (cuDNN/cuBLAS on a GPU, oneDNN/ATen on CPU);
+`swapped-<tier>` is a deep copy of that same model put through `tritonlab.swap(model,
+backend=<tier>)`, so every provider starts from the same weights. On a GPU the tiers
+are triton and reference, on CPU reference only (the triton tier would run under the
+interpreter, which is never timed).
+
+One timed step is what `tritonlab train` does per batch: forward, cross-entropy,
+backward, gradient clipping, AdamW step. Before timing, each provider trains `steps`
+steps on the same genome batches (compilation, autotuning and allocator warm-up happen
+there); the last of those losses is `loss_after`, a sanity check that every provider
+trained the same model alike. The timed step then repeats on one fixed batch. Peak
+memory is measured over one separate step (do_bench's L2-flush buffer would otherwise
+count): the model, its gradients, AdamW's state and the step's activations.
+"""
+from __future__ import annotations
+
+import copy
+
+import pandas as pd
+import torch
+from torch.nn import functional as F
+
+from ..swap import swap, unswap
+from ..data import Vocab, default_genome_path, get_batch, load_sequence
+from ..models import MODEL_KINDS, build_model
+from ..train import TrainConfig
+from .report import _fmt, _table
+from .runner import common_columns
+from .timing import refuse_interpreter, time_fn
+
+PROVIDERS = {"cuda": ("torch", "swapped-triton", "swapped-reference"), "cpu": ("torch", "swapped-reference")}
+# (batch, seq) and model sizes per device; quick: a smoke run
+SIZES = {
+    ("cuda", False): ((64, 256), {"embed": 32, "hidden": 256, "layers": 2}, {"embed": 32, "channels": 256}),
+    ("cuda", True): ((32, 128), {"embed": 16, "hidden": 128, "layers": 1}, {"embed": 16, "channels": 128}),
+    ("cpu", False): ((16, 64), {"embed": 16, "hidden": 64, "layers": 1}, {"embed": 16, "channels": 64}),
+    ("cpu", True): ((4, 32), {"embed": 8, "hidden": 16, "layers": 1}, {"embed": 8, "channels": 16}),
+}
+COLUMNS = ["model", "provider", "batch", "seq", "ms_p50", "ms_p20", "ms_p80", "bases_per_s", "peak_mem_mb",
+           "loss_after", "speedup_vs_torch", "status"]
+
+
+def run_training(device=None, dtype=torch.float32, models=MODEL_KINDS, steps: int | None = None,
+                 quick: bool = False) -> pd.DataFrame:
+    """One row per model x provider (see the module docstring) with COLUMNS and
+    runner.common_columns. `steps`: training steps before timing (default 20, 5 if
+    quick). A provider that raises gets a row whose status names the error."""
+    refuse_interpreter()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    models = (models,) if isinstance(models, str) else tuple(models)
+    _check(device, dtype, models)
+    steps = (5 if quick else 20) if steps is None else steps
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    (batch, seq), rnn_sizes, cnn_sizes = SIZES[(device.type, quick)]
+    vocab = Vocab.dna()
+    ids = vocab.encode(load_sequence(default_genome_path())).to(device)
+    common = common_columns(device, dtype)
+    budget = 0.2 if quick else 0.5
+    rows = []
+    for kind in models:
+        torch.manual_seed(0)
+        sizes = cnn_sizes if kind == "cnn" else rnn_sizes
+        base = build_model(kind, vocab_size=len(vocab), **sizes)
+        unswap(base)  # torch.nn modules with the lab's initialisation
+        base = base.to(device=device, dtype=dtype)
+        for provider in PROVIDERS[device.type]:
+            row = {"model": kind, "provider": provider, "batch": batch, "seq": seq, **common}
+            try:
+                row.update(_bench(_provider_model(base, provider), ids, batch, seq, steps, device, budget))
+                row["status"] = "ok"
+            except Exception as e:  # recorded, so one broken provider does not end the run
+                msg = str(e).strip().split("\n")[0][:200]
+                row["status"] = f"failed: {type(e).__name__}: {msg}"
+            rows.append(row)
+    return _derive(pd.DataFrame(rows))
+
+
+def _check(device: torch.device, dtype, models: tuple) -> None:
+    if device.type not in PROVIDERS:
+        raise ValueError(f"device must be cuda or cpu, got {device}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    if not models or any(m not in MODEL_KINDS for m in models):
+        raise ValueError(f"models must be a non-empty list of {MODEL_KINDS}, got {list(models)}")
+
+
+def _provider_model(base, provider: str):
+    model = copy.deepcopy(base)
+    if provider != "torch":
+        report = swap(model, backend=provider.removeprefix("swapped-"))
+        if not report.changed:
+            raise RuntimeError(f"{provider}: swap changed nothing\n{report}")
+    return model
+
+
+def _bench(model, ids, batch: int, seq: int, steps: int, device, budget: float) -> dict:
+    cfg = TrainConfig()  # the learning rate, weight decay and clipping of `tritonlab train`
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    batches = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)  # dropout
+    model.train()
+
+    def step(x, y) -> torch.Tensor:
+        logits = model(x)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        optimizer.step()
+        return loss
+
+    for _ in range(steps):
+        loss = step(*get_batch(ids, batch, seq, generator=batches))
+    loss_after = loss.item()
+    x, y = get_batch(ids, batch, seq, generator=batches)
+    peak = float("nan")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step(x, y)
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    p50, p20, p80 = time_fn(lambda: step(x, y), device, budget)
+    return {"ms_p50": p50, "ms_p20": p20, "ms_p80": p80, "peak_mem_mb": peak, "loss_after": loss_after}
+
+
+def _derive(df: pd.DataFrame) -> pd.DataFrame:
+    for col in ("ms_p50", "ms_p20", "ms_p80", "peak_mem_mb", "loss_after"):
+        if col not in df:
+            df[col] = float("nan")
+    df["bases_per_s"] = df["batch"] * df["seq"] / (df["ms_p50"] * 1e-3)
+    torch_ms = df[df["provider"] == "torch"].set_index("model")["ms_p50"]
+    df["speedup_vs_torch"] = df["model"].map(torch_ms) / df["ms_p50"]
+    return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
+
+
+def training_markdown(df: pd.DataFrame) -> str:
+    """The report section: per model and provider, the step time, bases/s, peak memory,
+    speed-up vs torch.nn and the loss after the warm-up steps."""
+    if df.empty:
+        return "## Training step\n\nNo rows."
+    first = df.iloc[0]
+    out = ["## Training step", "",
+           f"One `tritonlab train` step (forward, cross-entropy, backward, clip, AdamW) of the char models "
+           f"on {first['device']}, {first['dtype']}, batch {first['batch']} × {first['seq']} bases: `torch` is "
+           "the model with torch.nn layers, `swapped-<tier>` the same weights after `tritonlab.swap(model, "
+           "backend=<tier>)`. ms is the median step (p20–p80); ×torch is torch's time over the provider's; "
+           "peak memory is measured on a GPU only; loss after is the last of the warm-up steps, the same "
+           "batches for every provider.", ""]
+    rows = []
+    for _, r in df.iterrows():
+        ok = r["status"] == "ok"
+        rows.append([r["model"], r["provider"],
+                     f"{r['ms_p50']:.2f} ({r['ms_p20']:.2f}–{r['ms_p80']:.2f})" if ok else r["status"],
+                     _fmt(r["bases_per_s"], ",.0f") if ok else "", _fmt(r["peak_mem_mb"], ".0f") if ok else "",
+                     _fmt(r["speedup_vs_torch"], ".2f") if ok else "", _fmt(r["loss_after"], ".4f") if ok else ""])
+    out.append(_table(["model", "provider", "ms", "bases/s", "peak MiB", "×torch", "loss after"], rows))
+    return "\n".join(out)
