@@ -146,6 +146,16 @@ def check_float32_training(kind: str, ids, backend: str, batch: int, seq: int, s
     assert_same_training(start, ref, lab, ref_losses, lab_losses, *FLOAT32[kind])
 
 
+@pytest.fixture
+def no_tf32():
+    """float32 matmuls and convolutions in full precision (torch's and the lab's GEMMs
+    follow these flags), restored afterwards."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_swapped_model_trains_exactly_like_torch_nn_in_float64(dna, kind):
     """Dropout p=0 in every exact check: tritonlab's Dropout draws one seed from
@@ -193,22 +203,12 @@ def test_with_dropout_both_train_alike(dna, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_triton_tier_trains_like_torch_nn(dna, kind, triton_device):
+def test_triton_tier_trains_like_torch_nn(dna, kind, triton_device, no_tf32):
     """The triton tier under the interpreter (CPU) or on CUDA, at tiny sizes and 3 steps
     to keep the interpreter fast; the float32 tolerances of the reference tier hold."""
     sizes = {"embed": 4, "channels": 4, "window": 12} if kind == "cnn" else {"embed": 4, "hidden": 8}
     ids = dna[0][:5000].to(triton_device)
     check_float32_training(kind, ids, "triton", batch=4, seq=12, steps=3, **sizes)
-
-
-@pytest.fixture
-def no_tf32():
-    """float32 matmuls and convolutions in full precision (torch's and the lab's GEMMs
-    follow these flags), restored afterwards."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @pytest.mark.gpu
