@@ -29,6 +29,19 @@ def test_expected_can_depend_on_the_output():
     assert error(out * 1.1, from_mask)[1] is False
 
 
+def test_tolerance_is_relative_to_the_expected_magnitude():
+    p = torch.full((1000,), 1e-3)
+    assert error(p * 1.5, p)[1] is False  # 50% off, though 5e-4 absolute
+    assert error(p * (1 + 1e-5), p)[1] is True
+
+
+def test_a_tuple_is_checked_item_by_item():
+    out, grad = torch.ones(3), torch.zeros(2)
+    assert error((out, grad), (out, grad)) == (0.0, True)
+    assert error((out, grad + 1), (out, grad))[1] is False
+    assert error((out, grad), out) == (0.0, True)  # one tensor expected: the first item
+
+
 def test_shape_mismatch_is_wrong():
     assert error(torch.zeros(3), torch.zeros(4)) == (float("inf"), False)
 

@@ -410,7 +410,7 @@ for name, f in fwd_bwd_versions.items():
 # %%
 table_dropout_fwd_bwd = ladder(f"dropout forward+backward {ROWS}x{COLS} float32, p={P}", {
     name: (lambda f=f: fwd_bwd(f)) for name, f in fwd_bwd_versions.items()
-}, expected=dropout_expected(dout, P), cost=Cost(bytes=4 * x.numel() * x.element_size(), flops=4 * x.numel()))
+}, expected=lambda dx_out: dropout_expected(dout, P)(dx_out[0]), cost=Cost(bytes=4 * x.numel() * x.element_size(), flops=4 * x.numel()))
 
 # %% [markdown]
 # On a GPU the two tables above print the times, the GB/s and the fraction of the floor.

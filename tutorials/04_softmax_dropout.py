@@ -471,17 +471,31 @@ for name, f in versions.items():
 # ## The ladder: forward + backward at full size
 #
 # Each version runs forward and backward (`torch.autograd.grad` from `dout`); the ladder
-# checks `out` (the gradients were checked above) and, on a GPU, times the pair. Predictions
+# checks `out` and `dx` (a tuple of expectations, from the mask `out` shows) and, on a
+# GPU, times the pair. Predictions
 # from the passes: torch ~380 us, v1 ~360, v2 ~240, v3 and tritonlab ~200 (the floor), the
 # reference well above torch (many more kernels, a `torch.rand` tensor, temporaries), the
 # naive loop skipped at this size.
 
 # %%
+def out_and_dx_expected_at(x, dout, p):
+    """expected((out, dx)): torch's softmax and its gradient in float64 under the mask out shows."""
+    def expected(out_dx):
+        keep = out_dx[0] != 0
+        if implausible(keep, p):
+            return torch.full_like(x, float("nan")), torch.full_like(x, float("nan"))
+        xr = x.double().requires_grad_()
+        o = torch.softmax(xr, -1) * keep / (1 - p)
+        (dx,) = torch.autograd.grad(o, xr, dout.double())
+        return o.to(x.dtype), dx.to(x.dtype)
+    return expected
+
+
 table_softmax_dropout = ladder(f"softmax+dropout forward+backward {ROWS}x{COLS} float32, p={P}", {
     name: (lambda f=f: fwd_bwd(f)) if name != "naive" or ROWS <= 256
     else "skipped: one Python iteration per row, forward and backward"
     for name, f in versions.items()
-}, expected=forward_expected(x, P), cost=Cost(bytes=5 * x.numel() * x.element_size(), flops=12 * x.numel()))
+}, expected=out_and_dx_expected_at(x, dout, P), cost=Cost(bytes=5 * x.numel() * x.element_size(), flops=12 * x.numel()))
 
 # %% [markdown]
 # On a GPU the table prints the times, GB/s (against the 5-pass floor) and the fraction of

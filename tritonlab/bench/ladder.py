@@ -9,10 +9,14 @@ own ceilings and cost model, so a lesson's numbers and a report's numbers mean t
         "triton v1": lambda: softmax_v1(x),
     }, expected=torch.softmax(x, -1), cost=Cost(bytes=2 * x.numel() * 4, flops=0))
 
-A version is a callable returning a tensor (or a tuple whose first element is the
-tensor checked), or a string saying why it does not run here: every version stays on
-record, as `ok`, `wrong`, `failed: ...` or `skipped: ...`. Timing needs a CUDA device
-and no interpreter; on CPU (under TRITON_INTERPRET=1) the ladder validates only.
+A version is a callable returning a tensor or a tuple of tensors, or a string saying
+why it does not run here: every version stays on record, as `ok`, `wrong`, `failed: ...`
+or `skipped: ...`. `expected` is a tensor (checked against the version's tensor, or the
+first item of its tuple), a tuple (checked item by item: e.g. out and every gradient),
+or a function of the version's output returning either (a random op's expectation
+depends on the mask its output shows). Each tensor must match within the dtype's
+tolerance relative to its largest expected magnitude. Timing needs a CUDA device and no
+interpreter; on CPU (under TRITON_INTERPRET=1) the ladder validates only.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ from .timing import time_fn
 __all__ = ["device", "pick", "ladder", "exercise", "Cost"]
 
 Version = Union[Callable[[], object], str]
-Expected = Union[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+Expected = Union[torch.Tensor, tuple, Callable[[object], object]]
 
 
 def device() -> torch.device:
@@ -53,18 +57,23 @@ def _first(out) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else _first(out[0])
 
 
-def error(out: torch.Tensor, expected: Expected) -> tuple[float, bool]:
-    """(largest absolute difference, within the dtype's tolerance) as the benchmark judges it:
-    `expected` is a tensor, or a function of the output (a random op's expectation depends
-    on the mask the output shows)."""
+def error(out, expected: Expected) -> tuple[float, bool]:
+    """(largest error relative to each tensor's largest expected magnitude, within the
+    dtype's tolerance): the benchmark's tolerances, but relative, so that outputs far
+    below 1 (probabilities, gradients) are checked as tightly as large ones."""
     want = expected(out) if callable(expected) else expected
-    if out.shape != want.shape:
-        return float("inf"), False
-    if out.numel() == 0:
-        return 0.0, True
-    err = (out.double() - want.double()).abs().max().item()
-    scale = max(1.0, want.abs().max().item())
-    return err, err <= TOLERANCE.get(out.dtype, 1e-3) * scale
+    pairs = [(_first(out), want)] if isinstance(want, torch.Tensor) else list(zip(out, want, strict=True))
+    worst, good = 0.0, True
+    for o, w in pairs:
+        if o.shape != w.shape:
+            return float("inf"), False
+        if o.numel() == 0:
+            continue
+        scale = w.abs().max().item() or 1.0
+        err = (o.double() - w.double()).abs().max().item() / scale
+        worst = max(worst, err) if err == err else float("nan")
+        good = good and err <= TOLERANCE.get(o.dtype, 1e-3)
+    return worst, good
 
 
 @functools.lru_cache(maxsize=None)
@@ -87,8 +96,7 @@ def ladder(title: str, versions: dict[str, Version], expected: Expected, cost: C
             row["status"] = fn if fn.startswith("skipped") else f"skipped: {fn}"
         else:
             try:
-                out = _first(fn())
-                row["max_abs_err"], good = error(out, expected)
+                row["rel_err"], good = error(fn(), expected)
                 row["status"] = "ok" if good else "wrong"
                 if good:
                     ok[name] = fn
@@ -134,10 +142,10 @@ def exercise(name: str, fn: Callable[[], object], expected: Expected) -> bool | 
     """A learner's check: None if `fn` still raises NotImplementedError, else whether its
     result matches `expected` (printed either way)."""
     try:
-        out = _first(fn())
+        out = fn()
     except NotImplementedError:
         print(f"exercise {name}: not attempted yet (replace the NotImplementedError, then rerun this cell)")
         return None
     err, good = error(out, expected)
-    print(f"exercise {name}: {'PASSED' if good else 'FAILED'} (max abs error {err:.3g})")
+    print(f"exercise {name}: {'PASSED' if good else 'FAILED'} (largest relative error {err:.3g})")
     return good
