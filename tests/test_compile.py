@@ -139,3 +139,83 @@ def test_compiled_dropout_follows_the_seed():
     compiled = torch.compile(model, backend="aot_eager")
     first, again, other = (_run(model, x, seed, compiled)[0] for seed in (1, 1, 2))
     assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+# ---- torch.library.opcheck: schema, autograd registration, fake vs real, AOT dispatch
+
+def _opcheck_cases(device: str) -> dict[str, list[tuple]]:
+    """Arguments for every tritonlab:: op, small shapes; forward ops get inputs that
+    require grad (so opcheck checks their autograd too)."""
+    from tritonlab.kernels.rnn import PERSISTENT
+    from tritonlab.layers.functions.rnn import gru_op, lstm_op
+
+    def t(*shape, grad=False, **kw):
+        return torch.randn(*shape, device=device, **kw).requires_grad_(grad)
+
+    seed = torch.tensor([12345], device=device)
+    x = t(3, 5)
+    y = torch.softmax(x, 1)
+    lse = torch.logsumexp(x, 1)
+    cl = t(2, 2, 5, 5).contiguous(memory_format=torch.channels_last)
+    conv = [[1, 1], [1, 1, 0, 2], [1, 1], 1]  # stride, padding (top, bottom, left, right), dilation, groups
+    rnn = [[2, 2], False, PERSISTENT]  # rows per step, reverse, mode
+    lstm_args = (t(4, 3, grad=True), t(2, 4, grad=True), t(2, 4, grad=True), t(16, 3, grad=True),
+                 t(16, 4, grad=True), t(16, grad=True), t(16, grad=True), *rnn)
+    gru_args = (t(4, 3, grad=True), t(2, 4, grad=True), t(12, 3, grad=True), t(12, 4, grad=True),
+                t(12, grad=True), t(12, grad=True), *rnn)
+    with torch.no_grad():
+        lstm_saved = lstm_op(*lstm_args)[3:]
+        gru_saved = gru_op(*gru_args)[2:]
+    return {
+        "activation": [(t(3, 5, grad=True), "tanh"), (t(4, 6, grad=True).t(), "relu")],
+        "activation_backward": [(y, t(3, 5), "sigmoid")],
+        "softmax": [(t(3, 5, grad=True), 1), (t(2, 3, 4, grad=True), 0)],
+        "softmax_backward": [(y, t(3, 5), 1)],
+        "softmax_dropout": [(t(3, 5, grad=True), 1, 0.3, seed)],
+        "softmax_dropout_backward": [(x, lse, t(3, 5), 1, 0.3, seed)],
+        "dropout": [(t(3, 5, grad=True), 0.3, seed)],
+        "dropout_backward": [(t(3, 5), 0.3, seed)],
+        "linear": [(t(2, 3, 4, grad=True), t(5, 4, grad=True), t(5, grad=True), "relu"),
+                   (t(3, 4, grad=True), t(5, 4, grad=True), None, None)],
+        "linear_backward": [(t(2, 3, 5), t(2, 3, 4), t(5, 4), t(2, 3, 5), "relu", [True, True, True]),
+                            (t(3, 5), None, t(5, 4), None, None, [True, False, False])],
+        "conv2d": [(t(2, 2, 5, 5, grad=True), t(3, 2, 3, 3, grad=True), t(3, grad=True), *conv, None, "implicit"),
+                   (cl.requires_grad_(), t(3, 2, 3, 3, grad=True), None, *conv, "relu", "im2col")],
+        # padding (top, left); dy is the output of a 3x3 conv padded by 1 all round
+        "conv2d_backward": [(t(2, 3, 5, 5), t(2, 2, 5, 5), t(3, 2, 3, 3), t(2, 3, 5, 5), [2, 2, 5, 5],
+                             [3, 2, 3, 3], [1, 1], [1, 1], [1, 1], 1, "tanh", False, [True, True, True])],
+        "lstm": [lstm_args],
+        "lstm_backward": [(t(4, 4), t(2, 4), t(2, 4), lstm_args[0].detach(), lstm_args[3].detach(),
+                           lstm_args[4].detach(), *lstm_saved, *rnn, [True, True, True, True])],
+        "gru": [gru_args],
+        "gru_backward": [(t(4, 4), t(2, 4), gru_args[0].detach(), gru_args[2].detach(), gru_args[3].detach(),
+                          *gru_saved, *rnn, [True, True, True, True, True])],
+        "keep_mask": [(seed, [3, 5], 0.3, torch.device(device))],
+    }
+
+
+def _registered_ops() -> set[str]:
+    return {name.split("::")[1] for name in torch._C._dispatch_get_all_op_names() if name.startswith("tritonlab::")}
+
+
+@pytest.fixture(scope="module")
+def opcheck_cases():
+    if not tritonlab.backend.triton_available():
+        pytest.skip("needs the triton package")
+    return _opcheck_cases("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_every_tritonlab_op_has_an_opcheck_case(opcheck_cases):
+    assert set(OPS) == set(opcheck_cases) == _registered_ops()
+
+
+OPS = ["activation", "activation_backward", "softmax", "softmax_backward", "softmax_dropout",
+       "softmax_dropout_backward", "dropout", "dropout_backward", "linear", "linear_backward", "conv2d",
+       "conv2d_backward", "lstm", "lstm_backward", "gru", "gru_backward", "keep_mask"]
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_opcheck(name, opcheck_cases):
+    op = getattr(torch.ops.tritonlab, name).default
+    for args in opcheck_cases[name]:
+        torch.library.opcheck(op, args)
