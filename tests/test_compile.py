@@ -14,6 +14,7 @@ import textwrap
 import pytest
 import torch
 import torch._dynamo
+import torch._inductor.config
 from torch import nn
 from torch._dynamo.backends.common import aot_autograd
 from torch._functorch.aot_autograd import make_boxed_func
@@ -219,3 +220,40 @@ def test_opcheck(name, opcheck_cases):
     op = getattr(torch.ops.tritonlab, name).default
     for args in opcheck_cases[name]:
         torch.library.opcheck(op, args)
+
+
+def test_model_compiled_before_any_eager_triton_call_registers_the_ops_while_tracing(triton_device):
+    """`import tritonlab` registers no triton-tier op and imports no triton; a swapped
+    model compiled first imports the tier (and registers its ops) inside Dynamo's trace,
+    with no graph break. A fresh process: this one has the tier loaded already."""
+    code = f"""
+        import sys, torch
+        import tritonlab
+        assert "triton" not in sys.modules
+        import torch._dynamo  # imports triton itself
+        ops = lambda: {{n for n in torch._C._dispatch_get_all_op_names() if n.startswith("tritonlab::")}}
+        assert ops() == {{"tritonlab::keep_mask"}}, ops()
+        model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh()).to("{triton_device}")
+        tritonlab.swap(model, backend="triton")
+        explained = torch._dynamo.explain(model)(torch.randn(2, 4, device="{triton_device}"))
+        assert explained.graph_break_count == 0, explained.break_reasons
+        assert {{"tritonlab::linear", "tritonlab::activation"}} <= ops()
+    """
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", MODELS)
+def test_inductor_on_gpu_matches_eager(name):
+    """Inductor (Triton code generation around the lab's opaque ops) on CUDA, triton tier:
+    forward and gradients equal eager's. fallback_random: inductor would otherwise draw
+    the dropout seeds from its own generator, not eager's."""
+    model, x = _swapped(name, "triton")
+    model, x = model.cuda(), x.cuda()
+    want_out, want_grads = _run(model, x)
+    with torch._inductor.config.patch(fallback_random=True):
+        got_out, got_grads = _run(model, x, call=torch.compile(model, backend="inductor"))
+    torch.testing.assert_close(got_out, want_out, rtol=1e-5, atol=1e-5)
+    for n in want_grads:
+        torch.testing.assert_close(got_grads[n], want_grads[n], rtol=1e-4, atol=1e-5, msg=n)

@@ -1,4 +1,5 @@
-"""A guard for backward passes written out by hand."""
+"""Backward passes written out by hand: the first-order guard, and the helpers that
+register an op and its backward as torch.library custom ops."""
 from __future__ import annotations
 
 import functools

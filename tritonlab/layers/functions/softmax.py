@@ -70,7 +70,7 @@ def softmax_dropout_backward_op(x, lse, dout, dim, p, seed):
 
 
 def _softmax_dropout_setup(ctx, inputs, output):
-    x, ctx.dim, ctx.p, ctx.seed = inputs  # the seed as the Functions before kept it: not a saved tensor
+    x, ctx.dim, ctx.p, ctx.seed = inputs  # the 1-element seed rides on ctx; saved: x and lse only
     ctx.save_for_backward(x, output[1])
 
 
