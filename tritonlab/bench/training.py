@@ -14,7 +14,8 @@ One timed step is what `tritonlab train` does per batch: forward, cross-entropy,
 backward, gradient clipping, AdamW step. Before timing, each provider trains `steps`
 steps on the same genome batches (compilation, autotuning and allocator warm-up happen
 there); the last of those losses is `loss_after`, a sanity check that every provider
-trained the same model alike. The timed step then repeats on one fixed batch. Peak
+trained the same model alike (not equally: the lab's dropout draws other masks than
+torch.nn's). The timed step then repeats on one fixed batch. Peak
 memory is measured over one separate step (do_bench's L2-flush buffer would otherwise
 count): the model, its gradients, AdamW's state and the step's activations.
 """
@@ -152,8 +153,8 @@ def training_markdown(df: pd.DataFrame) -> str:
            f"on {first['device']}, {first['dtype']}, batch {first['batch']} × {first['seq']} bases: `torch` is "
            "the model with torch.nn layers, `swapped-<tier>` the same weights after `tritonlab.swap(model, "
            "backend=<tier>)`. ms is the median step (p20–p80); ×torch is torch's time over the provider's; "
-           "peak memory is measured on a GPU only; loss after is the last of the warm-up steps, the same "
-           "batches for every provider.", ""]
+           "peak memory is measured on a GPU only; loss after is the last of the warm-up steps, on the "
+           "same batches for every provider (dropout masks differ between torch.nn and the lab).", ""]
     rows = []
     for _, r in df.iterrows():
         ok = r["status"] == "ok"
