@@ -37,6 +37,8 @@ KINDS = ["lstm", "gru", "cnn"]
 # (loss rtol, weight atol) per kind in float32 (see the module docstring), and in float64
 FLOAT32 = {"lstm": (2e-6, 4e-5), "gru": (2e-6, 4e-5), "cnn": (2e-3, 1e-2)}
 FLOAT64 = (1e-12, 1e-12)
+# on CUDA (T=256, cuDNN against the triton tier): unmeasured, 10x the RNNs' CPU ones (CNN 30x its CPU gap)
+GPU_FLOAT32 = {"lstm": (2e-5, 4e-4), "gru": (2e-5, 4e-4), "cnn": (5e-3, 3e-2)}
 
 
 class RNNLM(nn.Module):
@@ -137,13 +139,14 @@ def dna():
     return split(Vocab.dna().encode(load_sequence(default_genome_path())), 0.1)
 
 
-def check_float32_training(kind: str, ids, backend: str, batch: int, seq: int, steps: int = STEPS, **sizes):
-    """torch.nn and its swapped copy, on ids' device, train alike within FLOAT32[kind]."""
+def check_float32_training(kind: str, ids, backend: str, batch: int, seq: int, steps: int = STEPS,
+                           tol: dict = FLOAT32, **sizes):
+    """torch.nn and its swapped copy, on ids' device, train alike within tol[kind]."""
     ref = build(kind, **sizes).to(ids.device)
     lab = swapped_copy(ref, backend)
     start = copy.deepcopy(ref.state_dict())
     ref_losses, lab_losses = train(ref, ids, batch, seq, steps), train(lab, ids, batch, seq, steps)
-    assert_same_training(start, ref, lab, ref_losses, lab_losses, *FLOAT32[kind])
+    assert_same_training(start, ref, lab, ref_losses, lab_losses, *tol[kind])
 
 
 @pytest.fixture
@@ -215,6 +218,6 @@ def test_triton_tier_trains_like_torch_nn(dna, kind, triton_device, no_tf32):
 @pytest.mark.parametrize("kind", KINDS)
 def test_gpu_triton_tier_trains_like_torch_nn(dna, kind, no_tf32):
     """Real sizes on CUDA, float32 with TF32 off: cuDNN/cuBLAS against the triton tier,
-    20 steps. Not yet run on a GPU: the CPU float32 tolerances are a first guess."""
+    20 steps, within GPU_FLOAT32 (not yet run on a GPU)."""
     sizes = {"embed": 16, "channels": 64, "window": 256} if kind == "cnn" else {"embed": 32, "hidden": 256}
-    check_float32_training(kind, dna[0].to("cuda"), "triton", batch=64, seq=256, **sizes)
+    check_float32_training(kind, dna[0].to("cuda"), "triton", batch=64, seq=256, tol=GPU_FLOAT32, **sizes)
