@@ -121,6 +121,19 @@ def test_report_files(tiny_run, tmp_path):
     assert all(p.stat().st_size > 1000 for p in files["plots"])
 
 
+def test_report_carries_the_training_step_and_drops_a_stale_one(tiny_run, tmp_path):
+    from tritonlab.bench.training import run_training
+    df, limits = tiny_run
+    training = run_training("cpu", torch.float32, models=("gru",), quick=True)
+    files = report.write(df, limits, tmp_path, training)
+    assert len(pd.read_csv(files["training"])) == len(training) == 2
+    text = files["summary"].read_text()
+    assert "## Training step" in text and "swapped-reference" in text
+    report.write(df, limits, tmp_path)  # a later run without it leaves no stale training.csv
+    assert not (tmp_path / "training.csv").exists()
+    assert "## Training step" not in (tmp_path / "summary.md").read_text()
+
+
 def test_wrong_provider_is_marked_not_timed(monkeypatch):
     monkeypatch.setitem(lab_linear._LINEAR, "reference", lambda x, w, b: x @ w.t())  # forgets the bias
     df, _ = runner.run([_tiny("linear", {"m": 3, "k": 4, "n": 2})], quick=True, providers=("reference", "torch"),

@@ -59,6 +59,7 @@ def _bench(args) -> int:
     from .bench import report, runner
     from .bench.ops import OPS
 
+    training = None
     if args.from_pytest_json:
         from .bench.convert import from_pytest_json
         try:
@@ -79,10 +80,17 @@ def _bench(args) -> int:
             return 2
         df, limits = runner.run(args.ops, getattr(torch, args.dtype), device, args.quick,
                                 providers=args.providers, modes=args.modes, full=args.full)
+        if not (args.ops or args.no_training):  # a whole run also times the char models' training step
+            from .bench.training import run_training
+            training = run_training(device, getattr(torch, args.dtype), quick=args.quick)
         out = Path(args.out) if args.out else _default_out(runner.device_name(device))
-    files = report.write(df, limits, out)
+    files = report.write(df, limits, out, training)
     _print_table(df)
-    print(f"\nwrote {files['csv']}, {files['summary']} and {len(files['plots'])} plots in {out}")
+    if training is not None:
+        print(training.to_string(index=False, columns=["model", "provider", "ms_p50", "bases_per_s", "speedup_vs_torch",
+                                                       "status"], float_format=lambda v: f"{v:.3f}"))
+    print(f"\nwrote {', '.join(str(f) for k, f in files.items() if k != 'plots')} and {len(files['plots'])} plots "
+          f"in {out}")
     return 0
 
 
@@ -219,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--quick", action="store_true", help="one small case per op")
     bench.add_argument("--full", action="store_true",
                        help="every case (on a GPU: all ResNet-50 layers in both layouts, every RNN size, ...)")
+    bench.add_argument("--no-training", action="store_true",
+                       help="skip the training-step benchmark of the char models (skipped anyway with --ops)")
     bench.add_argument("--out", help="output folder (default: out/<device>-<date>)")
     bench.add_argument("--from-pytest-json", metavar="FILE",
                        help="write the report from `pytest benchmarks/ --benchmark-json FILE` instead of running")

@@ -139,13 +139,22 @@ def _roofline(ok: pd.DataFrame, out: Path) -> Path:
     return path
 
 
-def write(df: pd.DataFrame, limits: Ceilings, out: Path) -> dict[str, Path]:
-    """Write the three outputs into `out`; plots an earlier run left there are removed
-    first, so every file in the folder belongs to this run."""
+def write(df: pd.DataFrame, limits: Ceilings, out: Path, training: pd.DataFrame | None = None) -> dict[str, Path]:
+    """Write the three outputs into `out` (and `training.csv` plus a "Training step"
+    section when `training` rows are given); files an earlier run left there that this
+    run does not write are removed first, so every file in the folder belongs to this run."""
+    from .training import training_markdown
+
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("*.png"):
-        old.unlink()
+    for old in [*out.glob("*.png"), out / "training.csv"]:
+        old.unlink(missing_ok=True)
     df = df.reindex(columns=COLUMNS + [c for c in df.columns if c not in COLUMNS])  # a missing column: empty
     df.to_csv(out / "results.csv", index=False)
-    (out / "summary.md").write_text(summary(df, limits) + "\n")
-    return {"csv": out / "results.csv", "summary": out / "summary.md", "plots": plots(df, out)}
+    text = summary(df, limits)
+    files = {"csv": out / "results.csv", "summary": out / "summary.md"}
+    if training is not None:
+        training.to_csv(out / "training.csv", index=False)
+        text += "\n\n" + training_markdown(training)
+        files["training"] = out / "training.csv"
+    (out / "summary.md").write_text(text + "\n")
+    return {**files, "plots": plots(df, out)}
