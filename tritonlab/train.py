@@ -349,6 +349,10 @@ def _join_group(cfg: TrainConfig) -> tuple[_Group, torch.device]:
         if not dist.is_available():
             raise ValueError("WORLD_SIZE > 1 asks for data-parallel training, but this torch build has no "
                              "torch.distributed")
+        # Its functions default to `group=group.WORLD`, evaluated at import; imported after
+        # init (DDP does, through torch._dynamo) they pin the group, destroy_process_group
+        # cannot free it, and gloo's threads outlive Python: an occasional abort at exit.
+        from torch.distributed.nn import functional  # noqa: F401
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return group, device
 
