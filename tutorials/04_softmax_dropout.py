@@ -370,9 +370,11 @@ class SoftmaxDropoutV3(torch.autograd.Function):
 # %% [markdown]
 # ## The final rung: `tritonlab.SoftmaxDropout(p, dim=-1, backend="triton")`
 #
-# `tritonlab/layers/functions/softmax.py` holds the `torch.autograd.Function`, and
-# `tritonlab/kernels/softmax.py` one forward and one backward kernel. It saves what v3
-# saves (x and lse; `Softmax` alone saves y), and adds:
+# `tritonlab/layers/functions/softmax.py` registers the pair as a `torch.library` custom op
+# (`tritonlab::softmax_dropout`, its backward a second op): the same forward/backward split
+# as our `autograd.Function`, in a form `torch.compile` can trace around without a graph
+# break. `tritonlab/kernels/softmax.py` holds one forward and one backward kernel. It saves
+# what v3 saves (x and lse; `Softmax` alone saves y), and adds:
 #
 # - **any dim, any strides**: rows are `(outer, n, inner)` views, read at their stride —
 #   a softmax over dim 1 of a 4-D tensor needs no transpose (a transpose would be a copy in
