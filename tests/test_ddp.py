@@ -103,6 +103,11 @@ def test_each_rank_trains_on_its_half_of_the_batch(worker_runs):
     assert [r["train_rows"] for r in seen] == [[4], [4]]  # of the global batch of 8
 
 
+def test_ddp_over_a_swapped_model_gives_the_full_batch_gradient(worker_runs):
+    seen = json.loads((worker_runs / "seen.json").read_text())
+    assert [r["swapped_grad_err"] < 1e-6 for r in seen] == [True, True], seen
+
+
 def test_resume_two_processes_on_one(dna, cli_run, one_proc, tmp_path):
     shutil.copytree(cli_run[0], tmp_path / "run")
     resumed = train(tiny(dna, tmp_path / "run", steps=2 * N, resume=True))
@@ -156,8 +161,12 @@ def test_gpu_two_processes_follow_one(dna, tmp_path):
 
 def _worker(data: str, root: Path) -> None:
     """One torchrun process: several runs inside one process group (which train() uses
-    and leaves up). Writes seen.json: per rank, its checkpoint writes and the batch
-    sizes its model was trained on."""
+    and leaves up), then DDP over a torch.nn model swapped to the lab's layers. Writes
+    seen.json: per rank, its checkpoint writes, the batch sizes its model was trained on
+    and how far its DDP gradient is from the 1-process full-batch gradient."""
+    import copy
+
+    import tritonlab
     import tritonlab.train as tr
     from torch import distributed as dist
     from torch.distributed.nn import functional  # noqa: F401  before init: see train._join_group
@@ -182,6 +191,16 @@ def _worker(data: str, root: Path) -> None:
         train(tiny(data, root / "straight", model="cnn", dropout=0.2, steps=2 * N))
         train(tiny(data, root / "halves", model="cnn", dropout=0.2))
         train(tiny(data, root / "halves", model="cnn", steps=2 * N, resume=True))
+
+        torch.manual_seed(0)  # the same weights and batch on both ranks
+        net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        assert len(tritonlab.swap(net, backend="reference").changed) == 3
+        full, x = copy.deepcopy(net), torch.randn(8, 6)
+        ddp = torch.nn.parallel.DistributedDataParallel(net)
+        ddp(x[4 * rank:4 * rank + 4]).pow(2).mean().backward()
+        full(x).pow(2).mean().backward()
+        seen["swapped_grad_err"] = max((p.grad - q.grad).abs().max().item()
+                                       for p, q in zip(net.parameters(), full.parameters()))
         everyone = [None, None]
         dist.all_gather_object(everyone, {**seen, "train_rows": sorted(seen["train_rows"])})
         if rank == 0:
