@@ -179,9 +179,13 @@ def _worker(data: str, root: Path) -> None:
         seen["saves"] += 1
         real_save(*args, **kwargs)
 
+    def record_rows(module, inputs):
+        if module.training:  # evaluation batches are not the training share
+            seen["train_rows"].add(len(inputs[0]))
+
     def watched_build(*args, **kwargs):
         net = real_build(*args, **kwargs)
-        net.register_forward_pre_hook(lambda m, inputs: seen["train_rows"].add(len(inputs[0])) if m.training else None)
+        net.register_forward_pre_hook(record_rows)
         return net
 
     tr.save_checkpoint, tr.build_model = counting_save, watched_build
