@@ -164,9 +164,6 @@ def _worker(data: str, root: Path) -> None:
     and leaves up), then DDP over a torch.nn model swapped to the lab's layers. Writes
     seen.json: per rank, its checkpoint writes, the batch sizes its model was trained on
     and how far its DDP gradient is from the 1-process full-batch gradient."""
-    import copy
-
-    import tritonlab
     import tritonlab.train as tr
     from torch import distributed as dist
     from torch.distributed.nn import functional  # noqa: F401  before init: see train._join_group
@@ -195,22 +192,31 @@ def _worker(data: str, root: Path) -> None:
         train(tiny(data, root / "straight", model="cnn", dropout=0.2, steps=2 * N))
         train(tiny(data, root / "halves", model="cnn", dropout=0.2))
         train(tiny(data, root / "halves", model="cnn", steps=2 * N, resume=True))
-
-        torch.manual_seed(0)  # the same weights and batch on both ranks
-        net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
-        assert len(tritonlab.swap(net, backend="reference").changed) == 3
-        full, x = copy.deepcopy(net), torch.randn(8, 6)
-        ddp = torch.nn.parallel.DistributedDataParallel(net)
-        ddp(x[4 * rank:4 * rank + 4]).pow(2).mean().backward()
-        full(x).pow(2).mean().backward()
-        seen["swapped_grad_err"] = max((p.grad - q.grad).abs().max().item()
-                                       for p, q in zip(net.parameters(), full.parameters()))
+        seen["swapped_grad_err"] = _swapped_ddp_grad_err(rank)
         everyone = [None, None]
         dist.all_gather_object(everyone, {**seen, "train_rows": sorted(seen["train_rows"])})
         if rank == 0:
             (root / "seen.json").write_text(json.dumps(everyone))
     finally:
         dist.destroy_process_group()
+
+
+def _swapped_ddp_grad_err(rank: int) -> float:
+    """Largest gap between this rank's DDP gradient (its half of a batch of 8) and the
+    1-process full-batch gradient of a torch.nn model swapped to the lab's layers. The
+    DDP object dies on return, before the group is destroyed (see train._train)."""
+    import copy
+
+    import tritonlab
+
+    torch.manual_seed(0)  # the same weights and batch on both ranks
+    net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    assert len(tritonlab.swap(net, backend="reference").changed) == 3
+    full, x = copy.deepcopy(net), torch.randn(8, 6)
+    ddp = torch.nn.parallel.DistributedDataParallel(net)
+    ddp(x[4 * rank:4 * rank + 4]).pow(2).mean().backward()
+    full(x).pow(2).mean().backward()
+    return max((p.grad - q.grad).abs().max().item() for p, q in zip(net.parameters(), full.parameters()))
 
 
 if __name__ == "__main__":

@@ -144,53 +144,60 @@ def _train(cfg: TrainConfig, group: _Group, device: torch.device, t0: float) -> 
     model = net
     if group.world > 1:
         model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    share = cfg.batch // group.world
-    rows = slice(group.rank * share, (group.rank + 1) * share)
+    try:
+        share = cfg.batch // group.world
+        rows = slice(group.rank * share, (group.rank + 1) * share)
 
-    def validate():
-        total_count = torch.tensor(_eval_sums(net, val_ids, cfg.batch, cfg.seq, group.rank, group.world),
-                                   dtype=torch.float64, device=device)
-        if group.world > 1:
-            dist.all_reduce(total_count)
-        total, count = total_count.tolist()
-        return total / count / math.log(2)
+        def validate():
+            total_count = torch.tensor(_eval_sums(net, val_ids, cfg.batch, cfg.seq, group.rank, group.world),
+                                       dtype=torch.float64, device=device)
+            if group.world > 1:
+                dist.all_reduce(total_count)
+            total, count = total_count.tolist()
+            return total / count / math.log(2)
 
-    def checkpoint():
-        rank_rng = _gather_rng(device) if group.world > 1 else None
-        if group.rank == 0:
-            save_checkpoint(ckpt_path, net, vocab, optimizer, losses, val, batches, cfg, rank_rng=rank_rng)
-        if group.world > 1:
-            dist.barrier()  # nobody returns (and reads the file) before it is in place
+        def checkpoint():
+            rank_rng = _gather_rng(device) if group.world > 1 else None
+            if group.rank == 0:
+                save_checkpoint(ckpt_path, net, vocab, optimizer, losses, val, batches, cfg, rank_rng=rank_rng)
+            if group.world > 1:
+                dist.barrier()  # nobody returns (and reads the file) before it is in place
 
-    bar = _progress(cfg, step) if group.rank == 0 else None
-    model.train()
-    while step < cfg.steps:
-        tick = time.perf_counter()
-        x, y = get_batch(train_ids, cfg.batch, cfg.seq, generator=batches)
-        x, y = x[rows], y[rows]
-        logits = model(x)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # DDP averages the gradients: the global batch's mean-loss gradient
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        optimizer.step()
-        losses.append(_global_mean(loss, group))
-        step += 1
-        postfix = {"loss": f"{losses[-1]:.4f}",
-                   "bases/s": f"{cfg.batch * cfg.seq / (time.perf_counter() - tick):.0f}"}
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        bar = _progress(cfg, step) if group.rank == 0 else None
+        model.train()
+        while step < cfg.steps:
+            tick = time.perf_counter()
+            x, y = get_batch(train_ids, cfg.batch, cfg.seq, generator=batches)
+            x, y = x[rows], y[rows]
+            logits = model(x)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # DDP averages the gradients: the global batch's mean-loss gradient
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            optimizer.step()
+            losses.append(_global_mean(loss, group))
+            step += 1
+            postfix = {"loss": f"{losses[-1]:.4f}",
+                       "bases/s": f"{cfg.batch * cfg.seq / (time.perf_counter() - tick):.0f}"}
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                val.append((step, validate()))
+                checkpoint()
+            if val:
+                postfix["val bits/base"] = f"{val[-1][1]:.4f}"
+            if bar is not None:
+                bar.set_postfix(postfix, refresh=False)
+                bar.update()
+        if bar is not None:
+            bar.close()
+        if not val or val[-1][0] != step:  # resumed at or past cfg.steps: still report and save
             val.append((step, validate()))
             checkpoint()
-        if val:
-            postfix["val bits/base"] = f"{val[-1][1]:.4f}"
-        if bar is not None:
-            bar.set_postfix(postfix, refresh=False)
-            bar.update()
-    if bar is not None:
-        bar.close()
-    if not val or val[-1][0] != step:  # resumed at or past cfg.steps: still report and save
-        val.append((step, validate()))
-        checkpoint()
+    finally:
+        # DDP's reducer holds the process group. Dropped now (also when an exception's
+        # traceback keeps this frame), destroy_process_group frees the group with the GIL
+        # released; freed later from the reducer, it holds the GIL while it joins gloo's
+        # threads, which may need the GIL to free a finished work's tensors: a deadlock.
+        model = None  # noqa: F841
     return {"losses": losses, "val": val, "checkpoint": ckpt_path,
             "order0": _order0_bits(train_ids, val_ids, len(vocab)), "seconds": time.perf_counter() - t0,
             "rank": group.rank, "world_size": group.world}
