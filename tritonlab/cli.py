@@ -112,6 +112,8 @@ def _train(args) -> int:
     except (OSError, ValueError) as e:
         print(f"tritonlab train: {e}", file=sys.stderr)
         return 2
+    if result["rank"] != 0:  # under torchrun every rank holds the same result; one prints it
+        return 0
     step, bpb = result["val"][-1]
     print(f"step {step}: validation {bpb:.4f} bits per base (order-0 baseline, the training part's "
           f"base frequencies: {result['order0']:.4f}); {result['seconds']:.1f} s; "
