@@ -170,9 +170,9 @@ def _opcheck_cases(device: str) -> dict[str, list[tuple]]:
     return {
         "activation": [(t(3, 5, grad=True), "tanh"), (t(4, 6, grad=True).t(), "relu")],
         "activation_backward": [(y, t(3, 5), "sigmoid")],
-        "softmax": [(t(3, 5, grad=True), 1), (t(2, 3, 4, grad=True), 0)],
+        "softmax": [(t(3, 5, grad=True), 1), (t(2, 3, 4, grad=True), 0), (t(2, 3, 4, grad=True), -1)],
         "softmax_backward": [(y, t(3, 5), 1)],
-        "softmax_dropout": [(t(3, 5, grad=True), 1, 0.3, seed)],
+        "softmax_dropout": [(t(3, 5, grad=True), 1, 0.3, seed), (t(2, 3, 4, grad=True), -2, 0.3, seed)],
         "softmax_dropout_backward": [(x, lse, t(3, 5), 1, 0.3, seed)],
         "dropout": [(t(3, 5, grad=True), 0.3, seed)],
         "dropout_backward": [(t(3, 5), 0.3, seed)],

@@ -120,6 +120,12 @@ def test_bad_inputs(dna, tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
         train(cfg(dna, tmp_path / "empty", resume=True))
 
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable tritonlab checkpoint") as err:
+        load_model(junk)
+    assert "weights_only" not in str(err.value)  # torch's advice to unpickle untrusted files is not passed on
+
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(2)}, other)
     with pytest.raises(ValueError, match="not a tritonlab char-model checkpoint"):

@@ -268,7 +268,10 @@ def load_checkpoint(path, expect_kind: str | None = None) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated, foreign or non-torch file
-        raise ValueError(f"{path} is not a readable tritonlab checkpoint: {e}") from None
+        # torch's own message advises loading with weights_only=False, which would run
+        # code from the file: not advice to pass on for a file that is no checkpoint
+        raise ValueError(f"{path} is not a readable tritonlab checkpoint (torch.load: {type(e).__name__}; "
+                         "not a torch file, a truncated one, or one holding more than tensors)") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != _FORMAT:
         raise ValueError(f"{path} is not a tritonlab char-model checkpoint (format {_FORMAT!r})")
     if expect_kind is not None and ckpt["kind"] != expect_kind:

@@ -104,7 +104,8 @@ for pid in range(grid[0]):  # on a GPU they run at the same time, in no fixed or
 # `y = max(x, 0)`. The two rungs from scratch: `relu_naive` loops over the rows of the
 # tensor in Python, `relu_reference` is one vectorized `torch.maximum`. On a GPU we use
 # a 4096 x 4096 float32 tensor (16.8M elements, the benchmark's size); on CPU 256 x 999,
-# so that the element count (255,744) is not a multiple of any block: the masks matter.
+# so that the element count (255,744 = 2⁸ · 999) is not a multiple of the blocks used
+# here (1024 and up): the masks matter.
 
 # %%
 from tritonlab.kernels.activations import activation_backward, activation_forward, collapse, is_dense
@@ -439,12 +440,16 @@ print("a slice of columns, base[:, :100], keeps two dims:", collapse(base[:, :10
 # cell with `check_K()` below it. Solutions: `tutorials/solutions/01_elementwise.py`.
 #
 # **Exercise 1: leaky ReLU.** `y = x if x > 0 else slope * x`. Write a kernel and its
-# launcher for a contiguous tensor of any size (the check uses 1000 elements: not a
-# multiple of your `BLOCK`, so the mask matters). `slope` is a plain float argument.
+# launcher for a contiguous tensor of any size, writing into `out`. The check uses 1000
+# elements, not a multiple of your `BLOCK`, and hands you `out` as the first 1000 floats
+# of a longer buffer: a kernel without a mask writes past them, and the check sees it
+# (on a real GPU such a write could land in another tensor, or crash much later).
+# `slope` is a plain float argument.
 
 # %%
-def exercise_1(x: torch.Tensor, slope: float) -> torch.Tensor:
-    """Return leaky_relu(x, slope) computed by your Triton kernel (x contiguous).
+def exercise_1(x: torch.Tensor, slope: float, out: torch.Tensor) -> torch.Tensor:
+    """Write leaky_relu(x, slope) into `out` with your Triton kernel and return `out`
+    (x and out contiguous, same size).
 
     Skeleton:
         @triton.jit
@@ -456,11 +461,18 @@ def exercise_1(x: torch.Tensor, slope: float) -> torch.Tensor:
     raise NotImplementedError
 
 
-x1 = torch.randn(1000, generator=torch.Generator().manual_seed(1)).to(device())
+SENTINEL = 7.0  # what the buffer holds past `out`; it must still hold it after your kernel
+_in1 = torch.randn(2048, generator=torch.Generator().manual_seed(1)).to(device())
+x1 = _in1[:1000]  # reads past x1 stay inside _in1 (no crash), but land in the output's tail
 
 
 def check_1(fn=exercise_1):
-    return exercise("1: leaky ReLU", lambda: fn(x1, 0.1), expected=torch.where(x1 > 0, x1, 0.1 * x1))
+    def run():
+        buf = torch.full((2048,), SENTINEL, device=device())
+        fn(x1, 0.1, buf[:1000])
+        return buf
+    want = torch.cat((torch.where(x1 > 0, x1, 0.1 * x1), torch.full((1048,), SENTINEL, device=device())))
+    return exercise("1: leaky ReLU (and nothing written past out)", run, expected=want)
 
 
 # %%

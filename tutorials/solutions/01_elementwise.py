@@ -17,26 +17,24 @@ BLOCK = 256
 # ---- 1: leaky ReLU -----------------------------------------------------------------
 
 @triton.jit
-def leaky_relu_kernel(x_ptr, y_ptr, n, slope, BLOCK: tl.constexpr):
+def leaky_relu_kernel(x_ptr, y_ptr, n, slope, MASKED: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
+    mask = offs < n if MASKED else None  # the mistake: no mask, so the last block runs past n
     x = tl.load(x_ptr + offs, mask=mask)
     tl.store(y_ptr + offs, tl.where(x > 0, x, slope * x), mask=mask)
 
 
-def exercise_1(x: torch.Tensor, slope: float) -> torch.Tensor:
-    y = torch.empty_like(x)
+def exercise_1(x: torch.Tensor, slope: float, out: torch.Tensor) -> torch.Tensor:
     n = x.numel()
-    leaky_relu_kernel[(triton.cdiv(n, BLOCK),)](x, y, n, slope, BLOCK=BLOCK)
-    return y
+    leaky_relu_kernel[(triton.cdiv(n, BLOCK),)](x, out, n, slope, MASKED=True, BLOCK=BLOCK)
+    return out
 
 
-def wrong_1(x: torch.Tensor, slope: float) -> torch.Tensor:
-    """The grid rounded down (n // BLOCK): the last, partial block is never computed."""
-    y = torch.zeros_like(x)
+def wrong_1(x: torch.Tensor, slope: float, out: torch.Tensor) -> torch.Tensor:
+    """No mask: the last, partial block writes past the end of out."""
     n = x.numel()
-    leaky_relu_kernel[(n // BLOCK,)](x, y, n, slope, BLOCK=BLOCK)
-    return y
+    leaky_relu_kernel[(triton.cdiv(n, BLOCK),)](x, out, n, slope, MASKED=False, BLOCK=BLOCK)
+    return out
 
 
 # ---- 2: SiLU backward --------------------------------------------------------------

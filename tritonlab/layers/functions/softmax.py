@@ -30,6 +30,7 @@ def _like(x: torch.Tensor) -> torch.Tensor:
 
 def _lse(x: torch.Tensor, dim: int) -> torch.Tensor:
     """The per-row log-sum-exp buffer: one entry per row along `dim`, fp32 (fp64 for fp64)."""
+    dim %= max(x.dim(), 1)  # the launcher's reading of a negative dim
     rows = math.prod(x.shape[:dim]) * math.prod(x.shape[dim + 1:])
     return x.new_empty(rows, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
 
