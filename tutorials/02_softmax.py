@@ -27,7 +27,7 @@
 #
 # As in lesson 01: on CPU the kernels run in Triton's interpreter at small sizes and every
 # version is checked; on a GPU the sizes are real and the tables show timings. This file
-# quotes no timings: no GPU has run it yet.
+# quotes the timings of one H200 run at the end, before the exercises.
 
 # %%
 import os
@@ -295,6 +295,38 @@ xd = torch.randn(pick(cpu=(300, 40), gpu=(4096, 512)), device=device())
 y_dim0 = softmax_dropout_forward(xd, 0, 0.0, None)[0]  # softmax down the columns: rows 40 apart in memory
 torch.testing.assert_close(y_dim0, torch.softmax(xd, 0))
 print("softmax over dim 0 of", tuple(xd.shape), "matches torch; column sums:", y_dim0.sum(0)[:4].tolist())
+
+# %% [markdown]
+# ## Measured: one run on an NVIDIA H200
+#
+# What this lesson printed on the project's one GPU run so far (2026-11-28, NVIDIA H200,
+# torch 2.11, triton 3.6; one run each, times in ms; the whole output is in
+# `reports/h200-2026-11-28/tutorials.txt`). Compare it with the predictions above; a
+# rerun prints your own device's ladder.
+#
+# ```
+# == softmax 8192x4096 float32 — NVIDIA H200
+#   version                                              status   rel_err  ms_p50  ms_p20  ms_p80  GB/s  TFLOP/s  frac_of_floor  x_vs_torch
+#     naive skipped: one Python iteration per row, 8192 of them       NaN     NaN     NaN     NaN   NaN      NaN            NaN         NaN
+# reference                                                  ok 9.738e-08  0.3543  0.3535  0.3554 757.7   0.4736         0.1825      0.3113
+#     torch                                                  ok         0  0.1103  0.1098  0.1107  2434    1.521         0.5863           1
+# triton v1                                                  ok 9.738e-08 0.07056 0.06957  0.0713  3804    2.378         0.9162       1.563
+# tritonlab                                                  ok 9.738e-08 0.07053 0.06928 0.07107  3806    2.379         0.9166       1.564
+# online softmax of a rising row: [0.0023553429637104273, 0.04730832204222679, 0.9502130150794983]
+#
+# == softmax, long rows 2048x32768 float32 — NVIDIA H200
+#               version   rel_err status  ms_p50  ms_p20  ms_p80  GB/s  TFLOP/s  frac_of_floor  x_vs_torch
+#                 naive 1.244e-07     ok   128.6   128.6   128.6 4.176  0.00261       0.001006    0.001653
+#             reference 1.244e-07     ok  0.6781   0.677  0.6788 791.7   0.4948         0.1907      0.3134
+#                 torch         0     ok  0.2125  0.2119  0.2133  2526    1.579         0.6083           1
+# triton v1 (whole row) 1.659e-07     ok  0.1866  0.1856  0.1873  2878    1.799         0.6931       1.139
+#    triton v2 (online) 8.294e-08     ok   0.205  0.2044  0.2057  2619    1.637         0.6308       1.037
+#             tritonlab 8.294e-08     ok  0.2028  0.2021  0.2036  2648    1.655         0.6377       1.048
+# softmax over dim 0 of (4096, 512) matches torch; column sums: [1.0, 0.9999999403953552, 1.0000001192092896, 1.0]
+# exercise 1: log-softmax: not attempted yet (replace the NotImplementedError, then rerun this cell)
+# exercise 2: softmax over dim 0: not attempted yet (replace the NotImplementedError, then rerun this cell)
+# exercise 3: online log-sum-exp: not attempted yet (replace the NotImplementedError, then rerun this cell)
+# ```
 
 # %% [markdown]
 # ## Exercises

@@ -418,6 +418,45 @@ table_dropout_fwd_bwd = ladder(f"dropout forward+backward {ROWS}x{COLS} float32,
 # gap? Is regenerating faster than storing, as the byte count says?
 
 # %% [markdown]
+# ## Measured: one run on an NVIDIA H200
+#
+# What this lesson printed on the project's one GPU run so far (2026-11-28, NVIDIA H200,
+# torch 2.11, triton 3.6; one run each, times in ms; the whole output is in
+# `reports/h200-2026-11-28/tutorials.txt`). Compare it with the predictions above; a
+# rerun prints your own device's ladder.
+#
+# ```
+# == dropout forward 8192x4096 float32, p=0.1 — NVIDIA H200
+#               version                                status  rel_err  ms_p50  ms_p20  ms_p80  GB/s  TFLOP/s  frac_of_floor  x_vs_reference
+#                 naive skipped: one Python iteration per row      NaN     NaN     NaN     NaN   NaN      NaN            NaN             NaN
+#             reference                                    ok        0  0.2858  0.2847  0.2867 939.2   0.2348         0.2259               1
+#                 torch                                    ok        0 0.09926 0.09859 0.09984  2704   0.6761         0.6504           2.879
+#   triton v1 (tl.rand)                                    ok        0  0.1041  0.1038  0.1044  2579   0.6447         0.6202           2.746
+# triton v2 (tl.rand4x)                                    ok        0 0.07875 0.07811 0.07907  3409   0.8522         0.8198           3.629
+#     tritonlab Dropout                                    ok        0  0.1354  0.1235  0.1592  1982   0.4955         0.4767           2.111
+# v2, same torch seed -> same mask:       True
+# v2, next draw -> another mask:          True
+# tritonlab, same torch seed -> same mask: True
+# v1 mask with BLOCK 1024 == BLOCK 4096:   True
+# v2 mask with BLOCK 1024 == BLOCK 4096:   False
+# torch                      same mask in backward: False   saved for backward:   33.554 MB
+# reference                  same mask in backward: False   saved for backward:    0.000 MB
+# triton, stored bool mask   same mask in backward: False   saved for backward:   33.554 MB
+# triton, regenerated mask   same mask in backward: False   saved for backward:    0.000 MB
+# tritonlab Dropout          same mask in backward: False   saved for backward:    0.000 MB
+#
+# == dropout forward+backward 8192x4096 float32, p=0.1 — NVIDIA H200
+#                  version  rel_err status  ms_p50  ms_p20  ms_p80  GB/s  TFLOP/s  frac_of_floor  x_vs_torch
+#                    torch        0     ok   0.172  0.1709  0.1731  3120   0.7801         0.7505           1
+#                reference        0     ok  0.5701   0.569  0.5716 941.6   0.2354         0.2265      0.3018
+# triton, stored bool mask        0     ok  0.2128  0.1979  0.2265  2523   0.6308         0.6069      0.8086
+# triton, regenerated mask        0     ok   0.244  0.2342  0.2572  2200   0.5501         0.5292      0.7052
+#        tritonlab Dropout        0     ok  0.4841  0.4337  0.6231  1109   0.2772         0.2667      0.3554
+# exercise 1: row dropout: not attempted yet (replace the NotImplementedError, then rerun this cell)
+# exercise 2: residual + dropout: not attempted yet (replace the NotImplementedError, then rerun this cell)
+# ```
+
+# %% [markdown]
 # ## Exercises
 #
 # ### Exercise 1: drop whole rows

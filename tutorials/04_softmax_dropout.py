@@ -505,6 +505,45 @@ table_softmax_dropout = ladder(f"softmax+dropout forward+backward {ROWS}x{COLS} 
 # tritonlab's generality cost anything against v3?
 
 # %% [markdown]
+# ## Measured: one run on an NVIDIA H200
+#
+# What this lesson printed on the project's one GPU run so far (2026-11-28, NVIDIA H200,
+# torch 2.11, triton 3.6; one run each, times in ms; the whole output is in
+# `reports/h200-2026-11-28/tutorials.txt`). Compare it with the predictions above; a
+# rerun prints your own device's ladder.
+#
+# ```
+# == forward and gradient check (13, 300) float32 (not a timing) — NVIDIA H200
+#                          version   rel_err status  ms_p50  ms_p20  ms_p80  x_vs_naive
+#                            naive 2.665e-07     ok   7.232   6.894   7.319           1
+#                        reference 1.592e-07     ok  0.7387  0.5437    1.07        9.79
+#                            torch 1.568e-07     ok  0.2772  0.1222  0.3223       26.09
+#          triton v1 (two kernels) 1.579e-07     ok  0.3361   0.285  0.7653       21.52
+#       triton v2 (fused, saves y) 7.951e-08     ok  0.2021  0.1818  0.2299       35.78
+# triton v3 (fused, saves x + lse) 3.959e-07     ok  0.2123   0.189  0.2788       34.07
+#         tritonlab SoftmaxDropout 3.147e-07     ok  0.7708  0.5994  0.9852       9.383
+# saved for backward                    new MB      x MB
+# reference                           134.2177    0.0000
+# torch                               167.7722    0.0000
+# triton v1 (two kernels)             134.2177    0.0000
+# triton v2 (fused, saves y)          134.2177    0.0000
+# triton v3 (fused, saves x + lse)      0.0328  134.2177
+# tritonlab SoftmaxDropout              0.0328  134.2177
+#
+# == softmax+dropout forward+backward 8192x4096 float32, p=0.1 — NVIDIA H200
+#                          version                                                      status   rel_err  ms_p50  ms_p20  ms_p80  GB/s  TFLOP/s  frac_of_floor  x_vs_reference
+#                            naive skipped: one Python iteration per row, forward and backward       NaN     NaN     NaN     NaN   NaN      NaN            NaN             NaN
+#                        reference                                                          ok  9.14e-08   1.255   1.252   1.257 534.9    0.321          0.129               1
+#                            torch                                                          ok  9.14e-08  0.4743  0.4731  0.4754  1415   0.8489         0.3412           2.645
+#          triton v1 (two kernels)                                                          ok  9.14e-08  0.3027  0.3017  0.3034  2217     1.33         0.5347           4.145
+#       triton v2 (fused, saves y)                                                          ok  9.14e-08  0.2041  0.2033  0.2052  3289    1.973          0.793           6.148
+# triton v3 (fused, saves x + lse)                                                          ok 1.961e-07  0.1725  0.1711  0.1906  3891    2.334         0.9382           7.274
+#         tritonlab SoftmaxDropout                                                          ok 1.779e-07  0.4769  0.4078  0.7481  1407   0.8443         0.3393           2.631
+# exercise 1: scaled softmax+dropout backward: not attempted yet (replace the NotImplementedError, then rerun this cell)
+# exercise 2: row log-sum-exp: not attempted yet (replace the NotImplementedError, then rerun this cell)
+# ```
+
+# %% [markdown]
 # ## Exercises
 #
 # ### Exercise 1: a scaled softmax's backward

@@ -565,6 +565,28 @@ table_split_k = ladder(f"skinny GEMM {Ms}x{Ks} @ {Ks}x{Ns} {dtype}", {
 print(f"split_k=auto cut K into {_split_k(Ms, Ns, Ks, dev, None)[0]} range(s) on this device")
 
 # %% [markdown]
+# ## Measured: one run on an NVIDIA H200
+#
+# What this lesson printed on the project's one GPU run so far (2026-11-28, NVIDIA H200,
+# torch 2.11, triton 3.6; one run each, times in ms; the whole output is in
+# `reports/h200-2026-11-28/tutorials.txt`). Compare it with the predictions above; a
+# rerun prints your own device's ladder. Only the first ladder ran within the run's 22 s limit
+# per lesson (the epilogue and split-K ladders did not).
+#
+# ```
+# == GEMM 4096x4096 @ 4096x4096 torch.float16 — NVIDIA H200
+#             version                                                      status   rel_err  ms_p50  ms_p20  ms_p80   GB/s  TFLOP/s  frac_of_floor  x_vs_torch
+#               naive skipped: a Python triple loop at this size would take hours       NaN     NaN     NaN     NaN    NaN      NaN            NaN         NaN
+#          naive rows                                                          ok 0.0006325     258     258     258 0.3902   0.5328      0.0007891   0.0007717
+#           reference                                                          ok 0.0006325   0.197  0.1951  0.1985  511.1    697.8          1.033       1.011
+#               torch                                                          ok 0.0006325  0.1991  0.1956  0.2003  505.7    690.4          1.023           1
+#           triton v1                                                          ok 0.0006325  0.4598  0.4557  0.4645  218.9    298.9         0.4427      0.4329
+#   triton v2 grouped                                                          ok 0.0006325  0.4369  0.4344  0.4394  230.4    314.6         0.4659      0.4557
+# triton v3 autotuned                                                          ok 0.0006325    0.22  0.2176  0.2213  457.6    624.8         0.9254       0.905
+#    tritonlab matmul                                                          ok 0.0006325   0.222  0.2113  0.2227  453.5    619.2         0.9171      0.8969
+# ```
+
+# %% [markdown]
 # ## Exercises
 #
 # Each exercise has a stub that raises `NotImplementedError` and a check: run the

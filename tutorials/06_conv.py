@@ -335,6 +335,28 @@ table_conv = ladder(f"conv2d N{Nb} {C}->{O} {H}x{W} k{R}/{stride} channels_last 
 }, expected=expected, cost=cost, baseline="torch")
 
 # %% [markdown]
+# ## Measured: one run on an NVIDIA H200
+#
+# What this lesson printed on the project's one GPU run so far (2026-11-28, NVIDIA H200,
+# torch 2.11, triton 3.6; one run each, times in ms; the whole output is in
+# `reports/h200-2026-11-28/tutorials.txt`). Compare it with the predictions above; a
+# rerun prints your own device's ladder.
+#
+# ```
+# == conv2d N32 64->64 56x56 k3/1 channels_last torch.float16 — NVIDIA H200
+#                          version   rel_err status  ms_p50  ms_p20  ms_p80   GB/s  TFLOP/s  frac_of_floor  x_vs_torch
+#                            naive 0.0005571     ok   184.5   184.5   184.5 0.1396   0.0401      5.882e-05   0.0002704
+# reference (im2col by tensor ops) 0.0005571     ok  0.2799  0.2791  0.2808  92.04    26.43        0.03877      0.1782
+#                            torch 0.0005571     ok 0.04989 0.04557 0.07177  516.4    148.3         0.2175           1
+#          triton v1 im2col + GEMM 0.0005571     ok  0.4731   0.472  0.4741  54.46    15.64        0.02294      0.1055
+#          triton v2 implicit GEMM 0.0005571     ok  0.3488  0.3478  0.3502  73.85    21.21        0.03111       0.143
+#             tritonlab conv2d_fwd 0.0005571     ok 0.08688 0.08656  0.0873  296.5    85.16         0.1249      0.5742
+# exercise 1: an im2col kernel: not attempted yet (replace the NotImplementedError, then rerun this cell)
+# exercise 2: implicit GEMM with dilation: not attempted yet (replace the NotImplementedError, then rerun this cell)
+# exercise 3: 1x1 conv as one GEMM: not attempted yet (replace the NotImplementedError, then rerun this cell)
+# ```
+
+# %% [markdown]
 # ## Exercises
 #
 # Stubs raise `NotImplementedError`; run a check, fill in its stub, rerun.

@@ -399,6 +399,27 @@ table_lstm = ladder(f"LSTM forward B={B} T={T} I={I} H={H} float32", {
 # matmul dominates and cuDNN's tuned GEMMs pull ahead of a simple `tl.dot` loop.
 
 # %% [markdown]
+# ## Measured: one run on an NVIDIA H200
+#
+# What this lesson printed on the project's one GPU run so far (2026-11-28, NVIDIA H200,
+# torch 2.11, triton 3.6; one run each, times in ms; the whole output is in
+# `reports/h200-2026-11-28/tutorials.txt`). Compare it with the predictions above; a
+# rerun prints your own device's ladder.
+#
+# ```
+# == LSTM forward B=8 T=512 I=256 H=256 float32 — NVIDIA H200
+#                         version   rel_err status  ms_p50  ms_p20  ms_p80    GB/s  TFLOP/s  frac_of_floor  x_vs_reference
+#                           naive 7.644e-07     ok   346.9   346.9   346.9 0.03023  0.01238      0.0002418          0.1721
+#                       reference 3.931e-07     ok   59.71   59.71   59.71  0.1756  0.07193       0.001405               1
+#                           torch         0     ok   7.019   6.966   7.069   1.494   0.6119        0.01195           8.507
+# triton v1 (addmm + fused gates) 2.621e-07     ok   28.83   28.69   29.07  0.3637    0.149       0.002909           2.071
+# triton v2 (one kernel per step) 3.494e-07     ok   19.11   19.09   19.12  0.5488   0.2248        0.00439           3.125
+#                  tritonlab step 3.494e-07     ok   20.95   20.94   20.95  0.5006    0.205       0.004005           2.851
+# exercise 1: fused GRU gates: not attempted yet (replace the NotImplementedError, then rerun this cell)
+# exercise 2: one kernel per RNN step: not attempted yet (replace the NotImplementedError, then rerun this cell)
+# ```
+
+# %% [markdown]
 # ## Exercises
 #
 # **Exercise 1 — fused GRU gates.** A GRU (torch.nn.GRU's convention) has three gates r, z,

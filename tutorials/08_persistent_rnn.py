@@ -382,7 +382,8 @@ def lstm_on_chip(x, w_ih, w_hh, b_ih, b_hh, BLOCK_B=16):
 # larger H it raises a ValueError that says to use `"step"` or `"persistent"` (our CPU
 # ladders skip it there). DESIGN.md states the rule: a kernel whose programs wait on each
 # other needs a sequential variant under the interpreter. And `algo="auto"` does not pick
-# `"persistent-grid"` yet: it has never run on a GPU (none was available to its author).
+# `"persistent-grid"` yet: it has run on a GPU once (the H200 run at the end of this
+# lesson), not enough to make it a default.
 
 # %%
 @triton.jit
@@ -503,7 +504,30 @@ table_gru = ladder(f"GRU forward B={B} T={T} I={I} H={H} float32",
 #   GPU work, the weight re-reads or the state's round trips.
 #
 # None of these numbers had been measured when this lesson was written (no GPU was
-# available); the tritonlab persistent-grid kernel in particular has never run on one.
+# available); the next cell holds the one H200 run since.
+
+# %% [markdown]
+# ## Measured: one run on an NVIDIA H200
+#
+# What this lesson printed on the project's one GPU run so far (2026-11-28, NVIDIA H200,
+# torch 2.11, triton 3.6; one run each, times in ms; the whole output is in
+# `reports/h200-2026-11-28/tutorials.txt`). Compare it with the predictions above; a
+# rerun prints your own device's ladder. Only the first ladder ran within the run's 22 s limit per lesson.
+#
+# ```
+# == LSTM forward B=64 T=128 I=16 H=64 float32 (char model) — NVIDIA H200
+#                    version   rel_err status  ms_p50  ms_p20  ms_p80    GB/s  TFLOP/s  frac_of_floor  x_vs_tritonlab step
+#                      naive 1.135e-05     ok     106     106     106 0.02551 0.003167      6.186e-05              0.05248
+#                  reference 1.129e-05     ok   16.36   15.71   17.55  0.1653  0.02051      0.0004007               0.3399
+#                      torch         0     ok  0.2337  0.2029  0.2739   11.57    1.436        0.02804                23.79
+#           graph: reference 1.129e-05     ok   2.433   2.429   2.436   1.111   0.1379       0.002694                2.286
+#             tritonlab step 1.135e-05     ok   5.561   5.466   5.639  0.4862  0.06034       0.001179                    1
+#      graph: tritonlab step 1.135e-05     ok   2.713   2.712   2.714  0.9965   0.1237       0.002416                 2.05
+#      triton v1: persistent 1.135e-05     ok   2.538   2.538   2.539   1.065   0.1322       0.002582                2.191
+# triton v2: W_hh, h on chip 1.135e-05     ok   2.226   2.225   2.227   1.215   0.1508       0.002945                2.498
+#       tritonlab persistent 1.135e-05     ok   2.697   2.696   2.698   1.002   0.1244        0.00243                2.062
+#  tritonlab persistent-grid 1.135e-05     ok   2.552   2.447    2.63   1.059   0.1315       0.002568                2.179
+# ```
 
 # %% [markdown]
 # ## Exercises
