@@ -89,23 +89,25 @@ def ladder(title: str, versions: dict[str, Version], expected: Expected, cost: C
     the fraction of the device's floor each version reaches; `baseline` names the
     version speed-ups are relative to (default: the first one timed).
     """
-    rows, ok = [], {}
+    rows, ok, dtype = [], {}, None
     for name, fn in versions.items():
         row = {"version": name}
         if isinstance(fn, str):
             row["status"] = fn if fn.startswith("skipped") else f"skipped: {fn}"
         else:
             try:
-                row["rel_err"], good = error(fn(), expected)
+                out = fn()
+                row["rel_err"], good = error(out, expected)
                 row["status"] = "ok" if good else "wrong"
                 if good:
                     ok[name] = fn
+                    dtype = dtype or _first(out).dtype  # the ceilings' dtype: what the versions compute in
             except Exception as e:  # kept on record: a broken version never hides the others
                 row["status"] = f"failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:120]}"
         rows.append(row)
     df = pd.DataFrame(rows)
     if timing_enabled() and ok:
-        _time(df, ok, expected, cost)
+        _time(df, ok, dtype, cost)
         base = baseline if baseline in ok else next(iter(ok))
         df[f"x_vs_{base}"] = df.loc[df["version"] == base, "ms_p50"].iloc[0] / df["ms_p50"]
     if show:
@@ -113,9 +115,8 @@ def ladder(title: str, versions: dict[str, Version], expected: Expected, cost: C
     return df
 
 
-def _time(df: pd.DataFrame, ok: dict, expected: Expected, cost: Cost | None) -> None:
+def _time(df: pd.DataFrame, ok: dict, dtype: torch.dtype, cost: Cost | None) -> None:
     dev = device()
-    dtype = (expected if isinstance(expected, torch.Tensor) else torch.empty(0)).dtype
     for name, fn in ok.items():
         p50, p20, p80 = time_fn(fn, dev)
         i = df.index[df["version"] == name][0]
