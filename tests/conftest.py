@@ -10,6 +10,7 @@ if not torch.cuda.is_available():
 
 import tritonlab  # noqa: E402
 from tritonlab.backend import triton_available  # noqa: E402
+from tritonlab.data import default_genome_path, load_sequence  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -18,6 +19,15 @@ def _fresh_state():
     torch.manual_seed(0)
     with tritonlab.use_backend("auto"):
         yield
+
+
+@pytest.fixture(scope="module")
+def dna(tmp_path_factory):
+    """A 6,000-base FASTA cut from the chloroplast genome (real structure, fast to train on)."""
+    path = tmp_path_factory.mktemp("data") / "slice.fasta"
+    seq = load_sequence(default_genome_path())[:6000]
+    path.write_text(">slice\n" + "\n".join(seq[i:i + 70] for i in range(0, len(seq), 70)) + "\n")
+    return path
 
 
 @pytest.fixture

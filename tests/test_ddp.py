@@ -17,7 +17,6 @@ import pytest
 import torch
 
 from tritonlab.cli import main
-from tritonlab.data import default_genome_path, load_sequence
 from tritonlab.train import TrainConfig, load_checkpoint, load_model, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,14 +38,6 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
-
-
-@pytest.fixture(scope="module")
-def dna(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "slice.fasta"
-    seq = load_sequence(default_genome_path())[:6000]
-    path.write_text(">slice\n" + "\n".join(seq[i:i + 70] for i in range(0, len(seq), 70)) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -134,7 +134,7 @@ def assert_same_training(start: dict, ref: nn.Module, lab: nn.Module, ref_losses
 
 
 @pytest.fixture(scope="module")
-def dna():
+def genome_ids():
     """(train, val) ids of the chloroplast genome."""
     return split(Vocab.dna().encode(load_sequence(default_genome_path())), 0.1)
 
@@ -160,7 +160,7 @@ def no_tf32():
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_swapped_model_trains_exactly_like_torch_nn_in_float64(dna, kind):
+def test_swapped_model_trains_exactly_like_torch_nn_in_float64(genome_ids, kind):
     """Dropout p=0 in every exact check: tritonlab's Dropout draws one seed from
     torch's generator and derives its mask from it, torch.nn.Dropout draws a Bernoulli
     per element, so with p>0 the two never share a mask and per-step losses differ by
@@ -169,12 +169,12 @@ def test_swapped_model_trains_exactly_like_torch_nn_in_float64(dna, kind):
     lab = swapped_copy(ref, "reference")
     start = copy.deepcopy(ref.state_dict())
     batch, seq = SIZES[kind]
-    assert_same_training(start, ref, lab, train(ref, dna[0], batch, seq), train(lab, dna[0], batch, seq), *FLOAT64)
+    assert_same_training(start, ref, lab, train(ref, genome_ids[0], batch, seq), train(lab, genome_ids[0], batch, seq), *FLOAT64)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_swapped_model_trains_like_torch_nn_in_float32(dna, kind):
-    check_float32_training(kind, dna[0], "reference", *SIZES[kind])
+def test_swapped_model_trains_like_torch_nn_in_float32(genome_ids, kind):
+    check_float32_training(kind, genome_ids[0], "reference", *SIZES[kind])
 
 
 def eval_loss(model: nn.Module, x, y) -> float:
@@ -186,7 +186,7 @@ def eval_loss(model: nn.Module, x, y) -> float:
 
 
 @pytest.mark.parametrize("kind", ["lstm", "cnn"])
-def test_with_dropout_both_train_alike(dna, kind):
+def test_with_dropout_both_train_alike(genome_ids, kind):
     """Dropout p=0.3 (LSTM: between its layers and before the head; CNN: in the MLP).
     The masks differ by design (see the float64 test), so the runs are compared as
     training runs, not step by step: on a fixed validation batch, in eval mode (no
@@ -195,10 +195,10 @@ def test_with_dropout_both_train_alike(dna, kind):
     final gaps <= 0.004."""
     ref = build(kind, p=0.3)
     lab = swapped_copy(ref, "reference")
-    x, y = get_batch(dna[1], 256, SIZES[kind][1], generator=torch.Generator().manual_seed(1))
+    x, y = get_batch(genome_ids[1], 256, SIZES[kind][1], generator=torch.Generator().manual_seed(1))
     before = eval_loss(ref, x, y), eval_loss(lab, x, y)
     assert before[1] == pytest.approx(before[0], rel=1e-6)
-    ref_losses, lab_losses = train(ref, dna[0], *SIZES[kind]), train(lab, dna[0], *SIZES[kind])
+    ref_losses, lab_losses = train(ref, genome_ids[0], *SIZES[kind]), train(lab, genome_ids[0], *SIZES[kind])
     assert not torch.equal(ref_losses, lab_losses)  # the masks did differ
     after = eval_loss(ref, x, y), eval_loss(lab, x, y)
     assert before[0] - after[0] > 0.015 and before[1] - after[1] > 0.015, (before, after)
@@ -206,18 +206,18 @@ def test_with_dropout_both_train_alike(dna, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_triton_tier_trains_like_torch_nn(dna, kind, triton_device, no_tf32):
+def test_triton_tier_trains_like_torch_nn(genome_ids, kind, triton_device, no_tf32):
     """The triton tier under the interpreter (CPU) or on CUDA, at tiny sizes and 3 steps
     to keep the interpreter fast; the float32 tolerances of the reference tier hold."""
     sizes = {"embed": 4, "channels": 4, "window": 12} if kind == "cnn" else {"embed": 4, "hidden": 8}
-    ids = dna[0][:5000].to(triton_device)
+    ids = genome_ids[0][:5000].to(triton_device)
     check_float32_training(kind, ids, "triton", batch=4, seq=12, steps=3, **sizes)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("kind", KINDS)
-def test_gpu_triton_tier_trains_like_torch_nn(dna, kind, no_tf32):
+def test_gpu_triton_tier_trains_like_torch_nn(genome_ids, kind, no_tf32):
     """Real sizes on CUDA, float32 with TF32 off: cuDNN/cuBLAS against the triton tier,
     20 steps, within GPU_FLOAT32 (not yet run on a GPU)."""
     sizes = {"embed": 16, "channels": 64, "window": 256} if kind == "cnn" else {"embed": 32, "hidden": 256}
-    check_float32_training(kind, dna[0].to("cuda"), "triton", batch=64, seq=256, tol=GPU_FLOAT32, **sizes)
+    check_float32_training(kind, genome_ids[0].to("cuda"), "triton", batch=64, seq=256, tol=GPU_FLOAT32, **sizes)

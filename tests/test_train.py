@@ -6,18 +6,7 @@ import pytest
 import torch
 
 from tritonlab.cli import main
-from tritonlab.data import default_genome_path, load_sequence
 from tritonlab.train import TrainConfig, load_checkpoint, load_model, sample, save_checkpoint, train
-
-
-
-@pytest.fixture(scope="module")
-def dna(tmp_path_factory):
-    """A 6,000-base FASTA cut from the chloroplast genome (real structure, fast to train on)."""
-    path = tmp_path_factory.mktemp("data") / "slice.fasta"
-    seq = load_sequence(default_genome_path())[:6000]
-    path.write_text(">slice\n" + "\n".join(seq[i:i + 70] for i in range(0, len(seq), 70)) + "\n")
-    return path
 
 
 def cfg(dna, out, model="lstm", sizes=None, **kw):

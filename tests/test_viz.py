@@ -6,22 +6,12 @@ import torch
 from torch import nn
 
 from tritonlab.cli import main
-from tritonlab.data import default_genome_path, load_sequence
 from tritonlab.train import TrainConfig, load_checkpoint, load_model, train
 from tritonlab.viz import _conv_outputs, _loss_figure, rnn_gates, visualize
 
 PICTURES = {"lstm": ["losses.png", "hidden.png", "gates_l1.png", "gates_l2.png"],
             "gru": ["losses.png", "hidden.png", "gates_l1.png", "gates_l2.png"],
             "cnn": ["losses.png", "features.png"]}
-
-
-@pytest.fixture(scope="module")
-def dna(tmp_path_factory):
-    """A 6,000-base FASTA cut from the chloroplast genome."""
-    path = tmp_path_factory.mktemp("data") / "slice.fasta"
-    seq = load_sequence(default_genome_path())[:6000]
-    path.write_text(">slice\n" + "\n".join(seq[i:i + 70] for i in range(0, len(seq), 70)) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
