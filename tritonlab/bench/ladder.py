@@ -29,7 +29,7 @@ import torch
 from ..backend import interpreter_enabled
 from . import ceilings as ceil
 from .ops import Cost
-from .runner import TOLERANCE, device_name
+from .runner import TOLERANCE, _first, device_name
 from .timing import time_fn
 
 __all__ = ["device", "pick", "ladder", "exercise", "Cost"]
@@ -51,10 +51,6 @@ def pick(cpu, gpu):
 
 def timing_enabled() -> bool:
     return torch.cuda.is_available() and not interpreter_enabled()
-
-
-def _first(out) -> torch.Tensor:
-    return out if isinstance(out, torch.Tensor) else _first(out[0])
 
 
 def error(out, expected: Expected) -> tuple[float, bool]:
