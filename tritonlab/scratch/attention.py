@@ -1,0 +1,111 @@
+"""Scaled dot-product attention from scratch, two tiers:
+
+    out = dropout(softmax(q kᵀ · scale + mask)) v
+
+q (B, Hq, L, E), k (B, Hkv, S, E), v (B, Hkv, S, Ev), Hq a multiple of Hkv (grouped-query:
+query head h reads kv head h // (Hq // Hkv)); mask None or an additive float tensor
+(B, Hq, L, S), -inf where a key is masked out (stride 0 allowed); is_causal masks key j > i
+for query i (torch's top-left alignment). A row whose keys are all masked out gives 0,
+not NaN, as torch's CPU path does. Dropout acts on the probabilities, kept ones scaled by
+1 / (1 - p), the mask drawn from a seed (torch's generator) as scratch/dropout.py does,
+so both tiers draw the same mask under the same torch.manual_seed.
+
+Napkin math (E = Ev): two matmuls of 2·L·S·E FLOPs each per (batch, head), so
+4·B·Hq·L·S·E FLOPs forward (twice that again backward); the softmax adds ~5·B·Hq·L·S.
+Both tiers materialise the L·S scores: B·Hq·L·S elements per intermediate (scores,
+exp, probabilities, dropout), each written and read again, and kept for backward.
+At B=8, H=16, L=S=4096, E=128 in fp16 that is 1.1 TFLOP (~1.1 ms at an H100's
+~990 dense fp16 TFLOP/s) against 4.3 GB per materialised L·S tensor (~1.3 ms each at
+3.35 TB/s): memory-bound, several times over. A flash kernel (the triton tier) streams
+K/V tiles through on-chip memory and moves only q, k, v, out (4·B·H·L·E·2 bytes = 268 MB,
+~0.08 ms): compute-bound, which is the point of writing it.
+"""
+from __future__ import annotations
+
+import torch
+
+from .dropout import draw_seed, keep_mask
+
+
+def _safe_softmax(s: torch.Tensor) -> torch.Tensor:
+    """exp(s - max) / sum along the last dim; a row of only -inf gives zeros (and zero
+    gradients): its max is taken as 0 and its sum of 0 divides as 1. The max is a
+    constant of the softmax (it cancels), so it is detached rather than differentiated."""
+    m = s.detach().amax(dim=-1, keepdim=True)
+    e = torch.exp(s - torch.where(torch.isfinite(m), m, torch.zeros_like(m)))
+    total = e.sum(dim=-1, keepdim=True)
+    return e / torch.where(total > 0, total, torch.ones_like(total))
+
+
+def _dropout_keep(shape, dropout_p: float, device) -> torch.Tensor | None:
+    """The keep-mask for the probabilities (True = kept), one seed from torch's generator."""
+    if dropout_p == 0:
+        return None
+    return keep_mask(draw_seed(), shape, dropout_p, device)
+
+
+# ---- naive: one Python iteration per (batch, head, query) row ----------------------
+
+def attention_naive(q, k, v, mask, dropout_p: float, is_causal: bool, scale: float) -> torch.Tensor:
+    """For each query row: its scores against every key, the softmax from max/exp/sum,
+    dropout, and the probability-weighted sum of the values. Autograd differentiates it."""
+    B, Hq, L, _ = q.shape
+    S, group = k.shape[2], Hq // k.shape[1]
+    keep = _dropout_keep((B, Hq, L, S), dropout_p, q.device)
+    keys = torch.arange(S, device=q.device)
+    rows = []
+    for b in range(B):
+        for h in range(Hq):
+            kv = h // group                               # the kv head this query head reads
+            for i in range(L):
+                s = (k[b, kv] @ q[b, h, i]) * scale       # (S,) one dot product per key
+                if mask is not None:
+                    s = s + mask[b, h, i]
+                if is_causal:                             # query i sees keys 0..i
+                    s = torch.where(keys <= i, s, torch.full_like(s, float("-inf")))
+                m = s.detach().max()
+                if torch.isinf(m):                        # every key masked out: output 0
+                    p = torch.zeros_like(s)
+                else:
+                    e = torch.exp(s - m)
+                    p = e / e.sum()
+                if keep is not None:
+                    p = p * keep[b, h, i] / (1 - dropout_p)
+                rows.append(p @ v[b, kv])                 # (Ev,) weighted sum of values
+    out = torch.stack(rows) if rows else q.new_zeros(0, v.shape[-1])
+    return out.reshape(B, Hq, L, v.shape[-1])
+
+
+# ---- reference: vectorized, the scores materialised --------------------------------
+
+def _grouped(q: torch.Tensor, hkv: int) -> torch.Tensor:
+    """(B, Hq, L, X) as (B, Hkv, Hq/Hkv, L, X): query heads grouped under their kv head
+    (a view when the strides allow), so k and v broadcast over the group uncopied."""
+    B, Hq = q.shape[:2]
+    return q.reshape(B, hkv, Hq // hkv, *q.shape[2:])
+
+
+def attention_weights(q, k, mask, dropout_p: float, is_causal: bool, scale: float) -> torch.Tensor:
+    """The attention probabilities (B, Hq, L, S) after dropout: what multiplies v.
+    MultiheadAttention's need_weights=True returns these (they must be materialised)."""
+    B, Hq, L, _ = q.shape
+    hkv, S = k.shape[1], k.shape[2]
+    s = (_grouped(q, hkv) @ k.unsqueeze(2).transpose(-2, -1)) * scale   # (B, Hkv, G, L, S)
+    s = s.reshape(B, Hq, L, S)
+    if mask is not None:
+        s = s + mask
+    if is_causal:
+        allowed = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()
+        s = s.masked_fill(~allowed, float("-inf"))
+    p = _safe_softmax(s)
+    keep = _dropout_keep(p.shape, dropout_p, p.device)
+    return p if keep is None else p * keep / (1 - dropout_p)
+
+
+def attention_reference(q, k, v, mask, dropout_p: float, is_causal: bool, scale: float) -> torch.Tensor:
+    """All rows at once: the (B, Hq, L, S) probabilities, then one batched matmul with v."""
+    B, Hq, L, _ = q.shape
+    hkv = k.shape[1]
+    p = attention_weights(q, k, mask, dropout_p, is_causal, scale)
+    out = _grouped(p, hkv) @ v.unsqueeze(2)                               # (B, Hkv, G, L, Ev)
+    return out.reshape(B, Hq, L, v.shape[-1])
