@@ -9,13 +9,16 @@ GEMM-shaped ops: two more GEMMs of the same size).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 import tritonlab
+from ..layers._base import LabLayer
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,96 @@ def _softmax_dropout():
     return nn.Sequential(nn.Softmax(-1), nn.Dropout(0.1))
 
 
+def _attention_cost(p, mode, es):
+    """FLOPs as FlashAttention-2 counts them (Dao 2023, section 4.1): the forward's two
+    matmuls, QK^T and PV, 4·B·H·L·S·E, halved for causal (about half the scores are
+    computed); the backward has five matmuls (it recomputes QK^T), 2.5× the forward.
+    Bytes: the forward reads q, k, v and writes o once; the backward reads q, k, v, o and
+    dO and writes dq, dk, dv (the softmax statistics, B·H·L floats, left out)."""
+    q = p["b"] * p["h"] * p["l"] * p["e"]          # q and o, each (and dO, dq)
+    kv = p["b"] * p["hkv"] * p["l"] * p["e"]       # k and v, each (and dk, dv)
+    flops = 4 * p["b"] * p["h"] * p["l"] ** 2 * p["e"] // (2 if p["causal"] else 1)
+    fwd = Cost((2 * q + 2 * kv) * es, flops)
+    return fwd if mode == "fwd" else Cost(fwd.bytes + (4 * q + 4 * kv) * es, 3.5 * flops)
+
+
+class _LabSDPA(LabLayer, nn.Module):
+    """tritonlab's scaled_dot_product_attention as a module, so providers.build pins its tier."""
+
+    def __init__(self, causal: bool, gqa: bool):
+        super().__init__()
+        self.causal, self.gqa = causal, gqa
+        self._set_backend(None)
+
+    def forward(self, q, k, v):
+        return tritonlab.scaled_dot_product_attention(q, k, v, is_causal=self.causal, enable_gqa=self.gqa,
+                                            backend=self.backend)
+
+
+class _TorchSDPA(nn.Module):
+    """torch's F.scaled_dot_product_attention. On CUDA held to the flash backend (the
+    FlashAttention-2 kernel the triton tier is measured against); where that backend
+    refuses the case (it takes fp16/bf16 only), torch's own choice runs instead and
+    `fallback` (also warned, once) says why. The first CUDA call decides, so the timed
+    calls pay no more than the sdpa_kernel context."""
+
+    def __init__(self, causal: bool, gqa: bool):
+        super().__init__()
+        self.causal, self.gqa = causal, gqa
+        self.fallback: str | None = None
+        self._flash: bool | None = None  # None: not tried yet
+
+    def _sdpa(self, q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, enable_gqa=self.gqa)
+
+    def forward(self, q, k, v):
+        if q.device.type != "cuda" or self._flash is False:
+            return self._sdpa(q, k, v)
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        if self._flash:
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                return self._sdpa(q, k, v)
+        with warnings.catch_warnings(record=True) as why:  # torch warns its reasons, then raises
+            warnings.simplefilter("always")
+            try:
+                with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                    out = self._sdpa(q, k, v)
+                self._flash = True
+                return out
+            except RuntimeError as e:
+                reasons = "; ".join(str(w.message).strip() for w in why) or str(e).strip()
+        self._flash = False
+        self.fallback = f"flash backend refused {q.dtype} {tuple(q.shape)}: {reasons}; torch's default backend ran"
+        warnings.warn(self.fallback, stacklevel=2)
+        return self._sdpa(q, k, v)
+
+
+def _attention_case(b, h, l, e, causal, hkv=None, quick=False, device="cpu", full=False):
+    p = {"b": b, "h": h, "hkv": hkv or h, "l": l, "e": e, "causal": causal}
+    label = f"B{b} H{h}{f'/{hkv}kv' if hkv else ''} L{l} E{e}{' causal' if causal else ''}"
+    return Case(label, _attention_cost(p, "fwd", 1).flops, p, quick, device, full)
+
+
+# CPU: seconds on two cores, the first small enough for the naive tier's loop over
+# queries. GPU (the issue's range: batch 4-16, heads 8-32, head dim 64/128, sequence
+# 512-16K): the default run takes head dim 128 at 4K, causal and not, and one head dim 64
+# case; --full the rest, 16K included (the reference tier's L×L scores run out of memory
+# there: recorded as skipped)
+ATTENTION_CASES = [_attention_case(1, 2, 64, 16, False, quick=True), _attention_case(2, 4, 256, 32, True),
+                   _attention_case(2, 4, 256, 32, False)] + [
+    _attention_case(*c, device="cuda", quick=i == 1, full=i > 2, **kw) for i, (c, kw) in enumerate([
+        ((8, 16, 1024, 64, False), {}), ((4, 16, 4096, 128, True), {}), ((4, 16, 4096, 128, False), {}),
+        ((16, 32, 512, 64, False), {}), ((16, 8, 2048, 64, True), {}), ((8, 32, 2048, 128, False), {}),
+        ((4, 16, 8192, 128, True), {}), ((4, 16, 8192, 128, False), {}),
+        ((4, 16, 16384, 128, True), {}), ((4, 16, 16384, 128, False), {}),
+        ((4, 32, 4096, 128, True), {"hkv": 8})])]
+
+
+def _attention_inputs(p):
+    q = torch.randn(p["b"], p["h"], p["l"], p["e"])
+    return q, torch.randn(p["b"], p["hkv"], p["l"], p["e"]), torch.randn(p["b"], p["hkv"], p["l"], p["e"])
+
+
 OPS: dict[str, Op] = {op.name: op for op in [
     _elementwise("relu", tritonlab.ReLU, nn.ReLU, ELEMENTWISE),
     _elementwise("sigmoid", tritonlab.Sigmoid, nn.Sigmoid, ELEMENTWISE),
@@ -224,4 +317,7 @@ OPS: dict[str, Op] = {op.name: op for op in [
        scratch_bytes=_im2col_bytes),
     _rnn("gru", tritonlab.GRU, nn.GRU, 3, RNN_CASES),
     _rnn("lstm", tritonlab.LSTM, nn.LSTM, 4, RNN_CASES),
+    Op("attention", ATTENTION_CASES,
+       lambda p: _LabSDPA(p["causal"], p["hkv"] != p["h"]), lambda p: _TorchSDPA(p["causal"], p["hkv"] != p["h"]),
+       _attention_inputs, _attention_cost, lambda p: p["b"] * p["h"] * p["l"], size_unit="FLOPs"),
 ]}
