@@ -257,3 +257,38 @@ def test_inductor_on_gpu_matches_eager(name):
     torch.testing.assert_close(got_out, want_out, rtol=1e-5, atol=1e-5)
     for n in want_grads:
         torch.testing.assert_close(got_grads[n], want_grads[n], rtol=1e-4, atol=1e-5, msg=n)
+
+
+@pytest.mark.parametrize("name", ["activation", "softmax_dropout", "linear"])
+def test_eager_call_skips_the_dispatcher_and_equals_the_registered_op(name, opcheck_cases):
+    """A LabOp called eagerly runs its body through a plain autograd.Function (no
+    dispatcher: ~15 us per call, ~100 us per forward+backward saved); the registered op
+    computes the same outputs and the same gradients."""
+    from tritonlab.layers import functions
+    lab_op = {"activation": functions.activations.activation_op,
+              "softmax_dropout": functions.softmax.softmax_dropout_op,
+              "linear": functions.linear.linear_op}[name]
+    for args in opcheck_cases[name]:
+        results = []
+        for call in (lab_op, lab_op.op):
+            leaves = [a.detach().clone().requires_grad_() if isinstance(a, torch.Tensor) and a.requires_grad
+                      else a for a in args]
+            out = call(*leaves)
+            first = out[0] if isinstance(out, tuple) else out
+            (first * torch.linspace(-1, 1, first.numel()).view(first.shape)).sum().backward()
+            results.append((first.grad_fn, first.detach(),
+                            [a.grad for a in leaves if isinstance(a, torch.Tensor) and a.requires_grad]))
+        (eager_fn, eager_out, eager_grads), (op_fn, op_out, op_grads) = results
+        assert type(eager_fn).__name__ == f"{name}_functionBackward"
+        assert "tritonlab" in type(op_fn).__name__ and type(op_fn) is not type(eager_fn)
+        torch.testing.assert_close(eager_out, op_out)
+        for g_eager, g_op in zip(eager_grads, op_grads, strict=True):
+            torch.testing.assert_close(g_eager, g_op)
+
+
+def test_eager_call_refuses_a_second_derivative(triton_device):
+    from tritonlab.layers.functions.activations import activation_op
+    x = torch.randn(3, 4, device=triton_device, requires_grad=True)
+    y = activation_op(x, "tanh")
+    with pytest.raises(RuntimeError, match="cannot be differentiated again"):
+        torch.autograd.grad(y.sum(), x, create_graph=True)

@@ -50,7 +50,7 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, dy):
     (y,) = ctx.saved_tensors
-    return torch.ops.tritonlab.activation_backward(y, dy, ctx.activation), None
+    return activation_backward_op(y, dy, ctx.activation), None
 
 
 register_backward(activation_op, _backward, _setup)

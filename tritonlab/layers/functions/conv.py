@@ -194,7 +194,7 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, dy):
     x, weight, y = ctx.saved_tensors
-    dx, dw, db = torch.ops.tritonlab.conv2d_backward(dy, x, weight, y, *ctx.geometry, needs(ctx, 0, 1, 2))
+    dx, dw, db = conv2d_backward_op(dy, x, weight, y, *ctx.geometry, needs(ctx, 0, 1, 2))
     return dx, dw, db, None, None, None, None, None, None
 
 

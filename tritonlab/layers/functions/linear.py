@@ -73,7 +73,7 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, dy):
     x, weight, y = ctx.saved_tensors
-    dx, dw, db = torch.ops.tritonlab.linear_backward(dy, x, weight, y, ctx.activation, needs(ctx, 0, 1, 2))
+    dx, dw, db = linear_backward_op(dy, x, weight, y, ctx.activation, needs(ctx, 0, 1, 2))
     return dx, dw, db, None
 
 

@@ -111,7 +111,7 @@ def _lstm_setup(ctx, inputs, output):
 def _lstm_backward(ctx, d_out, d_hn, d_cn, *_):
     x, w_ih, w_hh, *saved = ctx.saved_tensors
     need = ctx.needs_input_grad
-    dx, d_h0, d_c0, dw_ih, dw_hh, db = torch.ops.tritonlab.lstm_backward(
+    dx, d_h0, d_c0, dw_ih, dw_hh, db = lstm_backward_op(
         d_out, d_hn, d_cn, x, w_ih, w_hh, *saved, *ctx.config,
         [need[0], need[3], need[4], ctx.has_bias and (need[5] or need[6])])
     return dx, d_h0, d_c0, dw_ih, dw_hh, db, db, None, None, None
@@ -177,7 +177,7 @@ def _gru_setup(ctx, inputs, output):
 def _gru_backward(ctx, d_out, d_hn, *_):
     x, w_ih, w_hh, *saved = ctx.saved_tensors
     need = ctx.needs_input_grad
-    dx, d_h0, dw_ih, dw_hh, db_ih, db_hh = torch.ops.tritonlab.gru_backward(
+    dx, d_h0, dw_ih, dw_hh, db_ih, db_hh = gru_backward_op(
         d_out, d_hn, x, w_ih, w_hh, *saved, *ctx.config,
         [need[0], need[2], need[3], ctx.has_bias and need[4], ctx.has_bias and need[5]])
     return dx, d_h0, dw_ih, dw_hh, db_ih, db_hh, None, None, None

@@ -54,7 +54,7 @@ def _softmax_setup(ctx, inputs, output):
 
 def _softmax_backward(ctx, dout):
     (y,) = ctx.saved_tensors
-    return torch.ops.tritonlab.softmax_backward(y, dout, ctx.dim), None
+    return softmax_backward_op(y, dout, ctx.dim), None
 
 
 # ---- softmax + dropout -------------------------------------------------------------
@@ -77,7 +77,7 @@ def _softmax_dropout_setup(ctx, inputs, output):
 
 def _softmax_dropout_backward(ctx, dout, _dlse):
     x, lse = ctx.saved_tensors
-    return torch.ops.tritonlab.softmax_dropout_backward(x, lse, dout, ctx.dim, ctx.p, ctx.seed), None, None, None
+    return softmax_dropout_backward_op(x, lse, dout, ctx.dim, ctx.p, ctx.seed), None, None, None
 
 
 # ---- dropout alone: the same kernels with the softmax compiled out, rows along the last dim
@@ -101,7 +101,7 @@ def _dropout_setup(ctx, inputs, output):
 
 
 def _dropout_backward(ctx, dout):
-    return torch.ops.tritonlab.dropout_backward(dout, ctx.p, ctx.seed), None, None
+    return dropout_backward_op(dout, ctx.p, ctx.seed), None, None
 
 
 for _op in (softmax_op, softmax_backward_op, dropout_op, dropout_backward_op):
