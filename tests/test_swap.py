@@ -318,3 +318,140 @@ def test_gpu_swapped_model_matches_torch(dtype):
     tol = 2e-2 if dtype == torch.float16 else 5e-2
     torch.testing.assert_close(model(x), expected, atol=tol, rtol=tol)
     torch.testing.assert_close(rnn(seq)[0], expected_seq, atol=tol, rtol=tol)
+
+
+MHA_OPTIONS = [{}, {"batch_first": True, "dropout": 0.1, "bias": False}, {"kdim": 5, "vdim": 3},
+               {"add_bias_kv": True, "add_zero_attn": True}]
+
+
+def _mha_state(mha):
+    """Everything nn.MultiheadAttention's constructor options set."""
+    names = ("embed_dim", "num_heads", "dropout", "batch_first", "kdim", "vdim", "head_dim", "_qkv_same_embed_dim",
+             "add_zero_attn")
+    return {n: getattr(mha, n) for n in names} | {
+        "params": {n: p for n, p in mha.named_parameters()}, "bias_k": mha.bias_k, "in_proj_bias": mha.in_proj_bias}
+
+
+@pytest.mark.parametrize("options", MHA_OPTIONS, ids=lambda o: ",".join(o) or "defaults")
+def test_multihead_attention_keeps_its_weights_and_options(options):
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(8, 2, **options).eval()
+    n, l, s = 3, 4, 6
+    shape = (lambda t: (n, t)) if options.get("batch_first") else (lambda t: (t, n))
+    q = torch.randn(*shape(l), 8)
+    k, v = torch.randn(*shape(s), options.get("kdim", 8)), torch.randn(*shape(s), options.get("vdim", 8))
+    pad = torch.zeros(n, s, dtype=torch.bool)
+    pad[1, 4:] = True
+    causal = torch.ones(l, s, dtype=torch.bool).triu(1)  # True: masked out, torch's convention here
+    calls = [dict(), dict(key_padding_mask=pad, attn_mask=causal, need_weights=False)]
+    expected = [mha(q, k, v, **kw) for kw in calls]
+    state = _mha_state(mha)
+    report = tritonlab.swap(mha, backend="reference")
+    assert type(mha) is tritonlab.MultiheadAttention and report.changed == [""]
+    assert "need_weights=False runs the tier's attention" in report[""].reason
+    assert report["out_proj"].action == "left" and "never calls it" in report["out_proj"].reason
+    after = _mha_state(mha)
+    assert all(after["params"][n] is p for n, p in state.pop("params").items())
+    assert after.pop("bias_k") is state.pop("bias_k") and after.pop("in_proj_bias") is state.pop("in_proj_bias")
+    assert {k: after[k] for k in state} == state
+    for kw, (out, weights) in zip(calls, expected):
+        got, got_weights = mha(q, k, v, **kw)
+        torch.testing.assert_close(got, out, atol=1e-5, rtol=1e-5)
+        if weights is None:
+            assert got_weights is None
+        else:
+            torch.testing.assert_close(got_weights, weights, atol=1e-6, rtol=1e-5)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 4, batch_first=True)
+
+    def forward(self, x):
+        return self.attn(x, x, x, need_weights=False)[0]
+
+
+def test_multihead_attention_gradients_after_swap():
+    torch.manual_seed(0)
+    model, x = SelfAttention(), torch.randn(2, 5, 8)
+    before = _fwd_bwd(model, x)
+    assert tritonlab.swap(model, backend="reference").changed == ["attn"]
+    after = _fwd_bwd(model, x)
+    for a, b in zip(after[:2], before[:2]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert before[2].keys() == after[2].keys() == {"attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight",
+                                                   "attn.out_proj.bias"}
+    for n in before[2]:
+        torch.testing.assert_close(after[2][n], before[2][n], atol=1e-5, rtol=1e-5, msg=n)
+
+
+def test_multihead_attention_float64_left_on_triton():
+    report = tritonlab.swap(nn.MultiheadAttention(4, 2, dtype=torch.float64), backend="triton")
+    assert report.changed == [] and "float64" in report[""].reason
+
+
+def test_encoder_fast_path_is_off_while_swapped_and_back_after_unswap(monkeypatch):
+    """torch's fused encoder layer would run instead of the swapped layers in eval mode
+    without autograd; the swap turns it (and the encoder's nested tensors) off."""
+    from tritonlab.layers import attention
+    torch.manual_seed(0)
+    enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 2).eval()
+    x = torch.randn(3, 5, 8)
+    pad = torch.zeros(3, 5, dtype=torch.bool)
+    pad[0, 3:] = True
+    fused, lab = [], []
+    real_fused, real_lab = torch._transformer_encoder_layer_fwd, attention._ATTENTION["reference"]
+    monkeypatch.setattr(torch, "_transformer_encoder_layer_fwd", lambda *a: fused.append(1) or real_fused(*a))
+    monkeypatch.setitem(attention._ATTENTION, "reference", lambda *a: lab.append(1) or real_lab(*a))
+
+    def run():
+        fused.clear(), lab.clear()
+        with torch.no_grad():
+            return enc(x), enc(x, src_key_padding_mask=pad)
+
+    plain, padded = run()
+    assert len(fused) == 4 and not lab  # the fast path is real here
+    report = tritonlab.swap(enc, backend="reference")
+    assert "fast path off" in report["layers.0"].reason and "fast path off" in report["layers.1"].reason
+    assert "use_nested_tensor off" in report[""].reason and not enc.use_nested_tensor
+    swapped_plain, swapped_padded = run()
+    assert not fused and len(lab) == 4
+    torch.testing.assert_close(swapped_plain, plain, atol=1e-5, rtol=1e-5)
+    # torch's nested path leaves padded positions 0; the rows that are not padding agree
+    torch.testing.assert_close(swapped_padded[~pad], padded[~pad], atol=1e-5, rtol=1e-5)
+    assert "layers.0" not in tritonlab.swap(enc).left  # a second swap adds no second hook
+    assert [len(layer._forward_pre_hooks) for layer in enc.layers] == [1, 1]
+    report = tritonlab.unswap(enc)
+    assert [report[n].reason for n in ("", "layers.0", "layers.1")] == ["torch's fast path back on"] * 3
+    assert enc.use_nested_tensor and not any(m._forward_pre_hooks for m in enc.modules())
+    run()
+    assert len(fused) == 4 and not lab
+
+
+def test_decoder_layer_calls_its_swapped_attention():
+    torch.manual_seed(0)
+    dec = nn.TransformerDecoderLayer(8, 2, 16, batch_first=True).eval()
+    tgt, memory = torch.randn(2, 4, 8), torch.randn(2, 6, 8)
+    mask = nn.Transformer.generate_square_subsequent_mask(4)
+    with torch.no_grad():
+        expected = dec(tgt, memory, tgt_mask=mask, tgt_is_causal=True)
+    report = tritonlab.swap(dec, backend="reference")
+    assert {"self_attn", "multihead_attn"} <= set(report.changed) and "fast path" not in str(report)
+    with torch.no_grad():
+        torch.testing.assert_close(dec(tgt, memory, tgt_mask=mask, tgt_is_causal=True), expected, atol=1e-5,
+                                   rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gpu_swapped_multihead_attention_on_the_triton_tier(dtype):
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(256, 4, batch_first=True).to("cuda", dtype)
+    x = torch.randn(4, 300, 256, device="cuda", dtype=dtype)
+    mask = nn.Transformer.generate_square_subsequent_mask(300, device="cuda", dtype=dtype)
+    expected = mha(x, x, x, attn_mask=mask, is_causal=True, need_weights=False)[0]
+    assert tritonlab.swap(mha, backend="triton").changed == [""]
+    got = mha(x, x, x, attn_mask=mask, is_causal=True, need_weights=False)[0]
+    tol = 2e-2 if dtype == torch.float16 else 5e-2
+    torch.testing.assert_close(got, expected, atol=tol, rtol=tol)

@@ -1,9 +1,10 @@
 """Swap tritonlab's layers into any model in place, and back.
 
 `swap(model)` turns every torch.nn Conv2d, Linear, ReLU, Sigmoid, Tanh, Softmax,
-Dropout, Flatten, GRU and LSTM found anywhere in `model` (the root included) into
-tritonlab's layer of the same name; `unswap(model)` turns them back. Both return a
-`SwapReport`: one entry per module they looked at, with what they did and why.
+Dropout, Flatten, GRU, LSTM and MultiheadAttention found anywhere in `model` (the
+root included) into tritonlab's layer of the same name; `unswap(model)` turns them
+back. Both return a `SwapReport`: one entry per module they looked at, with what they
+did and why.
 
 How: each tritonlab layer subclasses its torch.nn class and adds only `forward` and a
 `backend` (plus `algo` for Conv2d/GRU/LSTM), so a swap re-classes the module object
@@ -16,6 +17,16 @@ root module is swapped in place too.
 Only exact torch.nn classes are swapped: a subclass may override `forward`, which a
 swap would silently drop, so subclasses (and parametrized modules, which torch
 re-classes) are left alone with that reason.
+
+nn.TransformerEncoderLayer has an inference fast path (eval mode, no autograd, even
+heads, ...): one fused op, torch._transformer_encoder_layer_fwd, fed the layer's
+weights, so it would bypass every swapped layer inside. torch skips that path for a
+layer with forward hooks (so that hooks run, pytorch#128413), so a swap gives each
+encoder layer holding a swapped layer a no-op forward pre-hook, and turns off
+nn.TransformerEncoder's nested-tensor conversion (`use_nested_tensor`, its
+constructor's enable_nested_tensor) above it, which would hand the layers nested
+tensors; both are reported, and unswap undoes them. (nn.TransformerDecoderLayer has
+no such path: it calls its attention modules.)
 """
 from __future__ import annotations
 
@@ -24,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 from torch.nn.utils import parametrize
 
 from . import layers as lab
@@ -32,15 +44,18 @@ from .backend import check_backend
 # torch.nn class -> tritonlab layer (the layers that subclass it one-to-one)
 LAB_OF = {nn.Conv2d: lab.Conv2d, nn.Linear: lab.Linear, nn.ReLU: lab.ReLU, nn.Sigmoid: lab.Sigmoid,
           nn.Tanh: lab.Tanh, nn.Softmax: lab.Softmax, nn.Dropout: lab.Dropout, nn.Flatten: lab.Flatten,
-          nn.GRU: lab.GRU, nn.LSTM: lab.LSTM}
+          nn.GRU: lab.GRU, nn.LSTM: lab.LSTM, nn.MultiheadAttention: lab.MultiheadAttention}
 TORCH_OF = {v: k for k, v in LAB_OF.items()}
 # the state a tritonlab layer holds beyond its torch.nn class, at its constructor's defaults
 _EXTRA = {lab.Conv2d: {"algo": "implicit"}, lab.GRU: {"_algo": "auto"}, lab.LSTM: {"_algo": "auto"}}
 # layers whose triton tier takes no float64 (`auto` runs them on the reference tier)
-_NO_TRITON_FLOAT64 = (nn.Linear, nn.Conv2d, nn.GRU, nn.LSTM)
+_NO_TRITON_FLOAT64 = (nn.Linear, nn.Conv2d, nn.GRU, nn.LSTM, nn.MultiheadAttention)
 # lab layers with no torch.nn class to go back to
 _LAB_ONLY = (lab.LinearActivation, lab.SoftmaxDropout)
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+# what a swap sets on torch's transformer modules to keep their fast paths off, undone by unswap
+_NO_FASTPATH_HOOK = "_tritonlab_fastpath_hook"
+_NESTED_WAS = "_tritonlab_use_nested_tensor"
 
 
 @dataclass(frozen=True)
@@ -129,6 +144,7 @@ def swap(model: nn.Module, backend: str | None = "auto", include=None, exclude=N
         for attr, value in _EXTRA.get(lab_cls, {}).items():
             setattr(module, attr, value)
         report.append(SwapEntry(name, torch_cls, "swapped", _note(module, backend)))
+    _fastpaths_off(model, report)
     return report
 
 
@@ -140,6 +156,8 @@ def unswap(model: nn.Module) -> SwapReport:
     _check_model(model, "unswap")
     report = SwapReport()
     for name, module in model.named_modules():
+        if _fastpaths_on(module):
+            report.append(SwapEntry(name, type(module), "left", "torch's fast path back on"))
         cls = type(module)
         if cls in TORCH_OF:
             module.__class__ = TORCH_OF[cls]
@@ -151,6 +169,39 @@ def unswap(model: nn.Module) -> SwapReport:
         elif isinstance(module, tuple(TORCH_OF)):
             report.append(SwapEntry(name, cls, "left", f"subclass of tritonlab.{_lab_base(cls).__name__}"))
     return report
+
+
+def _fastpaths_off(model: nn.Module, report: SwapReport) -> None:
+    """Keep torch's encoder fast paths from bypassing the swapped layers (module docstring)."""
+    for name, module in model.named_modules():
+        if not isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerEncoder)):
+            continue
+        holds_lab = any(type(m) in TORCH_OF for m in module.modules())
+        if isinstance(module, nn.TransformerEncoderLayer) and holds_lab and _NO_FASTPATH_HOOK not in vars(module):
+            module.__dict__[_NO_FASTPATH_HOOK] = module.register_forward_pre_hook(_no_op)
+            report.append(SwapEntry(name, type(module), "left", (
+                "fast path off (a no-op forward pre-hook): torch._transformer_encoder_layer_fwd would bypass "
+                "the swapped layers in eval mode without autograd")))
+        elif isinstance(module, nn.TransformerEncoder) and holds_lab and getattr(module, "use_nested_tensor", False):
+            module.__dict__[_NESTED_WAS] = True
+            module.use_nested_tensor = False
+            report.append(SwapEntry(name, type(module), "left", (
+                "use_nested_tensor off: its nested-tensor fast path would hand the swapped layers nested tensors")))
+
+
+def _no_op(module, args) -> None:
+    """A forward pre-hook that changes nothing: its presence turns the fast path off."""
+
+
+def _fastpaths_on(module: nn.Module) -> bool:
+    """Undo _fastpaths_off on one module; whether there was anything to undo."""
+    hook = module.__dict__.pop(_NO_FASTPATH_HOOK, None)
+    if hook is not None:
+        hook.remove()
+    nested = module.__dict__.pop(_NESTED_WAS, False)
+    if nested:
+        module.use_nested_tensor = True
+    return hook is not None or nested
 
 
 def _check_model(model, what: str) -> None:
@@ -174,6 +225,8 @@ def _why_unsupported(module: nn.Module, backend: str | None) -> str:
     cls = type(module)
     if cls in TORCH_OF or isinstance(module, _LAB_ONLY):
         return "already a tritonlab layer (no-op)"
+    if cls is NonDynamicallyQuantizableLinear:
+        return "MultiheadAttention's out_proj: the attention reads its weights and never calls it"
     if cls not in LAB_OF:
         if parametrize.is_parametrized(module):
             return "parametrized (torch.nn.utils.parametrize re-classes it; its forward is torch's wrapper)"
@@ -204,10 +257,17 @@ def _dtype(module: nn.Module) -> torch.dtype:
 
 
 def _note(module: nn.Module, backend: str | None) -> str:
-    """What a swapped module does differently from the rest under auto (None: the
-    global choice may be auto)."""
-    if backend not in ("auto", None):
-        return ""
+    """What a swapped module does differently from the rest: under auto (None: the global
+    choice may be auto) what runs on the reference tier; for attention, which path runs
+    the tier's kernel."""
+    notes = [_auto_note(module)] if backend in ("auto", None) else []
+    if isinstance(module, lab.MultiheadAttention):
+        notes.append("need_weights=True (torch's default) computes the weights from scratch; "
+                     "need_weights=False runs the tier's attention")
+    return "; ".join(n for n in notes if n)
+
+
+def _auto_note(module: nn.Module) -> str:
     if isinstance(module, lab.Flatten):
         return "no Triton kernel (a view): runs on the reference tier"
     if isinstance(module, lab.LSTM) and module.proj_size:
