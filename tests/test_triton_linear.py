@@ -139,7 +139,7 @@ from torch import nn  # noqa: E402
 from tritonlab.layers.functions.linear import linear_triton  # noqa: E402
 from tritonlab.scratch.linear import linear_reference  # noqa: E402
 from sm90 import compile_for_sm90
-from parity import assert_matches_torch  # noqa: E402
+from parity import assert_close_to_scale, assert_matches_torch  # noqa: E402
 
 LAYER_TOL = {torch.float32: 1e-5, torch.float16: 1e-2}
 # (leading dims, in_features, out_features)
@@ -165,10 +165,14 @@ def _run(fn, x, weight, bias, dy):
     return [out.detach()] + [t.grad if t is not None else None for t in leaves]
 
 
-def _compare(got, want, tol):
+def _compare(got, want, tol, to_scale=False):
     for name, a, b in zip(("out", "dx", "dweight", "dbias"), got, want):
         assert (a is None) == (b is None), name
-        if b is not None:
+        if b is None:
+            continue
+        if to_scale:
+            assert_close_to_scale(a, b, tol, msg=lambda m: f"{name}: {m}")
+        else:
             torch.testing.assert_close(a, b, atol=tol, rtol=tol, msg=lambda m: f"{name}: {m}")
 
 
@@ -476,7 +480,7 @@ def test_gpu_layer_matches_torch(lead, fin, fout, dtype):
     ref = nn.Linear(fin, fout, device="cuda", dtype=dtype)
     x = torch.randn(*lead, fin, device="cuda", dtype=dtype)
     tol = _gpu_tol(dtype)
-    assert_matches_torch(lab, ref, x, tier="triton", atol=tol, rtol=tol)
+    assert_matches_torch(lab, ref, x, tier="triton", atol=tol, rtol=tol, to_scale=True)
 
 
 @pytest.mark.gpu
@@ -498,7 +502,7 @@ def test_gpu_fused_activation_matches_torch(activation, dtype):
         assert flips.sum() <= 1e-5 * flips.numel()
         same = ~flips.any(-1)
         got[1], want[1] = got[1][same], want[1][same]
-    _compare(got, want, GPU_TOL[dtype])
+    _compare(got, want, GPU_TOL[dtype], to_scale=True)  # dW, db: sums over 4096 rows
 
 
 # ---------------------------------------------------------------- LinearActivation
