@@ -5,4 +5,4 @@ Each file imports its kernels from `tritonlab.kernels` (and so imports triton); 
 layers reach this package through `_dispatch.lazy` on the triton tier's first use, so
 `import tritonlab` stays triton-free, and importing it registers every tritonlab:: op.
 """
-from . import activations, conv, linear, rnn, softmax  # noqa: F401
+from . import activations, attention, conv, linear, rnn, softmax  # noqa: F401
