@@ -148,6 +148,7 @@ def _opcheck_cases(device: str) -> dict[str, list[tuple]]:
     """Arguments for every tritonlab:: op, small shapes; forward ops get inputs that
     require grad (so opcheck checks their autograd too)."""
     from tritonlab.kernels.rnn import PERSISTENT
+    from tritonlab.layers.functions.attention import attention_op
     from tritonlab.layers.functions.rnn import gru_op, lstm_op
 
     def t(*shape, grad=False, **kw):
@@ -164,9 +165,13 @@ def _opcheck_cases(device: str) -> dict[str, list[tuple]]:
                  t(16, 4, grad=True), t(16, grad=True), t(16, grad=True), *rnn)
     gru_args = (t(4, 3, grad=True), t(2, 4, grad=True), t(12, 3, grad=True), t(12, 4, grad=True),
                 t(12, grad=True), t(12, grad=True), *rnn)
+    qkv = (t(2, 2, 5, 16), t(2, 1, 9, 16), t(2, 1, 9, 24))  # grouped-query heads, Ev != E
+    key_padding = torch.zeros(2, 1, 1, 9, device=device).index_fill_(3, torch.tensor([6, 8], device=device),
+                                                                      float("-inf")).expand(2, 2, 5, 9)
     with torch.no_grad():
         lstm_saved = lstm_op(*lstm_args)[3:]
         gru_saved = gru_op(*gru_args)[2:]
+        attention_saved = attention_op(*qkv, None, 0.0, True, 0.25, None)
     return {
         "activation": [(t(3, 5, grad=True), "tanh"), (t(4, 6, grad=True).t(), "relu")],
         "activation_backward": [(y, t(3, 5), "sigmoid")],
@@ -192,6 +197,9 @@ def _opcheck_cases(device: str) -> dict[str, list[tuple]]:
         "gru_backward": [(t(4, 4), t(2, 4), gru_args[0].detach(), gru_args[2].detach(), gru_args[3].detach(),
                           *gru_saved, *rnn, [True, True, True, True, True])],
         "keep_mask": [(seed, [3, 5], 0.3, torch.device(device))],
+        "attention": [(*(x.clone().requires_grad_() for x in qkv), None, 0.0, True, 0.25, None),
+                      (*(x.clone().requires_grad_() for x in qkv), key_padding, 0.3, False, 0.25, seed)],
+        "attention_backward": [(t(2, 2, 5, 24), *qkv, None, *attention_saved, 0.0, True, 0.25, None)],
     }
 
 
@@ -212,7 +220,8 @@ def test_every_tritonlab_op_has_an_opcheck_case(opcheck_cases):
 
 OPS = ["activation", "activation_backward", "softmax", "softmax_backward", "softmax_dropout",
        "softmax_dropout_backward", "dropout", "dropout_backward", "linear", "linear_backward", "conv2d",
-       "conv2d_backward", "lstm", "lstm_backward", "gru", "gru_backward", "keep_mask"]
+       "conv2d_backward", "lstm", "lstm_backward", "gru", "gru_backward", "keep_mask", "attention",
+       "attention_backward"]
 
 
 @pytest.mark.parametrize("name", OPS)
