@@ -323,9 +323,11 @@ def lstm_on_chip(x, w_ih, w_hh, b_ih, b_hh, BLOCK_B=16):
 # direction, saved activations for the backward, fp32 cell state, a Triton GEMM for the
 # projection); its h rides in a ping-pong pair of (B, H) buffers rather than our (T+1, B, H)
 # — with packed sequences the output rows of a step do not hold every sequence's state.
-# It re-reads W_hh each step, as v1 does, with BLOCK_H = 64 on a GPU. `"auto"` picks it
-# when H ≤ 256 (`PERSISTENT_MAX_H` in `tritonlab/layers/functions/rnn.py`) and `"step"`
-# above — a choice made from the napkin math above, not yet from a measurement.
+# It re-reads W_hh each step, as v1 does, with BLOCK_H = 64 on a GPU. Under the
+# interpreter `"auto"` picks it when H ≤ 256 (`PERSISTENT_MAX_H` in
+# `tritonlab/layers/functions/rnn.py`) and `"step"` above. On a GPU the measurement
+# overruled the napkin math: at B = 8, H = 256 one program walking all of H took 146 ms
+# for the LSTM forward where `"step"` took 20.9 (H200), so there `"auto"` never picks it.
 #
 # `"persistent-grid"` splits the hidden units over programs as `"step"` does — so W_hh's
 # bytes and the FLOPs spread over many SMs again — and keeps each program's slice of
@@ -381,9 +383,10 @@ def lstm_on_chip(x, w_ih, w_hh, b_ih, b_hh, BLOCK_B=16):
 # participant and never waits — the code path runs and is tested, the waiting is not. For
 # larger H it raises a ValueError that says to use `"step"` or `"persistent"` (our CPU
 # ladders skip it there). DESIGN.md states the rule: a kernel whose programs wait on each
-# other needs a sequential variant under the interpreter. And `algo="auto"` does not pick
-# `"persistent-grid"` yet: it has run on a GPU once (the H200 run at the end of this
-# lesson), not enough to make it a default.
+# other needs a sequential variant under the interpreter. On a GPU `algo="auto"` picks
+# `"persistent-grid"` where its programs fit at once and H ≤ 256 — the sizes where it was
+# measured fastest of the three (the H200 run at the end of this lesson, and the
+# benchmark's B = 8, H = 256 case) — and `"step"` elsewhere.
 
 # %%
 @triton.jit

@@ -469,6 +469,12 @@ def _grid_block_h(B: int, H: int, device: torch.device) -> int | None:
     return None
 
 
+def persistent_grid_fits(B: int, H: int, device: torch.device) -> bool:
+    """Whether the persistent-grid mode can launch B rows of H units on `device` with
+    every program co-resident (see _grid_block_h)."""
+    return _grid_block_h(B, H, device) is not None
+
+
 def _blocks(B: int, H: int, mode: int, device: torch.device, dtype: torch.dtype,
             w_tiles: int, contraction: int) -> tuple[int, int, int, bool]:
     """(BLOCK_B, BLOCK_H, BLOCK_K, W_RESIDENT) for a kernel whose product contracts over

@@ -20,9 +20,14 @@ kernels.rnn):
 - "persistent-grid": one launch for the whole sequence, the hidden units split over
   programs that meet at a grid barrier after each step (GPU only; B and H must leave at
   most one program per SM);
-- "auto": persistent when H <= PERSISTENT_MAX_H, else step. It does not pick
-  persistent-grid: that kernel has not yet run on a GPU (no device in the session that
-  wrote it); add it here once `pytest -m gpu tests/test_triton_rnn.py` passes.
+- "auto": H <= PERSISTENT_MAX_H (the sizes measured so far) takes persistent-grid on a
+  GPU where its programs fit at once and persistent under the interpreter; step
+  otherwise. Measured on an H200
+  (reports/h200-2026-11-28, float32): LSTM B8 T512 H256 forward persistent-grid 20.1 ms,
+  step 20.9, persistent 146 (fwd+bwd 28.2 / 40.3 / 189); GRU 14.9 / 16.2 / 111 (23.1 /
+  38.0 / 144); the char model's LSTM B64 T128 H64 forward 2.55 / 5.56 / 2.70
+  (tutorials.txt, lesson 08). One program walking all of H loses to the spread read
+  as soon as H is a few hundred units.
 """
 from __future__ import annotations
 
@@ -38,17 +43,25 @@ from ...scratch._autograd import custom_op, register_backward
 VARIANTS = ("auto", "step", "persistent", "persistent-grid")
 _MODES = {"step": kernels.STEP, "persistent": kernels.PERSISTENT, "persistent-grid": kernels.PERSISTENT_GRID}
 variant = "auto"  # the default of every call that passes variant=None
-# One SM streams all of W_hh (4H² elements) each step in the persistent variant: past a
-# few hundred hidden units the step variant, which spreads that read over many SMs, wins.
+# auto's one-launch variants up to here; above it, step. Measured at H = 64 and 256 only
+# (above); at larger H a persistent-grid program re-reads its W_hh slice each step.
 PERSISTENT_MAX_H = 256
 
 
-def _mode(choice: str | None, hidden: int) -> int:
-    """The kernels' mode for a variant name (None: the module's `variant`)."""
+def _check_variant(choice: str | None) -> str:
     choice = variant if choice is None else choice
     if choice not in VARIANTS:
         raise ValueError(f"RNN triton variant must be one of {VARIANTS}, got {choice!r}")
-    if choice == "auto":
+    return choice
+
+
+def _mode(choice: str | None, batch: int, hidden: int, device: torch.device) -> int:
+    """The kernels' mode for a variant name (None: the module's `variant`) at this size."""
+    choice = _check_variant(choice)
+    if choice == "auto" and device.type == "cuda":
+        grid = hidden <= PERSISTENT_MAX_H and kernels.persistent_grid_fits(batch, hidden, device)
+        choice = "persistent-grid" if grid else "step"
+    elif choice == "auto":
         choice = "persistent" if hidden <= PERSISTENT_MAX_H else "step"
     return _MODES[choice]
 
@@ -189,14 +202,16 @@ register_backward(gru_op, _gru_backward, _gru_setup)
 # The driver's cell: no projection before the loop (the Function does it, so the input
 # projection and its backward GEMMs belong to the same node), one Function per direction.
 
-def _lstm_run(x, state, w, sizes, reverse, mode):
+def _lstm_run(x, state, w, sizes, reverse, choice):
     w_ih, w_hh, b_ih, b_hh, _ = w
+    mode = _mode(choice, state[0].shape[0], w_hh.shape[1], x.device)
     out, h, c, *_ = lstm_op(x, *state, w_ih, w_hh, b_ih, b_hh, sizes, reverse, mode)
     return out, (h, c)
 
 
-def _gru_run(x, state, w, sizes, reverse, mode):
+def _gru_run(x, state, w, sizes, reverse, choice):
     w_ih, w_hh, b_ih, b_hh, _ = w
+    mode = _mode(choice, state[0].shape[0], w_hh.shape[1], x.device)
     out, h, *_ = gru_op(x, state[0], w_ih, w_hh, b_ih, b_hh, sizes, reverse, mode)
     return out, (h,)
 
@@ -210,8 +225,7 @@ def _cell(run, x, weights, choice, name: str) -> Cell:
                         "no bfloat16; use float16/float32 or a CUDA tensor")
     if weights[0][4] is not None:
         raise NotImplementedError(f"{name} with proj_size has no Triton kernel; use backend='reference'")
-    hidden = weights[0][1].shape[1]
-    return Cell(lambda rows, w: rows, partial(run, mode=_mode(choice, hidden)),
+    return Cell(lambda rows, w: rows, partial(run, choice=_check_variant(choice)),
                 lambda w: (w[1].shape[1],) * (2 if name == "LSTM" else 1))
 
 
