@@ -154,6 +154,36 @@ def test_gradcheck(tier, dtype):
     assert torch.autograd.gradcheck(f, (q, k, v, mask), **loose)
 
 
+def test_second_derivatives():
+    """The naive tier is autograd all the way (gradgradcheck passes); the reference
+    tier's hand-written backward refuses create_graph=True with an error saying so."""
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 1, 3, 4, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    assert torch.autograd.gradgradcheck(
+        lambda q, k, v: tritonlab.scaled_dot_product_attention(q, k, v, is_causal=True, backend="naive"), (q, k, v))
+    out = tritonlab.scaled_dot_product_attention(q, k, v, backend="reference")
+    with pytest.raises(RuntimeError, match="cannot be differentiated again.*backend='naive'"):
+        torch.autograd.grad(out.sum(), q, create_graph=True)
+
+
+def test_compiles_without_graph_breaks():
+    """The functional and MultiheadAttention's fast path trace whole (fullgraph) and give
+    eager's result, dropout mask included."""
+    mha = tritonlab.MultiheadAttention(8, 2, dropout=0.3, batch_first=True)
+    causal = nn.Transformer.generate_square_subsequent_mask(5)
+
+    def f(x, q):
+        out = mha(x, x, x, attn_mask=causal, is_causal=True, need_weights=False)[0]
+        return out.sum() + tritonlab.scaled_dot_product_attention(q, q, q, dropout_p=0.2, enable_gqa=True).sum()
+
+    x, q = torch.randn(2, 5, 8), torch.randn(2, 3, 4, 8)
+    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+    torch.manual_seed(0)
+    expected = f(x, q)
+    torch.manual_seed(0)
+    torch.testing.assert_close(compiled(x, q), expected)
+
+
 # ---- dropout -------------------------------------------------------------------------
 
 def _probs_through(tier, p, B=2, H=4, L=16, S=64):
@@ -463,9 +493,8 @@ class TestTritonTier:
         x = torch.randn(6, 2, 16, device=triton_device)
         lab = tritonlab.MultiheadAttention(16, 2, device=triton_device)
         ref = nn.MultiheadAttention(16, 2, device=triton_device)
-        assert_matches_torch(Attend(lab, True, need_weights=need_weights, key_padding_mask=_kpm(2, 6).to(triton_device)),
-                             Attend(ref, True, need_weights=need_weights, key_padding_mask=_kpm(2, 6).to(triton_device)),
-                             x, tier="triton", **self.TOL)
+        kwargs = dict(need_weights=need_weights, key_padding_mask=_kpm(2, 6).to(triton_device))
+        assert_matches_torch(Attend(lab, True, **kwargs), Attend(ref, True, **kwargs), x, tier="triton", **self.TOL)
 
 
 # ---- GPU: real sizes, 16-bit ---------------------------------------------------------

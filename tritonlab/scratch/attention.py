@@ -19,11 +19,18 @@ At B=8, H=16, L=S=4096, E=128 in fp16 that is 1.1 TFLOP (~1.1 ms at an H100's
 3.35 TB/s): memory-bound, several times over. A flash kernel (the triton tier) streams
 K/V tiles through on-chip memory and moves only q, k, v, out (4·B·H·L·E·2 bytes = 268 MB,
 ~0.08 ms): compute-bound, which is the point of writing it.
+
+The reference tier's backward is written out (_Attention): it keeps one L·S tensor (the
+probabilities) where autograd through the same ops kept several. On the project's
+2-core CPU (B=4, H=8, L=S=512, E=64, float32, shared with other jobs) that took the
+forward from 86 to 34 ms and forward+backward from 215 to 94 ms (torch's SDPA: 18 and
+57 ms).
 """
 from __future__ import annotations
 
 import torch
 
+from ._autograd import first_order_only
 from .dropout import draw_seed, keep_mask
 
 
@@ -42,6 +49,11 @@ def _dropout_keep(shape, dropout_p: float, device) -> torch.Tensor | None:
     if dropout_p == 0:
         return None
     return keep_mask(draw_seed(), shape, dropout_p, device)
+
+
+def _scaled_keep(seed, p: torch.Tensor, dropout_p: float) -> torch.Tensor:
+    """keep / (1 - dropout_p) in p's dtype, regenerated from the seed."""
+    return keep_mask(seed, p.shape, dropout_p, p.device).to(p.dtype) / (1 - dropout_p)
 
 
 # ---- naive: one Python iteration per (batch, head, query) row ----------------------
@@ -102,10 +114,64 @@ def attention_weights(q, k, mask, dropout_p: float, is_causal: bool, scale: floa
     return p if keep is None else p * keep / (1 - dropout_p)
 
 
-def attention_reference(q, k, v, mask, dropout_p: float, is_causal: bool, scale: float) -> torch.Tensor:
-    """All rows at once: the (B, Hq, L, S) probabilities, then one batched matmul with v."""
+def _probabilities(q, k, mask, is_causal: bool, scale: float) -> torch.Tensor:
+    """softmax(q kᵀ · scale + mask) (B, Hq, L, S) in one buffer, updated in place (no
+    graph: _Attention's forward); rows with every key masked out are 0."""
     B, Hq, L, _ = q.shape
-    hkv = k.shape[1]
-    p = attention_weights(q, k, mask, dropout_p, is_causal, scale)
-    out = _grouped(p, hkv) @ v.unsqueeze(2)                               # (B, Hkv, G, L, Ev)
-    return out.reshape(B, Hq, L, v.shape[-1])
+    hkv, S = k.shape[1], k.shape[2]
+    s = (_grouped(q * scale, hkv) @ k.unsqueeze(2).transpose(-2, -1)).reshape(B, Hq, L, S)
+    if mask is not None:
+        s += mask
+    if is_causal:
+        s.masked_fill_(~torch.ones(L, S, dtype=torch.bool, device=q.device).tril(), float("-inf"))
+    m = s.amax(dim=-1, keepdim=True)
+    s -= m.masked_fill_(~torch.isfinite(m), 0)
+    s.exp_()
+    total = s.sum(dim=-1, keepdim=True)
+    return s.div_(total.masked_fill_(total == 0, 1))
+
+
+class _Attention(torch.autograd.Function):
+    """Forward keeps the probabilities P, the output O and the dropout seed (not the
+    mask: backward regenerates it). With D = P ⊙ keep / (1 - p), O = D v:
+    dv = Dᵀ dO; dP = (dO vᵀ) ⊙ keep / (1 - p); dS = P ⊙ (dP - rowsum(dO ⊙ O)) (the
+    softmax backward: rowsum(dP ⊙ P) equals rowsum(dO ⊙ O)); dq = dS k · scale;
+    dk = dSᵀ q · scale, summed over the query heads sharing a kv head; dmask = dS."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, dropout_p, is_causal, scale, seed):
+        B, Hq, L, _ = q.shape
+        hkv = k.shape[1]
+        p = _probabilities(q, k, mask, is_causal, scale)
+        d = p if seed is None else p * _scaled_keep(seed, p, dropout_p)
+        out = (_grouped(d, hkv) @ v.unsqueeze(2)).reshape(B, Hq, L, v.shape[-1])
+        ctx.save_for_backward(q, k, v, p, out, seed)
+        ctx.dropout_p, ctx.scale = dropout_p, scale
+        return out
+
+    @staticmethod
+    @first_order_only
+    def backward(ctx, dout):
+        q, k, v, p, out, seed = ctx.saved_tensors
+        hkv, shape = k.shape[1], p.shape
+        keep = None if seed is None else _scaled_keep(seed, p, ctx.dropout_p)
+        d = p if keep is None else p * keep
+        dout_g = _grouped(dout, hkv)
+        dv = (_grouped(d, hkv).transpose(-2, -1) @ dout_g).sum(2)
+        ds = (dout_g @ v.unsqueeze(2).transpose(-2, -1)).reshape(shape)
+        if keep is not None:
+            ds *= keep
+        ds -= (dout * out).sum(dim=-1, keepdim=True)
+        ds *= p
+        ds_g = _grouped(ds, hkv)
+        dq = (ds_g @ k.unsqueeze(2)).reshape(q.shape) * ctx.scale
+        dk = (ds_g.transpose(-2, -1) @ _grouped(q, hkv)).sum(2) * ctx.scale
+        return dq, dk, dv, ds if ctx.needs_input_grad[3] else None, None, None, None, None
+
+
+def attention_reference(q, k, v, mask, dropout_p: float, is_causal: bool, scale: float) -> torch.Tensor:
+    """All rows at once: the (B, Hq, L, S) probabilities in one buffer, then one batched
+    matmul with v; the backward written out (_Attention)."""
+    seed = draw_seed() if dropout_p > 0 else None
+    return _Attention.apply(q, k, v, mask, dropout_p, is_causal, scale, seed)
+
