@@ -71,7 +71,7 @@ _ACC_REGS = 256            # accumulator registers per thread past which a confi
 @triton.jit
 def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, mask_base, rows, offs_m, lo, hi,
                seed_ptr, L, S, E, Ev, skn, ske, svn, sve, smn, qk_scale, p_drop, drop_scale,
-               DIAG: tl.constexpr, HAS_MASK: tl.constexpr, DROPOUT: tl.constexpr,
+               DIAG: tl.constexpr, HAS_MASK: tl.constexpr, DROPOUT: tl.constexpr, EVEN_N: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr,
                BLOCK_EV: tl.constexpr, PRECISION: tl.constexpr):
     """The online softmax over key tiles [lo, hi): returns the updated (acc, l, m), with
@@ -88,7 +88,7 @@ def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, mask_base, rows, offs_m, lo, hi
             am = tl.load(mask_base + offs_n[None, :] * smn, mask=(offs_m[:, None] < L) & n_ok[None, :],
                          other=float("-inf"))
             qk += am.to(acc.dtype) * 1.4426950408889634
-        else:
+        elif not EVEN_N:  # keys past S (k loaded as 0) must not count; with a mask its load does it
             qk = tl.where(n_ok[None, :], qk, float("-inf"))
         if DIAG:
             qk = tl.where(offs_n[None, :] <= offs_m[:, None], qk, float("-inf"))
@@ -115,12 +115,13 @@ def _fwd_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, lse_ptr, seed_ptr,
                 IS_CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr, DROPOUT: tl.constexpr,
                 PRECISION: tl.constexpr, ACC: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr,
-                BLOCK_EV: tl.constexpr):
+                BLOCK_EV: tl.constexpr, EVEN_N: tl.constexpr):
     """o, lse for BLOCK_M queries of one (batch, query head). Pointers: q, k, v, mask as
     the module docstring (strides s<tensor><b|h|m/n|e>); o (B, Hq, L, Ev) and lse (B·Hq, L)
     contiguous; seed (1,) int64. qk_scale = scale·log2(e). L_BUCKET, S_BUCKET feed only
     the autotune key. BLOCK_M is a multiple of BLOCK_N (the causal split needs it);
-    BLOCK_E, BLOCK_EV: E, Ev padded to a power of two >= 16.
+    BLOCK_E, BLOCK_EV: E, Ev padded to a power of two >= 16; EVEN_N: S % BLOCK_N == 0
+    (no ragged key tile, so no per-score bounds select).
     Grid (cdiv(L, BLOCK_M), B·Hq). Cost: 4·BLOCK_M·S·E FLOPs (half under causal)."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
@@ -144,16 +145,16 @@ def _fwd_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, lse_ptr, seed_ptr,
     if IS_CAUSAL:  # keys before m0 are seen by every row of the tile; past m0 + BLOCK_M by none
         acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, mask_base, rows, offs_m,
                                    0, tl.minimum(m0, S), seed_ptr, L, S, E, Ev, skn, ske, svn, sve, smn,
-                                   qk_scale, p_drop, drop_scale, False, HAS_MASK, DROPOUT,
+                                   qk_scale, p_drop, drop_scale, False, HAS_MASK, DROPOUT, EVEN_N,
                                    BLOCK_M, BLOCK_N, BLOCK_E, BLOCK_EV, PRECISION)
         acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, mask_base, rows, offs_m,
                                    m0, tl.minimum(m0 + BLOCK_M, S), seed_ptr, L, S, E, Ev, skn, ske, svn,
-                                   sve, smn, qk_scale, p_drop, drop_scale, True, HAS_MASK, DROPOUT,
+                                   sve, smn, qk_scale, p_drop, drop_scale, True, HAS_MASK, DROPOUT, EVEN_N,
                                    BLOCK_M, BLOCK_N, BLOCK_E, BLOCK_EV, PRECISION)
     else:
         acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, mask_base, rows, offs_m,
                                    0, S, seed_ptr, L, S, E, Ev, skn, ske, svn, sve, smn,
-                                   qk_scale, p_drop, drop_scale, False, HAS_MASK, DROPOUT,
+                                   qk_scale, p_drop, drop_scale, False, HAS_MASK, DROPOUT, EVEN_N,
                                    BLOCK_M, BLOCK_N, BLOCK_E, BLOCK_EV, PRECISION)
     empty = l_i == 0.0  # every key masked out: out 0, lse +inf (see the module docstring)
     acc = acc / tl.where(empty, 1.0, l_i)[:, None]
@@ -418,7 +419,9 @@ def _tuned(kernel, configs, kind):
     return triton.autotune(configs=configs, key=_KEY, prune_configs_by={"early_config_prune": _pruner(kind)})(kernel)
 
 
-_fwd_tuned = _tuned(_fwd_kernel, _FWD_CONFIGS, "fwd")
+# EVEN_N depends on the BLOCK_N the autotuner picks, so the heuristic sits inside it
+_fwd_fixed = triton.heuristics({"EVEN_N": lambda a: a["S"] % a["BLOCK_N"] == 0})(_fwd_kernel)
+_fwd_tuned = _tuned(_fwd_fixed, _FWD_CONFIGS, "fwd")
 _dkdv_tuned = _tuned(_dkdv_kernel, _DKDV_CONFIGS, "dkdv")
 _dq_tuned = _tuned(_dq_kernel, _DQ_CONFIGS, "dq")
 
@@ -488,7 +491,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
         return out, lse
     args = (q, k, v, mask_t, out, lse, seed_t, qk_scale, p, drop_scale, Hq, L, S, E, Ev, Hq // Hkv,
             _bucket(L), _bucket(S), *q.stride(), *k.stride(), *v.stride(), *ms)
-    _launch(_fwd_kernel, _fwd_tuned, "fwd", L, B * Hq, args, _meta(q, mask, p, is_causal, E, Ev))
+    _launch(_fwd_fixed, _fwd_tuned, "fwd", L, B * Hq, args, _meta(q, mask, p, is_causal, E, Ev))
     return out, lse
 
 
