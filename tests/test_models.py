@@ -9,7 +9,7 @@ from tritonlab.models import MODEL_KINDS, CharCNN, build_model
 @pytest.mark.parametrize("kind", MODEL_KINDS)
 def test_logits_shape_per_kind(kind):
     torch.manual_seed(0)
-    model = build_model(kind, vocab_size=5, embed=3, layers=2, backend="reference")
+    model = build_model(kind, vocab_size=5, embed=4, layers=2, backend="reference")
     x = torch.randint(5, (3, 7))
     assert model(x).shape == (3, 7, 5)
     assert model.kind == kind
@@ -28,7 +28,7 @@ def test_rebuild_from_config_loads_weights(kind):
 @pytest.mark.parametrize("kind", MODEL_KINDS)
 def test_made_of_lab_layers_with_the_backend(kind):
     model = build_model(kind, vocab_size=4, backend="naive")
-    lab = [m for m in model.modules() if isinstance(m, (tl.LSTM, tl.GRU, tl.Conv2d, tl.Linear))]
+    lab = [m for m in model.modules() if isinstance(m, (tl.LSTM, tl.GRU, tl.Conv2d, tl.Linear, tl.MultiheadAttention))]
     assert lab and all(m.backend == "naive" for m in lab)
 
 
@@ -67,7 +67,7 @@ def test_rnn_state_carries_over_chunks():
 
 def test_bad_inputs():
     with pytest.raises(ValueError, match="model kind must be one of"):
-        build_model("transformer", vocab_size=4)
+        build_model("mamba", vocab_size=4)
     model = build_model("lstm", vocab_size=4)
     with pytest.raises(ValueError, match=r"\(batch, seq\) int64 .* got torch.float32"):
         model(torch.randn(2, 5))
@@ -78,7 +78,7 @@ def test_bad_inputs():
 @pytest.mark.parametrize("kind", MODEL_KINDS)
 def test_triton_tier_matches_reference(kind, triton_device):
     torch.manual_seed(0)
-    ref = build_model(kind, vocab_size=4, embed=3, layers=1, backend="reference", **(
+    ref = build_model(kind, vocab_size=4, embed=4, layers=1, backend="reference", **(
         {"channels": 5} if kind == "cnn" else {"hidden": 6})).eval()  # dropout off
     tri = build_model(ref.kind, backend="triton", **ref.config).eval()
     tri.load_state_dict(ref.state_dict())

@@ -94,14 +94,20 @@ def _bench(args) -> int:
     return 0
 
 
+# the model options that only some kinds take
+_APPLIES = {"hidden": ("lstm", "gru", "transformer"), "channels": ("cnn",), "heads": ("transformer",),
+            "positions": ("transformer",)}
+
+
 def _train(args) -> int:
     from .train import TrainConfig, train
 
     sizes = {k: v for k, v in (("embed", args.embed), ("hidden", args.hidden), ("channels", args.channels),
-                               ("layers", args.layers), ("dropout", args.dropout)) if v is not None}
-    if args.model == "cnn" and "hidden" in sizes or args.model != "cnn" and "channels" in sizes:
-        print(f"--{'hidden' if args.model == 'cnn' else 'channels'} does not apply to --model {args.model}",
-              file=sys.stderr)
+                               ("layers", args.layers), ("dropout", args.dropout), ("heads", args.heads),
+                               ("positions", args.positions)) if v is not None}
+    wrong = [k for k in sizes if args.model not in _APPLIES.get(k, (args.model,))]
+    if wrong:
+        print(f"--{wrong[0]} does not apply to --model {args.model}", file=sys.stderr)
         return 2
     cfg = TrainConfig(model=args.model, data=args.data, steps=args.steps, batch=args.batch, seq=args.seq,
                       lr=args.lr, eval_every=args.eval_every, alphabet=args.alphabet, unknown=args.unknown,
@@ -154,14 +160,15 @@ def _add_model_parsers(sub) -> None:
     from .backend import BACKENDS
     from .models import MODEL_KINDS
 
-    t = sub.add_parser("train", help="train a char-level LSTM/GRU/CNN on a FASTA or text file",
+    t = sub.add_parser("train", help="train a char-level LSTM/GRU/CNN/transformer on a FASTA or text file",
                        description="Train a char-level model (AdamW, gradient clipping), report validation "
                                    "bits per base and keep an atomically written checkpoint in --out.")
     t.add_argument("--model", choices=MODEL_KINDS, default="lstm")
     t.add_argument("--data", help="FASTA or text file (default: the chloroplast genome in data/)")
     t.add_argument("--steps", type=int, default=800, help="total steps (with --resume: up to this step)")
     t.add_argument("--batch", type=int, default=64)
-    t.add_argument("--seq", type=int, default=128)
+    t.add_argument("--seq", type=int, default=128,
+                   help="bases per training window (for a new transformer also its context, the longest window)")
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--eval-every", type=int, default=500, help="validate and checkpoint every N steps")
     t.add_argument("--alphabet", choices=("dna", "chars"), default="dna")
@@ -173,8 +180,10 @@ def _add_model_parsers(sub) -> None:
     t.add_argument("--out", help="folder for checkpoint.pt (default: out/train-<model>)")
     t.add_argument("--resume", action="store_true", help="continue from --out's checkpoint.pt")
     t.add_argument("--embed", type=int)
-    t.add_argument("--hidden", type=int, help="LSTM/GRU hidden size")
+    t.add_argument("--hidden", type=int, help="LSTM/GRU hidden size; the transformer's MLP width")
     t.add_argument("--channels", type=int, help="CNN channels")
+    t.add_argument("--heads", type=int, help="transformer attention heads (--embed must be a multiple)")
+    t.add_argument("--positions", choices=("learned", "sinusoidal"), help="transformer position encoding")
     t.add_argument("--layers", type=int)
     t.add_argument("--dropout", type=float)
     t.set_defaults(run=_train)

@@ -129,6 +129,11 @@ def _train(cfg: TrainConfig, group: _Group, device: torch.device, t0: float) -> 
 
     torch.manual_seed(cfg.seed)  # weights (the same on every rank) and rank 0's dropout
     model_config = ckpt["config"] if ckpt else {**cfg.model_config, "vocab_size": len(vocab)}
+    if cfg.model == "transformer":
+        model_config.setdefault("context", cfg.seq)  # its position table covers the training windows
+        if cfg.seq > model_config["context"]:
+            raise ValueError(f"seq {cfg.seq} exceeds the transformer's context of {model_config['context']} "
+                             f"positions; train with seq <= {model_config['context']}")
     net = build_model(cfg.model, backend=cfg.backend, **model_config).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batches = torch.Generator().manual_seed(cfg.seed)  # the global batch: the same on every rank
@@ -295,7 +300,7 @@ def sample(model, vocab: Vocab, prime: str, length: int, temperature: float = 1.
            seed: int | None = None) -> str:
     """`length` characters drawn one at a time after `prime` (not included), each from
     softmax(logits / temperature). RNNs carry their state; the CNN re-reads its last
-    receptive field of ids."""
+    receptive field of ids, the transformer its last `context` ids (its training length)."""
     if not prime:
         raise ValueError("prime must hold at least one character")
     if not isinstance(length, int) or length < 0:
