@@ -16,7 +16,7 @@ of one head, holds q on chip and streams K/V through in BLOCK_N-key tiles with t
 online softmax (running max m, running sum l, output rescaled by exp(m_old - m_new)),
 all in fp32 (fp64 for fp64). exp2 with log2(e) folded into the scale: one multiply per
 score. Causal: key tiles past the diagonal are never loaded; only the tiles that cross
-it pay for the j <= i mask. Dropout multiplies P by keep / (1 - p) *after* l has summed
+it pay for the j <= i mask; query tiles run last-first (the longest first, a shorter tail). Dropout multiplies P by keep / (1 - p) *after* l has summed
 the undropped P (torch's order: softmax, then dropout). keep comes from Philox keyed by
 the seed and the element's logical coordinates: row (b·Hq + h)·L + i, column j, int64,
 through kernels/softmax.py's `_keep`, so the backward regenerates the same bits and no
@@ -124,6 +124,8 @@ def _fwd_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, lse_ptr, seed_ptr,
     (no ragged key tile, so no per-score bounds select).
     Grid (cdiv(L, BLOCK_M), B·Hq). Cost: 4·BLOCK_M·S·E FLOPs (half under causal)."""
     pid_m = tl.program_id(0)
+    if IS_CAUSAL:  # the last query tiles see the most keys: launch them first, less tail
+        pid_m = tl.num_programs(0) - 1 - pid_m
     bh = tl.program_id(1).to(tl.int64)
     b = bh // Hq
     h = bh % Hq
@@ -328,6 +330,8 @@ def _dq_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr
     rest as _dkdv_kernel. BLOCK_M is a multiple of BLOCK_N. Grid (cdiv(L, BLOCK_M), B·Hq).
     Cost: 6·BLOCK_M·S·E FLOPs (S, dP, dQ; half under causal)."""
     pid_m = tl.program_id(0)
+    if IS_CAUSAL:  # the last query tiles see the most keys: launch them first, less tail
+        pid_m = tl.num_programs(0) - 1 - pid_m
     bh = tl.program_id(1).to(tl.int64)
     b = bh // Hq
     h = bh % Hq
