@@ -24,7 +24,7 @@ def quick_run():
 
 def test_one_row_per_model_and_provider_with_the_columns(quick_run):
     df = quick_run
-    assert list(zip(df["model"], df["provider"])) == [(m, p) for m in ("lstm", "gru", "cnn")
+    assert list(zip(df["model"], df["provider"])) == [(m, p) for m in ("lstm", "gru", "cnn", "transformer")
                                                       for p in ("torch", "swapped-reference")]
     assert list(df.columns[:len(training.COLUMNS)]) == training.COLUMNS
     assert {"dtype", "device", "torch_version", "triton_version", "timestamp"} <= set(df.columns)
@@ -84,7 +84,7 @@ def test_refuses_the_interpreter(monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    ({"models": ["mlp"]}, ValueError, r"models must be a non-empty list of \('lstm', 'gru', 'cnn'\), got \['mlp'\]"),
+    ({"models": ["mlp"]}, ValueError, r"models must be a non-empty list of \('lstm', 'gru', 'cnn', 'transformer'\), got \['mlp'\]"),
     ({"models": []}, ValueError, "models must be a non-empty list"),
     ({"steps": 0}, ValueError, "steps must be a positive integer, got 0"),
     ({"dtype": torch.int64}, TypeError, "dtype must be a floating torch.dtype, got torch.int64"),

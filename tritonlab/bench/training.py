@@ -36,12 +36,17 @@ from .runner import common_columns
 from .timing import refuse_interpreter, time_fn
 
 PROVIDERS = {"cuda": ("torch", "swapped-triton", "swapped-reference"), "cpu": ("torch", "swapped-reference")}
-# (batch, seq) and model sizes per device; quick: a smoke run
+# (batch, seq) and model sizes per device (RNNs, CNN, transformer: its context is the seq);
+# quick: a smoke run
 SIZES = {
-    ("cuda", False): ((64, 256), {"embed": 32, "hidden": 256, "layers": 2}, {"embed": 32, "channels": 256}),
-    ("cuda", True): ((32, 128), {"embed": 16, "hidden": 128, "layers": 1}, {"embed": 16, "channels": 128}),
-    ("cpu", False): ((16, 64), {"embed": 16, "hidden": 64, "layers": 1}, {"embed": 16, "channels": 64}),
-    ("cpu", True): ((4, 32), {"embed": 8, "hidden": 16, "layers": 1}, {"embed": 8, "channels": 16}),
+    ("cuda", False): ((64, 256), {"embed": 32, "hidden": 256, "layers": 2}, {"embed": 32, "channels": 256},
+                      {"embed": 256, "heads": 4, "hidden": 1024, "layers": 2, "context": 256}),
+    ("cuda", True): ((32, 128), {"embed": 16, "hidden": 128, "layers": 1}, {"embed": 16, "channels": 128},
+                     {"embed": 128, "heads": 2, "hidden": 256, "layers": 1, "context": 128}),
+    ("cpu", False): ((16, 64), {"embed": 16, "hidden": 64, "layers": 1}, {"embed": 16, "channels": 64},
+                     {"embed": 32, "heads": 2, "hidden": 64, "layers": 1, "context": 64}),
+    ("cpu", True): ((4, 32), {"embed": 8, "hidden": 16, "layers": 1}, {"embed": 8, "channels": 16},
+                    {"embed": 16, "heads": 2, "hidden": 32, "layers": 1, "context": 32}),
 }
 COLUMNS = ["model", "provider", "batch", "seq", "ms_p50", "ms_p20", "ms_p80", "bases_per_s", "peak_mem_mb",
            "loss_after", "speedup_vs_torch", "status"]
@@ -59,7 +64,7 @@ def run_training(device=None, dtype=torch.float32, models=MODEL_KINDS, steps: in
     steps = (5 if quick else 20) if steps is None else steps
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    (batch, seq), rnn_sizes, cnn_sizes = SIZES[(device.type, quick)]
+    (batch, seq), rnn_sizes, cnn_sizes, transformer_sizes = SIZES[(device.type, quick)]
     vocab = Vocab.dna()
     ids = vocab.encode(load_sequence(default_genome_path())).to(device)
     common = common_columns(device, dtype)
@@ -67,7 +72,7 @@ def run_training(device=None, dtype=torch.float32, models=MODEL_KINDS, steps: in
     rows = []
     for kind in models:
         torch.manual_seed(0)
-        sizes = cnn_sizes if kind == "cnn" else rnn_sizes
+        sizes = {"cnn": cnn_sizes, "transformer": transformer_sizes}.get(kind, rnn_sizes)
         base = build_model(kind, vocab_size=len(vocab), **sizes)
         unswap(base)  # torch.nn modules with the lab's initialisation
         base = base.to(device=device, dtype=dtype)
