@@ -52,8 +52,8 @@ def test_cases_cover_the_issue_and_stay_small_on_cpu():
     assert all(4 <= p["b"] <= 16 and 8 <= p["h"] <= 32 for p in cuda)
     default = [c.params for c in OP.cases if c.device == "cuda" and not c.full]
     assert any(p["l"] == 4096 and p["e"] == 128 and p["causal"] == causal for p in default for causal in (0, 1))
-    cpu = [c for c in OP.cases if c.device == "cpu"]
-    assert all(OP.naive_steps(c.params) <= runner.NAIVE_MAX_STEPS for c in cpu)
+    steps = {c.quick: OP.naive_steps(c.params) for c in OP.cases if c.device == "cpu"}
+    assert steps[True] <= runner.NAIVE_MAX_STEPS  # the quick case runs every provider
 
 
 @pytest.fixture
