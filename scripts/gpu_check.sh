@@ -1,32 +1,44 @@
 #!/usr/bin/env bash
-# One pass on a lent GPU machine that has torch, triton, pandas, pytest, matplotlib and
-# tqdm but reaches no package registry: the GPU tests, the lessons of tutorials/ (their
-# ladders of timings), then the benchmark per dtype.
+# One time-boxed pass on a lent GPU machine that has torch, triton, pandas, pytest,
+# matplotlib and tqdm but reaches no package registry: the GPU tests, the lessons of
+# tutorials/ (their ladders of timings), then the benchmark per dtype. Each phase has its
+# own time limit in seconds (0 skips it), so one call fits the session's device time and
+# whatever ran is kept.
 # Everything lands under $OUT (default out/gpu-check) as few files: the device tool
 # brings back at most 8, so each report folder is packed into one archive.
 #
-#   OUT=/tmp/out scripts/gpu_check.sh                   # tests, then float32 and bfloat16 reports
-#   DTYPES=bfloat16 TESTS=0 LESSONS=0 scripts/gpu_check.sh --ops conv2d linear --quick
+#   OUT=/tmp/out scripts/gpu_check.sh                         # everything, default limits
+#   TESTS_S=200 TESTS="tests/test_gpu.py tests/test_swap.py" LESSONS_S=0 BENCH_S=150 \
+#     DTYPES=bfloat16 scripts/gpu_check.sh --ops attention --quick
 #
-# Extra arguments go to every `tritonlab bench`.
+# Extra arguments go to every `tritonlab bench`. Failing tests are listed with their
+# messages at the end of gpu-tests.txt (-rfE, short tracebacks) and in gpu-tests.xml.
 set -uo pipefail
 out=${OUT:-out/gpu-check}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/device.txt" 2>&1
-if [ "${TESTS:-1}" != 0 ]; then
-  python -m pytest -m gpu -q -p no:cacheprovider tests/ > "$out/gpu-tests.txt" 2>&1
-  echo "pytest -m gpu exit code $?" >> "$out/gpu-tests.txt"
+python -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)" \
+  >> "$out/device.txt" 2>&1
+if [ "${TESTS_S:-900}" != 0 ]; then
+  workers=$(python -c "import xdist" 2>/dev/null && echo "-n ${WORKERS:-8}")
+  # shellcheck disable=SC2086  # TESTS and workers are word lists
+  timeout "${TESTS_S:-900}" python -m pytest -m gpu -q -rfE --tb=short -p no:cacheprovider $workers \
+    --junitxml="$out/gpu-tests.xml" ${TESTS:-tests/} > "$out/gpu-tests.txt" 2>&1
+  echo "pytest -m gpu exit code $? (124: cut by TESTS_S=${TESTS_S:-900})" >> "$out/gpu-tests.txt"
   tail -3 "$out/gpu-tests.txt"
 fi
-if [ "${LESSONS:-1}" != 0 ]; then  # the learning path's ladders of timings, one file
-  for lesson in tutorials/[0-9][0-9]_*.py; do
-    echo "### $lesson"; timeout 300 python "$lesson" 2>&1; echo "exit code $?"
+if [ "${LESSONS_S:-300}" != 0 ]; then  # the learning path's ladders of timings, one file
+  for lesson in ${LESSONS:-tutorials/[0-9][0-9]_*.py}; do
+    echo "### $lesson"; timeout "${LESSONS_S:-300}" python "$lesson" 2>&1; echo "exit code $?"
   done > "$out/tutorials.txt"
   grep -c "^exit code 0" "$out/tutorials.txt" | sed 's/$/ lessons ran/'
 fi
-for dtype in ${DTYPES:-float32 bfloat16}; do
-  python -m tritonlab bench --dtype "$dtype" --out "$out/$dtype" "$@" > "$out/bench-$dtype.txt" 2>&1
-  echo "bench $dtype exit code $?" | tee -a "$out/bench-$dtype.txt"
-  tar czf "$out/report-$dtype.tar.gz" -C "$out" "$dtype" && rm -rf "${out:?}/$dtype"
-done
+if [ "${BENCH_S:-1800}" != 0 ]; then
+  for dtype in ${DTYPES:-float32 bfloat16}; do
+    timeout "${BENCH_S:-1800}" python -m tritonlab bench --dtype "$dtype" --out "$out/$dtype" "$@" \
+      > "$out/bench-$dtype.txt" 2>&1
+    echo "bench $dtype exit code $? (124: cut by BENCH_S=${BENCH_S:-1800})" | tee -a "$out/bench-$dtype.txt"
+    tar czf "$out/report-$dtype.tar.gz" -C "$out" "$dtype" && rm -rf "${out:?}/$dtype"
+  done
+fi

@@ -70,6 +70,18 @@ def test_a_provider_that_raises_is_recorded_and_the_run_goes_on(monkeypatch):
     assert (df[df["provider"] == "torch"]["status"] == "ok").all()
 
 
+def test_a_spent_time_budget_skips_the_remaining_cases_and_says_so(monkeypatch):
+    clock = iter(range(0, 1000, 10))  # each reading of the budget's clock 10 s later than the last
+    monkeypatch.setattr(runner, "_clock", lambda: next(clock))
+    ops = [_tiny("relu", {"shape": (3, 5)}), _tiny("tanh", {"shape": (3, 5)})]
+    df, _ = runner.run(ops, quick=True, providers=("reference",), progress=False, time_budget_s=15)
+    assert len(df) == 2 * len(runner.QUICK_MODES)
+    first, second = df[df["op"] == "relu"], df[df["op"] == "tanh"]
+    assert (first["status"] == "ok").all()  # started within the budget
+    assert (second["status"] == "skipped: the run's time budget (15 s) was spent").all()
+    assert second["ms_p50"].isna().all()
+
+
 def test_compile_and_graph_rows_say_why_they_did_not_run():
     df, _ = runner.run([_tiny("flatten", {"shape": (2, 3, 4)}), _tiny("lstm", {"b": 2, "t": 3, "i": 4, "h": 5})],
                        quick=True, providers=("compile", "graph"), progress=False)

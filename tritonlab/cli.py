@@ -5,6 +5,7 @@ import argparse
 import datetime
 import re
 import sys
+import time
 from pathlib import Path
 
 DTYPES = ("float32", "float64", "float16", "bfloat16")
@@ -78,9 +79,12 @@ def _bench(args) -> int:
         if device.type == "cuda" and not torch.cuda.is_available():
             print("--device cuda asked for, but torch sees no CUDA device", file=sys.stderr)
             return 2
+        started = time.perf_counter()
         df, limits = runner.run(args.ops, getattr(torch, args.dtype), device, args.quick,
-                                providers=args.providers, modes=args.modes, full=args.full)
-        if not (args.ops or args.no_training):  # a whole run also times the char models' training step
+                                providers=args.providers, modes=args.modes, full=args.full,
+                                time_budget_s=args.time_budget)
+        spent = args.time_budget is not None and time.perf_counter() - started > args.time_budget
+        if not (args.ops or args.no_training or spent):  # a whole run also times the char models' training step
             from .bench.training import run_training
             training = run_training(device, getattr(torch, args.dtype), quick=args.quick)
         out = Path(args.out) if args.out else _default_out(runner.device_name(device))
@@ -240,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="every case (on a GPU: all ResNet-50 layers in both layouts, every RNN size, ...)")
     bench.add_argument("--no-training", action="store_true",
                        help="skip the training-step benchmark of the char models (skipped anyway with --ops)")
+    bench.add_argument("--time-budget", type=float, metavar="SECONDS",
+                       help="start no new case after this long (the rest are recorded as skipped; the "
+                            "training-step benchmark is skipped too): a report even under a hard time limit")
     bench.add_argument("--out", help="output folder (default: out/<device>-<date>)")
     bench.add_argument("--from-pytest-json", metavar="FILE",
                        help="write the report from `pytest benchmarks/ --benchmark-json FILE` instead of running")

@@ -136,14 +136,20 @@ def _outcome(e: Exception, provider: str) -> str:
     return f"failed: {type(e).__name__}: {msg}"
 
 
+_clock = time.perf_counter  # the time budget's clock (tests replace it)
+
+
 def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=None, modes=None,
-        progress=True, full=False) -> tuple[pd.DataFrame, ceil.Ceilings]:
+        progress=True, full=False, time_budget_s: float | None = None) -> tuple[pd.DataFrame, ceil.Ceilings]:
     """Benchmark `ops` (names or Op objects; all of OPS by default) on the cases sized
     for `device`, and return (rows, the measured ceilings). `providers` defaults to
     providers.DEFAULT for the device, `modes` to all three (fwd and fwd+bwd if quick);
     `quick` runs each op's quick case, `full` every case (the default skips those
-    marked full)."""
+    marked full). `time_budget_s`: once the run has taken that long, no provider starts
+    on a new case; the rows left are recorded as skipped, so a run with a hard time
+    limit (a lent GPU) still ends with a report."""
     refuse_interpreter()
+    started = _clock()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     chosen = [OPS.get(o, o) if isinstance(o, str) else o for o in (ops or OPS)]
     unknown = [o for o in chosen if not isinstance(o, Op)]
@@ -168,6 +174,8 @@ def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=None,
         es = inputs[0].element_size()
         for provider in prov.for_op(op, providers):
             checked = mod = None  # the module and its forward check, once per provider
+            if time_budget_s is not None and _clock() - started > time_budget_s:
+                checked = {"status": f"skipped: the run's time budget ({time_budget_s:g} s) was spent"}
             for mode in modes:
                 cost = cost_of(op, case.params, mode, es)
                 row = {"op": op.name, "provider": provider, "mode": mode, "case": case.label, "size": case.size,
