@@ -1,5 +1,6 @@
 """tritonlab.viz and `tritonlab viz`: PNGs from tiny trained checkpoints, the gates rebuilt
-step by step give the LSTM/GRU's own hidden states, hooks for the CNN, bad input."""
+step by step give the LSTM/GRU's own hidden states, hooks for the CNN and the transformer's
+attention, bad input."""
 import matplotlib.image
 import pytest
 import torch
@@ -7,11 +8,11 @@ from torch import nn
 
 from tritonlab.cli import main
 from tritonlab.train import TrainConfig, load_checkpoint, load_model, train
-from tritonlab.viz import _conv_outputs, _loss_figure, rnn_gates, visualize
+from tritonlab.viz import _conv_outputs, _loss_figure, attention_maps, rnn_gates, visualize
 
 PICTURES = {"lstm": ["losses.png", "hidden.png", "gates_l1.png", "gates_l2.png"],
             "gru": ["losses.png", "hidden.png", "gates_l1.png", "gates_l2.png"],
-            "cnn": ["losses.png", "features.png"]}
+            "cnn": ["losses.png", "features.png"], "transformer": ["losses.png", "attention.png"]}
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +21,8 @@ def checkpoints(dna, tmp_path_factory):
     paths = {}
     for kind in PICTURES:
         sizes = {"embed": 4, "layers": 2, "channels" if kind == "cnn" else "hidden": 12}
+        if kind == "transformer":
+            sizes["context"] = 48  # the pictures' 40 bases in one window
         out = tmp_path_factory.mktemp(kind)
         train(TrainConfig(model=kind, data=str(dna), steps=5, eval_every=2, batch=4, seq=24, out=str(out),
                           progress=False, backend="reference", model_config=sizes))
@@ -73,6 +76,23 @@ def test_conv_feature_maps_by_hooks(checkpoints):
     maps = _conv_outputs(model, torch.randint(4, (1, 30)))
     assert [m.shape for m in maps] == [(12, 30), (12, 30)]
     assert all(not conv._forward_hooks for conv in model.convs)  # hooks removed again
+
+
+def test_attention_maps_are_the_causal_weights_torch_computes(checkpoints):
+    import copy
+
+    import tritonlab
+    model, _, _ = load_model(checkpoints["transformer"])
+    x = torch.randint(4, (2, 30))
+    maps = attention_maps(model, x)
+    twin = copy.deepcopy(model)
+    tritonlab.unswap(twin)  # torch.nn.MultiheadAttention computes the weights its own way
+    assert len(maps) == 2 and maps[0].shape == (2, 30, 30)
+    for m, expected in zip(maps, attention_maps(twin, x)):
+        torch.testing.assert_close(m, expected, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(m.sum(-1), torch.ones(2, 30))
+        assert (m.triu(1) == 0).all()  # no base reads a later one
+    assert not any(block.attn._forward_hooks for block in model.blocks)  # hooks removed again
 
 
 def test_loss_figure_shows_validation_and_baseline(checkpoints):
@@ -141,7 +161,7 @@ def test_visualize_on_gpu_with_the_triton_tier(checkpoints, tmp_path, kind):
     assert [p.name for p in paths] == PICTURES[kind]
     for path in paths:
         assert_png(path)
-    if kind != "cnn":  # the gates shown still rebuild the triton tier's hidden states (TF32 allowed)
+    if kind in ("lstm", "gru"):  # the gates shown still rebuild the triton tier's hidden states (TF32 allowed)
         model, _, _ = load_model(checkpoints[kind], device="cuda", backend="triton")
         x = model.embed(torch.randint(4, (3, 25), device="cuda"))
         torch.testing.assert_close(rnn_gates(model.rnn, x)[-1]["h"], model.rnn(x)[0], atol=2e-3, rtol=0)

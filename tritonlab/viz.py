@@ -8,8 +8,10 @@ Writes PNGs into the output folder and returns their paths:
 - LSTM/GRU: hidden.png, the hidden state h_t (units x bases, a panel per layer), and
   gates_l<k>.png per layer, the gate activations (LSTM i f g o and the cell state c;
   GRU r z n);
-- CNN: features.png, each convolution's output (channels x bases), taken by forward hooks.
-Each RNN/CNN picture starts with the model's surprisal, the bits it spends on each next
+- CNN: features.png, each convolution's output (channels x bases), taken by forward hooks;
+- transformer: attention.png, each block's attention weights (averaged over heads; the
+  bases read x the base reading them), asked of each attention module by a forward hook.
+Each RNN/CNN/transformer picture starts with the model's surprisal, the bits it spends on each next
 base, so a learner can see where activity lines up with easy or hard stretches.
 
 torch's LSTM/GRU return h only, so `rnn_gates` recomputes every gate step by step from
@@ -30,7 +32,7 @@ from torch.nn import functional as F
 from .data import default_genome_path, load_sequence, split
 from .train import _order0_bits, load_model
 
-__all__ = ["rnn_gates", "visualize", "MAX_LENGTH"]
+__all__ = ["attention_maps", "rnn_gates", "visualize", "MAX_LENGTH"]
 
 MAX_LENGTH = 400  # bases per picture: beyond this the base letters on the x axis cannot be read
 _SHOWN = {" ": "␣", "\n": "\\n", "\t": "\\t"}  # invisible characters as tick labels
@@ -144,6 +146,12 @@ def visualize(checkpoint, out, data=None, length: int = 100, start: int = 0, dev
         fig = _panels_figure(f"{kind} feature maps over {where}", top, panels)
         paths.append(_save(fig, out / "features.png"))
         return paths
+    if ckpt["kind"] == "transformer":
+        panels = [(m[0].T.cpu().numpy(), f"block {k + 1}: attention weights, mean over heads (column t: how much "
+                                         f"{unit} t reads each earlier {unit}; causal: 0 below the diagonal)",
+                   f"{unit} read", "free") for k, m in enumerate(attention_maps(model, x))]
+        paths.append(_save(_panels_figure(f"{kind} attention over {where}", top, panels), out / "attention.png"))
+        return paths
     with torch.no_grad():
         layers = rnn_gates(model.rnn, model.embed(x))
     panels = [(layer["h"][0].T.cpu().numpy(), f"layer {k + 1}: hidden state h(t) after reading each {unit}",
@@ -155,6 +163,25 @@ def visualize(checkpoint, out, data=None, length: int = 100, start: int = 0, dev
         fig = _panels_figure(f"{kind} layer {k + 1} gates over {where}", top, panels)
         paths.append(_save(fig, out / f"gates_l{k + 1}.png"))
     return paths
+
+
+@torch.no_grad()
+def attention_maps(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Each block's attention weights (N, L, L), averaged over heads, for ids x. The model
+    runs its own forward (need_weights=False); a forward hook on each attention module
+    calls its forward again with the same inputs and need_weights=True (bypassing hooks)."""
+    maps = []
+
+    def ask(module, args, kwargs, out):
+        maps.append(module.forward(*args, **{**kwargs, "need_weights": True})[1])
+
+    hooks = [block.attn.register_forward_hook(ask, with_kwargs=True) for block in model.blocks]
+    try:
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return maps
 
 
 def _conv_outputs(model, x) -> list[np.ndarray]:
