@@ -222,6 +222,23 @@ def test_saves_no_score_matrix(triton_device):
     assert any(t.shape == (1, 2, 17) and t.dtype == torch.float32 for t in saved)  # the lse
 
 
+def test_compiles_as_one_graph_with_the_eager_results(triton_device):
+    """torch.compile (aot_eager, fullgraph: no break) over the custom ops, with dropout:
+    the same output, mask and gradients as eager under the same seed."""
+    q, k, v = (t.requires_grad_() for t in _qkv(1, 2, 1, 17, 40, 16, 24, device=triton_device))
+
+    def fn(q, k, v):
+        return attention.attention_triton(q, k, v, None, 0.3, True, 0.25)
+
+    results = []
+    for f in (fn, torch.compile(fn, backend="aot_eager", fullgraph=True)):
+        torch.manual_seed(3)
+        out = f(q, k, v)
+        results.append((out, *torch.autograd.grad(out.square().sum(), (q, k, v))))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
 # ---- dropout ---------------------------------------------------------------------------
 
 def _dropped(q, k, p, is_causal=False, seed=0):
