@@ -25,6 +25,7 @@ def test_training_lowers_the_loss(dna, tmp_path, model):
     step, bpb = result["val"][-1]
     assert step == 40 and 1.0 < bpb < 2.5
     assert 1.8 < result["order0"] < 2.0  # the AT-rich chloroplast genome
+    assert torch.load(result["checkpoint"], weights_only=True)["order0"] == result["order0"]  # viz draws it
 
 
 @pytest.mark.parametrize("model", ["lstm", "cnn"])

@@ -126,6 +126,7 @@ def _train(cfg: TrainConfig, group: _Group, device: torch.device, t0: float) -> 
         vocab = Vocab.dna() if cfg.alphabet == "dna" else Vocab.from_text(seq)
     ids = vocab.encode(seq).to(device)
     train_ids, val_ids = split(ids, cfg.val_fraction)
+    order0 = _order0_bits(train_ids, val_ids, len(vocab))
 
     torch.manual_seed(cfg.seed)  # weights (the same on every rank) and rank 0's dropout
     model_config = ckpt["config"] if ckpt else {**cfg.model_config, "vocab_size": len(vocab)}
@@ -164,7 +165,8 @@ def _train(cfg: TrainConfig, group: _Group, device: torch.device, t0: float) -> 
         def checkpoint():
             rank_rng = _gather_rng(device) if group.world > 1 else None
             if group.rank == 0:
-                save_checkpoint(ckpt_path, net, vocab, optimizer, losses, val, batches, cfg, rank_rng=rank_rng)
+                save_checkpoint(ckpt_path, net, vocab, optimizer, losses, val, batches, cfg, rank_rng=rank_rng,
+                                order0=order0)
             if group.world > 1:
                 dist.barrier()  # nobody returns (and reads the file) before it is in place
 
@@ -182,7 +184,7 @@ def _train(cfg: TrainConfig, group: _Group, device: torch.device, t0: float) -> 
             optimizer.step()
             losses.append(_global_mean(loss, group))
             step += 1
-            postfix = {"loss": f"{losses[-1]:.4f}",
+            postfix = {"bits/base": f"{losses[-1] / math.log(2):.4f}",  # the loss, in val's unit
                        "bases/s": f"{cfg.batch * cfg.seq / (time.perf_counter() - tick):.0f}"}
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 val.append((step, validate()))
@@ -204,7 +206,7 @@ def _train(cfg: TrainConfig, group: _Group, device: torch.device, t0: float) -> 
         # threads, which may need the GIL to free a finished work's tensors: a deadlock.
         model = None  # noqa: F841
     return {"losses": losses, "val": val, "checkpoint": ckpt_path,
-            "order0": _order0_bits(train_ids, val_ids, len(vocab)), "seconds": time.perf_counter() - t0,
+            "order0": order0, "seconds": time.perf_counter() - t0,
             "rank": group.rank, "world_size": group.world}
 
 
@@ -234,11 +236,12 @@ def _eval_sums(model, data: torch.Tensor, batch: int, seq: int, rank: int = 0, w
 
 
 def save_checkpoint(path, model, vocab: Vocab, optimizer, losses, val, batches: torch.Generator,
-                    cfg: TrainConfig, rank_rng: list | None = None) -> None:
+                    cfg: TrainConfig, rank_rng: list | None = None, order0: float | None = None) -> None:
     """Write the checkpoint to a temporary file beside `path`, then rename it over
     `path` (os.replace is atomic): a crash mid-write leaves the previous one intact.
     `rank_rng` is every rank's random state in a data-parallel run (see `_gather_rng`);
-    a DDP-wrapped model is stored unwrapped, so any run loads it."""
+    a DDP-wrapped model is stored unwrapped, so any run loads it. `order0`: the training
+    data's order-0 baseline in bits per character, which `tritonlab viz` draws."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(model, DistributedDataParallel):
@@ -254,7 +257,7 @@ def save_checkpoint(path, model, vocab: Vocab, optimizer, losses, val, batches: 
         "model": model.state_dict(), "vocab": list(vocab.itos), "optimizer": optimizer.state_dict(),
         "step": len(losses), "losses": list(losses), "val": [list(v) for v in val],
         "rng": rng, "train_config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
-        "world_size": len(rank_rng) if rank_rng is not None else 1,
+        "world_size": len(rank_rng) if rank_rng is not None else 1, "order0": order0,
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

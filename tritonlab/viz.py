@@ -130,7 +130,9 @@ def visualize(checkpoint, out, data=None, length: int = 100, start: int = 0, dev
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [_save(_loss_figure(ckpt, _order0_bits(train_ids, val_ids, len(vocab)), unit), out / "losses.png")]
+    # the baseline of the data the curves were measured on (older checkpoints: this file's)
+    order0 = ckpt.get("order0") or _order0_bits(train_ids, val_ids, len(vocab))
+    paths = [_save(_loss_figure(ckpt, order0, unit), out / "losses.png")]
     with torch.no_grad():
         logits = model(x)
         surprisal = -F.log_softmax(logits.float(), -1).gather(-1, y[..., None])[0, :, 0] / math.log(2)
