@@ -302,7 +302,8 @@ def _dna_sequence(path, numbered, unknown: str, map_to: str, seed: int) -> str:
             elif replacement is None:
                 raise ValueError(
                     f"{path}: line {n}, column {col}: {ch!r} is not a DNA base (A, C, G, T); "
-                    f"pass unknown='drop' or unknown='map' to accept such letters"
+                    f"pass unknown='drop' or unknown='map' (tritonlab train --unknown drop|map) to accept "
+                    f"such letters"
                 )
             else:
                 parts.append(replacement)
