@@ -82,6 +82,17 @@ def test_a_spent_time_budget_skips_the_remaining_cases_and_says_so(monkeypatch):
     assert second["ms_p50"].isna().all()
 
 
+def test_a_baseline_that_ran_something_else_says_so_in_its_rows_and_the_summary():
+    class Noted(torch.nn.ReLU):
+        fallback = "flash backend refused float32; torch's default backend ran"
+    op = dataclasses.replace(_tiny("relu", {"shape": (3, 5)}), torch=lambda p: Noted())
+    df, limits = runner.run([op], quick=True, providers=("reference", "torch"), progress=False)
+    assert (df[df["provider"] == "torch"]["note"] == Noted.fallback).all()
+    assert (df[df["provider"] == "reference"]["note"] == "").all()
+    text = report.summary(df, limits)
+    assert text.count(f"Note: torch on tiny: {Noted.fallback}.") == 1  # once per provider and case
+
+
 def test_compile_and_graph_rows_say_why_they_did_not_run():
     df, _ = runner.run([_tiny("flatten", {"shape": (2, 3, 4)}), _tiny("lstm", {"b": 2, "t": 3, "i": 4, "h": 5})],
                        quick=True, providers=("compile", "graph"), progress=False)

@@ -68,6 +68,9 @@ def summary(df: pd.DataFrame, limits: Ceilings) -> str:
                          _fmt(100 * r["roofline_frac"], ".1f") if timed else "",
                          _fmt(r["max_abs_err"], ".1e")])
         out += [_table(["case", "mode", "provider", "ms", "×torch", "% roofline", "max abs err"], rows), ""]
+        notes = g[g["note"] != ""].drop_duplicates(["provider", "case"]) if "note" in g else g.iloc[:0]
+        out += [f"Note: {r['provider']} on {r['case']}: {r['note']}." for _, r in notes.iterrows()]
+        out += [""] if len(notes) else []
         scratch = g[(g["mode"] == "fwd") & (g["status"] == "ok") & (g["scratch_bytes"] > 0)] \
             if "scratch_bytes" in g else g.iloc[:0]
         if len(scratch):

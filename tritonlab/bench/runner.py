@@ -190,6 +190,8 @@ def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=None,
                         if checked is None:
                             mod = prov.build(op, case.params, provider, ref, device, dtype)
                             checked = check(op, mod, ref, inputs, dtype, device)
+                            if getattr(mod, "fallback", None):  # e.g. torch's SDPA off its flash backend
+                                checked["note"] = mod.fallback
                         row.update(checked)
                         if row["status"] == "ok":
                             row.update(_time(mod, inputs, mode, device, budget))
@@ -236,6 +238,7 @@ def derive(df: pd.DataFrame, limits: ceil.Ceilings) -> pd.DataFrame:
     for col in ("ms_p50", "ms_p20", "ms_p80", "max_abs_err", "peak_mem_mb", "first_call_ms"):
         if col not in df:
             df[col] = float("nan")
+    df["note"] = df["note"].fillna("") if "note" in df else ""  # what ran differs from the provider's name
     sec = df["ms_p50"] * 1e-3
     df["gbps"] = (df["bytes"] / sec / 1e9).where(df["bytes"] > 0)
     df["tflops"] = (df["flops"] / sec / 1e12).where(df["flops"] > 0)
