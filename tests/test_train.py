@@ -135,13 +135,14 @@ def test_bad_inputs(dna, tmp_path, capsys):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("model", ["lstm", "gru", "cnn"])
+@pytest.mark.parametrize("model", ["lstm", "gru", "cnn", "transformer"])
 def test_gpu_triton_training_tracks_the_reference_tier(tmp_path, model, monkeypatch):
     """The default sizes on the GPU: the triton tier's losses follow the reference tier's
     and both go down. TF32 off for the triton convs too (they follow cuDNN's flag, on by
     default), as for the reference tier's matmuls, so 30 steps of rounding do not part them."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    sizes = {"channels": 64, "dropout": 0.0} if model == "cnn" else {"hidden": 64, "dropout": 0.0}
+    sizes = {"cnn": {"channels": 64}, "transformer": {"embed": 128, "heads": 2, "hidden": 256, "layers": 2}
+             }.get(model, {"hidden": 64}) | {"dropout": 0.0}  # the transformer's head dim: 64
     runs = [train(TrainConfig(model=model, steps=30, batch=64, seq=128, device="cuda", backend=b,
                               out=str(tmp_path / b), progress=False, model_config=sizes))
             for b in ("reference", "triton")]
