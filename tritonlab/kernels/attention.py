@@ -68,6 +68,21 @@ _ACC_REGS = 256            # accumulator registers per thread past which a confi
 # ---- forward -------------------------------------------------------------------------
 
 @triton.jit
+def _scores(q, k_base, mask_base, offs_m, offs_n, n_ok, offs_e, L, E, skn, ske, smn, qk_scale, like,
+            HAS_MASK: tl.constexpr, PRECISION: tl.constexpr):
+    """One key tile, as the forward and dQ read it: kᵀ (BLOCK_E, BLOCK_N), 0 past S and E,
+    and the scores scale·q kᵀ + mask in log2 units, in `like`'s dtype (the accumulator's)."""
+    kt = tl.load(k_base + offs_n[None, :] * skn + offs_e[:, None] * ske,
+                 mask=n_ok[None, :] & (offs_e[:, None] < E), other=0.0)
+    s = tl.dot(q, kt, input_precision=PRECISION).to(like.dtype) * qk_scale
+    if HAS_MASK:
+        am = tl.load(mask_base + offs_n[None, :] * smn, mask=(offs_m[:, None] < L) & n_ok[None, :],
+                     other=float("-inf"))
+        s += am.to(like.dtype) * 1.4426950408889634
+    return kt, s
+
+
+@triton.jit
 def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, mask_base, rows, offs_m, lo, hi,
                seed_ptr, L, S, E, Ev, skn, ske, svn, sve, smn, qk_scale, p_drop, drop_scale,
                DIAG: tl.constexpr, HAS_MASK: tl.constexpr, DROPOUT: tl.constexpr, EVEN_N: tl.constexpr,
@@ -80,15 +95,11 @@ def _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, mask_base, rows, offs_m, lo, hi
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)
         n_ok = offs_n < S
-        kt = tl.load(k_base + offs_n[None, :] * skn + offs_e[:, None] * ske,
-                     mask=n_ok[None, :] & (offs_e[:, None] < E), other=0.0)
-        qk = tl.dot(q, kt, input_precision=PRECISION).to(acc.dtype) * qk_scale
-        if HAS_MASK:
-            am = tl.load(mask_base + offs_n[None, :] * smn, mask=(offs_m[:, None] < L) & n_ok[None, :],
-                         other=float("-inf"))
-            qk += am.to(acc.dtype) * 1.4426950408889634
-        elif not EVEN_N:  # keys past S (k loaded as 0) must not count; with a mask its load does it
-            qk = tl.where(n_ok[None, :], qk, float("-inf"))
+        _, qk = _scores(q, k_base, mask_base, offs_m, offs_n, n_ok, offs_e, L, E, skn, ske, smn, qk_scale, acc,
+                        HAS_MASK, PRECISION)
+        if not HAS_MASK:
+            if not EVEN_N:  # keys past S (k loaded as 0) must not count; with a mask its load does it
+                qk = tl.where(n_ok[None, :], qk, float("-inf"))
         if DIAG:
             qk = tl.where(offs_n[None, :] <= offs_m[:, None], qk, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(qk, 1))
@@ -296,13 +307,8 @@ def _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, mask_base, rows, offs_m, l
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)
         n_ok = offs_n < S
-        kt = tl.load(k_base + offs_n[None, :] * skn + offs_e[:, None] * ske,
-                     mask=n_ok[None, :] & (offs_e[:, None] < E), other=0.0)
-        s = tl.dot(q, kt, input_precision=PRECISION).to(dq.dtype) * qk_scale
-        if HAS_MASK:
-            am = tl.load(mask_base + offs_n[None, :] * smn, mask=(offs_m[:, None] < L) & n_ok[None, :],
-                         other=float("-inf"))
-            s += am.to(dq.dtype) * 1.4426950408889634
+        kt, s = _scores(q, k_base, mask_base, offs_m, offs_n, n_ok, offs_e, L, E, skn, ske, smn, qk_scale, dq,
+                        HAS_MASK, PRECISION)
         p = tl.exp2(s - lse2[:, None])
         if DIAG:
             p = tl.where(offs_n[None, :] <= offs_m[:, None], p, 0.0)
