@@ -43,13 +43,23 @@ def first_order_only(backward):
 # 0.038 ms as a bare kernel launch). So a LabOp runs its Python body directly, inside a
 # plain autograd.Function when it has a backward, and the registered op only while
 # torch.compile or torch.export traces (torch.compiler.is_compiling() is True there,
-# backward tracing included) or its tensors are not plain ones (other tracers). Both
-# paths run the same body, setup and backward.
+# backward tracing included), torch.jit.trace or a torch.func transform runs, or its
+# tensors are not plain ones (other tracers). Both paths run the same body, setup and
+# backward.
 
 
 # Tensor types the eager path takes; anything else (FakeTensor, FunctionalTensor: AOT
 # tracing outside torch.compile, e.g. torch.library.opcheck) goes through the op.
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
+def _tracing() -> bool:
+    """A tracer or transform is watching whose tensors look plain: Dynamo/export,
+    torch.jit.trace, or a torch.func transform (vmap, grad). Through the registered op
+    it records the op (or batches it by torch's fallback); the bare body would launch
+    Triton on its proxies, which the tracer never sees."""
+    return (torch.compiler.is_compiling() or torch.jit.is_tracing()
+            or torch._C._are_functorch_transforms_active())
 
 
 class LabOp:
@@ -84,8 +94,7 @@ class LabOp:
                            {"forward": staticmethod(forward), "backward": staticmethod(backward)})
 
     def __call__(self, *args):
-        if torch.compiler.is_compiling() or not all(
-                type(a) in _PLAIN for a in args if isinstance(a, torch.Tensor)):
+        if _tracing() or not all(type(a) in _PLAIN for a in args if isinstance(a, torch.Tensor)):
             return self.op(*args)
         if self._eager is not None and torch.is_grad_enabled() and any(
                 isinstance(a, torch.Tensor) and a.requires_grad for a in args):
