@@ -2,12 +2,12 @@
 # One time-boxed pass on a lent GPU machine that has torch, triton, pandas, pytest,
 # matplotlib and tqdm but reaches no package registry: the GPU tests, the lessons of
 # tutorials/ (their ladders of timings), then the benchmark per dtype. Each phase has its
-# own time limit in seconds (0 skips it), so one call fits the session's device time and
-# whatever ran is kept.
+# own time limit in seconds, split evenly over its lessons or dtypes (0 skips it); the
+# defaults add up to 600 s, one device call, and whatever ran is kept.
 # Everything lands under $OUT (default out/gpu-check) as few files: the device tool
 # brings back at most 8, so each report folder is packed into one archive.
 #
-#   OUT=/tmp/out scripts/gpu_check.sh                         # everything, default limits
+#   OUT=/tmp/out scripts/gpu_check.sh                         # everything: 240 + 120 + 240 s at most
 #   TESTS_S=200 TESTS="tests/test_gpu.py tests/test_swap.py" LESSONS_S=0 BENCH_S=150 \
 #     DTYPES=bfloat16 scripts/gpu_check.sh --ops attention --quick
 #
@@ -20,26 +20,30 @@ mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/device.txt" 2>&1
 python -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)" \
   >> "$out/device.txt" 2>&1
-if [ "${TESTS_S:-900}" != 0 ]; then
+tests_s=${TESTS_S:-240} lessons_s=${LESSONS_S:-120} bench_s=${BENCH_S:-240}
+if [ "$tests_s" != 0 ]; then
   workers=$(python -c "import xdist" 2>/dev/null && echo "-n ${WORKERS:-8}")
   # shellcheck disable=SC2086  # TESTS and workers are word lists
-  timeout "${TESTS_S:-900}" python -m pytest -m gpu -q -rfE --tb=short -p no:cacheprovider $workers \
+  timeout "$tests_s" python -m pytest -m gpu -q -rfE --tb=short -p no:cacheprovider $workers \
     --junitxml="$out/gpu-tests.xml" ${TESTS:-tests/} > "$out/gpu-tests.txt" 2>&1
-  echo "pytest -m gpu exit code $? (124: cut by TESTS_S=${TESTS_S:-900})" >> "$out/gpu-tests.txt"
+  echo "pytest -m gpu exit code $? (124: cut by TESTS_S=$tests_s)" >> "$out/gpu-tests.txt"
   tail -3 "$out/gpu-tests.txt"
 fi
-if [ "${LESSONS_S:-300}" != 0 ]; then  # the learning path's ladders of timings, one file
-  for lesson in ${LESSONS:-tutorials/[0-9][0-9]_*.py}; do
-    echo "### $lesson"; timeout "${LESSONS_S:-300}" python "$lesson" 2>&1; echo "exit code $?"
+if [ "$lessons_s" != 0 ]; then  # the learning path's ladders of timings, one file
+  lessons=(${LESSONS:-tutorials/[0-9][0-9]_*.py})
+  for lesson in "${lessons[@]}"; do
+    echo "### $lesson"; timeout $(( lessons_s / ${#lessons[@]} )) python "$lesson" 2>&1; echo "exit code $?"
   done > "$out/tutorials.txt"
   grep -c "^exit code 0" "$out/tutorials.txt" | sed 's/$/ lessons ran/'
 fi
-if [ "${BENCH_S:-1800}" != 0 ]; then
-  for dtype in ${DTYPES:-float32 bfloat16}; do
-    # the run stops starting cases at 2/3 of the limit, so it writes its report before the kill
-    timeout "${BENCH_S:-1800}" python -m tritonlab bench --dtype "$dtype" --out "$out/$dtype" \
-      --time-budget $(( ${BENCH_S:-1800} * 2 / 3 )) "$@" > "$out/bench-$dtype.txt" 2>&1
-    echo "bench $dtype exit code $? (124: cut by BENCH_S=${BENCH_S:-1800})" | tee -a "$out/bench-$dtype.txt"
+if [ "$bench_s" != 0 ]; then
+  dtypes=(${DTYPES:-float32 bfloat16})
+  per=$(( bench_s / ${#dtypes[@]} ))
+  for dtype in "${dtypes[@]}"; do
+    # the run stops starting cases at 2/3 of its share, so it writes its report before the kill
+    timeout "$per" python -m tritonlab bench --dtype "$dtype" --out "$out/$dtype" \
+      --time-budget $(( per * 2 / 3 )) "$@" > "$out/bench-$dtype.txt" 2>&1
+    echo "bench $dtype exit code $? (124: cut at ${per} s of BENCH_S=$bench_s)" | tee -a "$out/bench-$dtype.txt"
     tar czf "$out/report-$dtype.tar.gz" -C "$out" "$dtype" && rm -rf "${out:?}/$dtype"
   done
 fi
