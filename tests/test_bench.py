@@ -93,6 +93,14 @@ def test_a_baseline_that_ran_something_else_says_so_in_its_rows_and_the_summary(
     assert text.count(f"Note: torch on tiny: {Noted.fallback}.") == 1  # once per provider and case
 
 
+def test_cli_time_budget_refuses_a_negative_and_says_when_nothing_ran(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--time-budget", "-1"])
+    assert "expected a number of seconds >= 0, got '-1'" in capsys.readouterr().err
+    assert cli.main(["bench", "--quick", "--ops", "relu", "--time-budget", "0", "--out", str(tmp_path)]) == 0
+    assert "nothing was timed: skipped: the run's time budget (0 s) was spent" in capsys.readouterr().out
+
+
 def test_compile_and_graph_rows_say_why_they_did_not_run():
     df, _ = runner.run([_tiny("flatten", {"shape": (2, 3, 4)}), _tiny("lstm", {"b": 2, "t": 3, "i": 4, "h": 5})],
                        quick=True, providers=("compile", "graph"), progress=False)

@@ -22,10 +22,24 @@ def _default_out(device_name: str) -> Path:
     return path
 
 
+def _seconds(text: str) -> float:
+    """argparse type: a number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
 def _print_table(df) -> None:
+    print(f"\nmedian ms on {df['device'].iloc[0]}, {df['dtype'].iloc[0]} (– = not run; see summary.md for why)")
+    if df["ms_p50"].isna().all():
+        print(f"nothing was timed: {df['status'].iloc[0]}" if len(df) else "nothing was timed")
+        return
     table = df.pivot_table(index=["op", "case", "mode"], columns="provider", values="ms_p50", sort=False)
     table = table[[p for p in df["provider"].unique() if p in table.columns]]
-    print(f"\nmedian ms on {df['device'].iloc[0]}, {df['dtype'].iloc[0]} (– = not run; see summary.md for why)")
     print(table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="–"))
 
 
@@ -244,9 +258,10 @@ def main(argv: list[str] | None = None) -> int:
                        help="every case (on a GPU: all ResNet-50 layers in both layouts, every RNN size, ...)")
     bench.add_argument("--no-training", action="store_true",
                        help="skip the training-step benchmark of the char models (skipped anyway with --ops)")
-    bench.add_argument("--time-budget", type=float, metavar="SECONDS",
-                       help="start no new case after this long (the rest are recorded as skipped; the "
-                            "training-step benchmark is skipped too): a report even under a hard time limit")
+    bench.add_argument("--time-budget", type=_seconds, metavar="SECONDS",
+                       help="start no new case after this long, counted from the start (the ceilings' "
+                            "measurement included); the rest are recorded as skipped, the training-step "
+                            "benchmark too: a report even under a hard time limit")
     bench.add_argument("--out", help="output folder (default: out/<device>-<date>)")
     bench.add_argument("--from-pytest-json", metavar="FILE",
                        help="write the report from `pytest benchmarks/ --benchmark-json FILE` instead of running")

@@ -149,7 +149,7 @@ def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=None,
     on a new case; the rows left are recorded as skipped, so a run with a hard time
     limit (a lent GPU) still ends with a report."""
     refuse_interpreter()
-    started = _clock()
+    started = _clock()  # the budget counts the ceilings' measurement too
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     chosen = [OPS.get(o, o) if isinstance(o, str) else o for o in (ops or OPS)]
     unknown = [o for o in chosen if not isinstance(o, Op)]
