@@ -398,6 +398,26 @@ def test_mha_fully_masked_query_gives_zero_attention():
     torch.testing.assert_close(out, ref(x, x, x, key_padding_mask=kpm, need_weights=False)[0], **TOL[x.dtype])
 
 
+def test_a_mask_that_wants_its_gradient(triton_device):
+    """The triton tier gives no mask gradient: auto takes the reference tier for such a
+    mask, an explicit triton refuses it, and without grad mode the kernel runs."""
+    q, k, v = (torch.randn(1, 2, 5, 8, device=triton_device) for _ in range(3))
+    bias = torch.zeros(5, 5, device=triton_device, requires_grad=True)
+    tritonlab.scaled_dot_product_attention(q, k, v, attn_mask=bias).sum().backward()
+    assert bias.grad is not None and bias.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="no gradient for the mask"):
+        tritonlab.scaled_dot_product_attention(q, k, v, attn_mask=bias, backend="triton")
+    with torch.no_grad():
+        got = tritonlab.scaled_dot_product_attention(q, k, v, attn_mask=bias, backend="triton")
+    torch.testing.assert_close(got, F.scaled_dot_product_attention(q, k, v, attn_mask=bias.detach()))
+
+
+def test_mha_query_features_are_checked_first():
+    x = torch.randn(3, 2, 7)
+    with pytest.raises(ValueError, match="expected query with embed_dim=8 features"):
+        tritonlab.MultiheadAttention(8, 2)(x, x, x)
+
+
 def test_mha_dropout_in_training():
     """Dropout hits the probabilities in training only: need_weights=True returns the
     post-dropout weights (a fraction p of zeros), reproducible under manual_seed."""
@@ -408,12 +428,13 @@ def test_mha_dropout_in_training():
     assert abs((w == 0).float().mean().item() - 0.25) < 0.02
     torch.manual_seed(1)
     out2, _ = mha(x, x, x, need_weights=False)
-    torch.manual_seed(1)
-    torch.testing.assert_close(mha(x, x, x, need_weights=False)[0], out2)
+    torch.testing.assert_close(out2, out, **TOL[x.dtype])  # the same seed: the same mask on both paths
     mha.eval()
     ref = nn.MultiheadAttention(8, 2, dropout=0.25).eval()
     ref.load_state_dict(mha.state_dict())
-    torch.testing.assert_close(mha(x, x, x)[0], ref(x, x, x)[0], **TOL[x.dtype])
+    evaluated = mha(x, x, x)[0]
+    torch.testing.assert_close(evaluated, ref(x, x, x)[0], **TOL[x.dtype])
+    assert (evaluated - out).abs().max() > 0.05  # training did drop something
 
 
 @pytest.mark.parametrize("ctor", [dict(), dict(kdim=6, vdim=5, add_bias_kv=True, bias=False)], ids=str)

@@ -165,8 +165,10 @@ def _attention_4d(q, k, v, mask, dropout_p: float, is_causal: bool, scale: float
         # nothing to attend to (or nobody asking): zeros, still connected to the inputs
         # so backward gives their (zero) gradients, as torch does
         return q.new_zeros(*q.shape[:-1], v.shape[-1]) + 0 * (q.sum() + k.sum() + v.sum())
-    fn = _tier(_ATTENTION, _SCRATCH, "attention", backend, q)
-    return fn(q, k, v, mask, dropout_p, is_causal, scale)
+    # auto sends a mask that wants its gradient to the reference tier (the kernel gives none)
+    learned_mask = mask is not None and mask.requires_grad and torch.is_grad_enabled()
+    impls = _SCRATCH if learned_mask and (backend or get_backend()) == "auto" else _ATTENTION
+    return _tier(impls, _SCRATCH, "attention", backend, q)(q, k, v, mask, dropout_p, is_causal, scale)
 
 
 # ---- MultiheadAttention ---------------------------------------------------------------
@@ -179,8 +181,8 @@ class MultiheadAttention(LabLayer, nn.MultiheadAttention):
     The projections run on the Linear tier; need_weights=False sends the heads through
     scaled_dot_product_attention's tier (the triton tier: the flash kernel), while
     need_weights=True materialises the probabilities (scratch attention_weights) to
-    return them. Unlike torch, a query whose keys are all masked out gives 0, not NaN,
-    in both paths."""
+    return them. A query whose keys are all masked out gives 0 on both paths; torch's
+    need_weights=True path gives NaN there (its need_weights=False path gives 0 too)."""
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
                  add_bias_kv: bool = False, add_zero_attn: bool = False, kdim: int | None = None,
@@ -197,6 +199,9 @@ class MultiheadAttention(LabLayer, nn.MultiheadAttention):
         name = type(self).__name__
         layout = "(N, L, E)" if self.batch_first else "(L, N, E)"
         check_input(query, f"{name} query", (2, 3), f"{layout} batched or (L, E) unbatched")
+        if query.shape[-1] != self.embed_dim:
+            raise ValueError(f"{name} expected query with embed_dim={self.embed_dim} features in its last "
+                             f"dimension, got shape {tuple(query.shape)}")
         for what, t, features in (("key", key, self.kdim), ("value", value, self.vdim)):
             check_input(t, f"{name} {what}", (), "")
             if t.dim() != query.dim():
@@ -205,9 +210,6 @@ class MultiheadAttention(LabLayer, nn.MultiheadAttention):
             if t.shape[-1] != features:
                 raise ValueError(f"{name} expected {what} with {features} features in its last dimension, "
                                  f"got shape {tuple(t.shape)}")
-        if query.shape[-1] != self.embed_dim:
-            raise ValueError(f"{name} expected query with embed_dim={self.embed_dim} features in its last "
-                             f"dimension, got shape {tuple(query.shape)}")
         seq = 1 if self.batch_first and query.dim() == 3 else 0
         if key.shape[seq] != value.shape[seq] or (query.dim() == 3 and not
                                                    query.shape[1 - seq] == key.shape[1 - seq] == value.shape[1 - seq]):

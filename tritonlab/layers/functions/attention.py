@@ -92,7 +92,7 @@ def _check(q, k, v, mask, dropout_p) -> None:
         except RuntimeError:
             raise ValueError(f"attention expects a mask broadcastable to {(B, Hq, L, k.shape[2])}, "
                              f"got shape {tuple(mask.shape)}") from None
-        if mask.requires_grad:
+        if mask.requires_grad and torch.is_grad_enabled():
             raise ValueError("attention on the triton tier computes no gradient for the mask, and this mask "
                              "requires grad; detach it, or use backend='reference' (or 'naive') for its gradient")
 
