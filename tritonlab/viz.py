@@ -151,7 +151,7 @@ def visualize(checkpoint, out, data=None, length: int = 100, start: int = 0, dev
     if ckpt["kind"] == "transformer":
         panels = [(m[0].T.cpu().numpy(), f"block {k + 1}: attention weights, mean over heads (column t: how much "
                                          f"{unit} t reads each earlier {unit}; causal: 0 below the diagonal)",
-                   f"{unit} read", "free") for k, m in enumerate(attention_maps(model, x))]
+                   f"{unit} read", "weights") for k, m in enumerate(attention_maps(model, x))]
         paths.append(_save(_panels_figure(f"{kind} attention over {where}", top, panels), out / "attention.png"))
         return paths
     with torch.no_grad():
@@ -229,8 +229,8 @@ _SCALES = {"sigmoid": ("viridis", 0.0, 1.0), "tanh": ("RdBu_r", -1.0, 1.0)}
 def _panels_figure(title: str, top, panels) -> Figure:
     """A surprisal strip over stacked heatmaps, all on one x axis of input characters. `top` is
     (surprisal per position, tick labels, "base" or "character", vocabulary size); `panels` holds
-    (values (rows, T), title, row label, scale): "sigmoid" 0..1, "tanh" -1..1, or "free"
-    (symmetric around 0 at the panel's largest magnitude)."""
+    (values (rows, T), title, row label, scale): "sigmoid" 0..1, "tanh" -1..1, "weights" 0..their
+    99th percentile, or "free" (symmetric around 0 at the panel's largest magnitude)."""
     surprisal, labels, unit, n_symbols = top
     T = len(labels)
     heights = [1.3] + [max(1.6, 0.03 * v.shape[0]) for v, *_ in panels]
@@ -249,6 +249,8 @@ def _panels_figure(title: str, top, panels) -> Figure:
         hax = fig.add_subplot(grid[row, 0], sharex=ax)
         if scale in _SCALES:
             cmap, lo, hi = _SCALES[scale]
+        elif scale == "weights":  # attention: most weights are ~1/t, a few near 1; clip at the 99th percentile
+            cmap, lo, hi = "viridis", 0.0, float(np.percentile(values, 99)) or 1.0
         else:
             top_value = float(np.abs(values).max()) or 1.0
             cmap, lo, hi = "RdBu_r", -top_value, top_value
