@@ -186,7 +186,8 @@ def _fastpaths_off(model: nn.Module, report: SwapReport) -> None:
             module.__dict__[_NESTED_WAS] = True
             module.use_nested_tensor = False
             report.append(SwapEntry(name, type(module), "left", (
-                "use_nested_tensor off: its nested-tensor fast path would hand the swapped layers nested tensors")))
+                "use_nested_tensor off: its nested-tensor fast path would hand the swapped layers nested tensors "
+                "(so padded positions now hold computed values, not torch's zeros)")))
 
 
 def _no_op(module, args) -> None:
