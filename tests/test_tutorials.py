@@ -14,7 +14,7 @@ LESSONS = sorted(TUTORIALS.glob("[0-9][0-9]_*.py"))
 
 
 def test_the_path_has_its_eight_lessons():
-    assert [p.name[:2] for p in LESSONS] == [f"{i:02d}" for i in range(1, 9)]
+    assert [p.name[:2] for p in LESSONS] == [f"{i:02d}" for i in range(1, 10)]
 
 
 @pytest.fixture(scope="module", params=LESSONS, ids=lambda p: p.stem)
