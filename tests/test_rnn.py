@@ -5,6 +5,7 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import tritonlab
+from tritonlab.scratch import rnn as scratch_rnn
 from parity import assert_matches_torch
 
 # torch's own notice that it runs LSTM with proj_size without oneDNN
@@ -218,3 +219,32 @@ def test_reference_refuses_second_derivative_instead_of_a_wrong_one(cls):
     x = torch.randn(5, 2, 3, requires_grad=True)
     with pytest.raises(RuntimeError, match="cannot be differentiated again"):
         torch.autograd.grad(layer(x)[0].sum(), x, create_graph=True)
+
+
+LSTM_CONFIGS = [name for cell, name in CASES if cell == "LSTM"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("config", LSTM_CONFIGS + ["packed"])
+def test_lstm_without_grad_takes_its_own_loop_and_matches_torch(config, dtype, monkeypatch):
+    """Under no_grad the reference LSTM runs a loop that keeps nothing for a backward."""
+    calls = []
+    inference = scratch_rnn._lstm_inference
+    monkeypatch.setattr(scratch_rnn, "_lstm_inference", lambda *a: calls.append(1) or inference(*a))
+    if config == "packed":
+        kwargs = dict(input_size=3, hidden_size=5, num_layers=2, bidirectional=True, proj_size=2)
+        lab, ref = Packed(tritonlab.LSTM(**kwargs, dtype=dtype)), Packed(nn.LSTM(**kwargs, dtype=dtype))
+        inputs = [torch.randn(6, 5, 3, dtype=dtype), torch.tensor([3, 6, 1, 6, 2]),
+                  initial_state("LSTM", kwargs, 5, dtype)]
+    else:
+        kwargs, steps, batch, with_state = CONFIGS[config]
+        lab, ref = tritonlab.LSTM(**kwargs, dtype=dtype), nn.LSTM(**kwargs, dtype=dtype)
+        inputs = [make_input(kwargs, steps, batch, dtype)]
+        if with_state:
+            inputs.append(initial_state("LSTM", kwargs, batch, dtype))
+    lab.load_state_dict(ref.state_dict())
+    lab.eval(), ref.eval()
+    with torch.no_grad(), tritonlab.use_backend("reference"):
+        got, want = lab(*inputs), ref(*inputs)
+    assert calls
+    torch.testing.assert_close(got, want)
