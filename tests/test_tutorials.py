@@ -13,7 +13,7 @@ TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
 LESSONS = sorted(TUTORIALS.glob("[0-9][0-9]_*.py"))
 
 
-def test_the_path_has_its_eight_lessons():
+def test_the_path_has_its_nine_lessons():
     assert [p.name[:2] for p in LESSONS] == [f"{i:02d}" for i in range(1, 10)]
 
 

@@ -607,7 +607,8 @@ check_2()
 # %% [markdown]
 # ## What's next
 #
-# This is the last lesson of the path. From here: run lessons 01–08 on a GPU and compare
+# Lesson 09 leaves recurrences for attention: the online softmax of lesson 02 streamed over
+# tiles of keys. Before it, run lessons 01–08 on a GPU and compare
 # each ladder's numbers with its predictions; `tritonlab bench --ops lstm gru` times the
 # same providers (`triton-step`, `triton-persistent`, `triton-persistent-grid`, `graph`,
 # `torch`) over the benchmark's cases, forward and backward; the backward kernels
