@@ -85,6 +85,17 @@ def _lse(q, k, v, mask=None, is_causal=False, scale=0.25):
     return attention.attention_op(q, k, v, mask, 0.0, is_causal, scale, None)[1]
 
 
+def test_lse_is_marked_non_differentiable(triton_device):
+    """lse is an output for the backward only: through the op it requires no grad, eagerly
+    or traced, so differentiating it is an error rather than a silent zero."""
+    q, k, v = (t.requires_grad_() for t in _qkv(1, 2, 2, 5, 7, 16, 16, device=triton_device))
+    out, lse = attention.attention_op(q, k, v, None, 0.0, False, 0.25, None)
+    assert out.requires_grad and not lse.requires_grad
+    traced = torch.compile(lambda *a: attention.attention_op(*a, None, 0.0, False, 0.25, None), backend="eager")
+    out, lse = traced(q, k, v)
+    assert out.requires_grad and not lse.requires_grad
+
+
 # ---- without dropout ---------------------------------------------------------------------
 
 CASES = {  # (B, Hq, Hkv, L, S, E, Ev), causal

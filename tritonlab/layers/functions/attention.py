@@ -49,6 +49,7 @@ def _(dout, q, k, v, mask, out, lse, dropout_p, is_causal, scale, seed):
 def _setup(ctx, inputs, output):
     q, k, v, mask, ctx.dropout_p, ctx.is_causal, ctx.scale, ctx.seed = inputs  # the seed rides on ctx
     ctx.save_for_backward(q, k, v, mask, *output)
+    ctx.mark_non_differentiable(output[1])  # lse is the backward's, not a result to differentiate
 
 
 def _backward(ctx, dout, _dlse):
