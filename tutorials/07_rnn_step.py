@@ -114,7 +114,7 @@ def lstm_naive():
 # W_ihᵀ, with both biases folded in). And each step does *one* matmul `h W_hhᵀ` for all
 # four gates at once — W_hh stores the gates' rows stacked i, f, g, o, so the (B, 4H)
 # result holds the four pre-activations side by side — followed by a handful of in-place
-# elementwise torch ops for the gates (nine; `tritonlab/scratch/rnn.py`, `_LSTM.forward`).
+# elementwise torch ops for the gates (six; `tritonlab/scratch/rnn.py`, `_LSTM.forward`).
 #
 # `torch.nn.LSTM` on a GPU calls cuDNN: one call for the whole sequence, with cuDNN's own
 # kernels launched from C++. That is the bar. (At this size — H = 256, float32 — PyTorch
@@ -167,7 +167,7 @@ def lstm_cudnn():
 # | rung | launches per step | predicted |
 # |---|---|---|
 # | naive | ~25 (8 matmuls, activations, products) | slowest, ~100 µs per step |
-# | reference | ~10 (1 matmul + in-place gate ops) | ~2–3× faster than naive |
+# | reference | 7 (1 matmul + 6 in-place gate ops) | ~2–3× faster than naive |
 # | torch (cuDNN) | its own, launched from C++ | a few µs per step: the bar |
 # | triton v1 | 2 (cuBLAS matmul + 1 fused gate kernel) | ~3–5× faster than the reference |
 # | triton v2 | 1 (matmul and gates in one kernel) | ~2× faster than v1 |
@@ -179,15 +179,15 @@ def lstm_cudnn():
 # ## Triton v1 — the gates as one elementwise kernel
 #
 # Keep the matmul `a = xp_t + h W_hhᵀ` in torch (one cuBLAS `addmm` per step) and replace
-# the ten gate ops by one kernel, an elementwise kernel like lesson 01's: each program
+# the six gate ops by one kernel, an elementwise kernel like lesson 01's: each program
 # takes BLOCK of the B·H (row, unit) pairs, reads that unit's four pre-activations
 # a[row, unit], a[row, H + unit], a[row, 2H + unit], a[row, 3H + unit] and c[row, unit], and
 # writes c' and h'. The intermediate i, f, g, o never leave registers.
 #
-# Bytes per step of the gate part: the reference makes ~10 passes over (B, 4H)-sized
+# Bytes per step of the gate part: the reference makes 6 passes over (B, H)- to (B, 4H)-sized
 # buffers; the fused kernel reads a and c once and writes c and h once. At B=8 that saves
 # a few hundred KiB per step: ~0.1 µs at 3.35 TB/s, nothing next to the ~5 µs of each of
-# the eight launches per step it removes. The gain we expect is from launches (10 → 2 per
+# the five launches per step it removes. The gain we expect is from launches (7 → 2 per
 # step), not from bytes.
 #
 # `c` is updated in place: each element is read and written by the same program, so no
@@ -404,7 +404,8 @@ table_lstm = ladder(f"LSTM forward B={B} T={T} I={I} H={H} float32", {
 # What this lesson printed on the project's one GPU run so far (2026-11-28, NVIDIA H200,
 # torch 2.11, triton 3.6; one run each, times in ms; the whole output is in
 # `reports/h200-2026-11-28/tutorials.txt`). Compare it with the predictions above; a
-# rerun prints your own device's ladder.
+# rerun prints your own device's ladder. The reference rung ran the tier as it was that
+# day, with 9 elementwise ops per step instead of today's 6.
 #
 # ```
 # == LSTM forward B=8 T=512 I=256 H=256 float32 — NVIDIA H200
