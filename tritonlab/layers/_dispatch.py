@@ -28,6 +28,19 @@ def pick(op: str, impls: dict[str, Callable], layer_backend: str | None, x: torc
     )
 
 
+# the dtypes the Triton kernels take; `auto` sends others (float64) to the reference tier
+TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def pick_for_dtype(op: str, impls: dict[str, Callable], layer_backend: str | None, x: torch.Tensor) -> Callable:
+    """pick(), but unless "triton" is asked for by name, a dtype the kernels do not take
+    (float64) goes to the reference tier, as an op without kernels does."""
+    requested = layer_backend if layer_backend is not None else get_backend()
+    if x.dtype not in TRITON_DTYPES and requested != "triton":
+        impls = {tier: fn for tier, fn in impls.items() if tier != "triton"}
+    return pick(op, impls, layer_backend, x)
+
+
 def lazy(family: str, name: str) -> Callable:
     """`functions.<family>.<name>`, the triton tier's entry point, imported on first call:
     the Triton tier's files import triton, which `import tritonlab` must not do (the CPU

@@ -19,25 +19,17 @@ from ..backend import check_backend, get_backend
 from ..scratch import attention as scratch
 from ._base import LabLayer
 from ._checks import check_input, check_like
-from ._dispatch import lazy, pick
-from .linear import _LINEAR, _SCRATCH as _LINEAR_SCRATCH, _TRITON_DTYPES
+from ._dispatch import lazy, pick_for_dtype
+from .linear import linear_tier
 
 _SCRATCH = {"naive": scratch.attention_naive, "reference": scratch.attention_reference}
 _ATTENTION = {**_SCRATCH, "triton": lazy("attention", "attention_triton")}
 _SDPA = "scaled_dot_product_attention"
 
 
-def _tier(impls_triton: dict, impls_scratch: dict, op: str, backend: str | None, x: torch.Tensor):
-    """The tier's function for `x`; `auto` sends float64 (no Triton kernel) to the
-    reference tier, as Linear does."""
-    requested = backend if backend is not None else get_backend()
-    impls = impls_triton if x.dtype in _TRITON_DTYPES or requested == "triton" else impls_scratch
-    return pick(op, impls, backend, x)
-
-
 def _linear(backend, x, weight, bias):
     """x Wᵀ + b on the Linear tier this call resolves to (the triton tier's GEMM kernel)."""
-    return _tier(_LINEAR, _LINEAR_SCRATCH, "linear", backend, x)(x, weight, bias)
+    return linear_tier(backend, x)(x, weight, bias)
 
 
 # ---- the functional ------------------------------------------------------------------
@@ -168,7 +160,7 @@ def _attention_4d(q, k, v, mask, dropout_p: float, is_causal: bool, scale: float
     # auto sends a mask that wants its gradient to the reference tier (the kernel gives none)
     learned_mask = mask is not None and mask.requires_grad and torch.is_grad_enabled()
     impls = _SCRATCH if learned_mask and (backend or get_backend()) == "auto" else _ATTENTION
-    return _tier(impls, _SCRATCH, "attention", backend, q)(q, k, v, mask, dropout_p, is_causal, scale)
+    return pick_for_dtype("attention", impls, backend, q)(q, k, v, mask, dropout_p, is_causal, scale)
 
 
 # ---- MultiheadAttention ---------------------------------------------------------------

@@ -5,18 +5,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backend import get_backend
 from ..scratch import conv as scratch
 from ._base import LabLayer
 from ._checks import check_input, check_like, check_size
-from ._dispatch import lazy, pick
+from ._dispatch import lazy, pick_for_dtype
 
 _SCRATCH = {"naive": scratch.conv2d_naive, "reference": scratch.conv2d_reference}
 # the triton tier's two paths; `algo=` picks one (the other tiers ignore it)
 ALGOS = ("implicit", "im2col")
 _CONV = {algo: {**_SCRATCH, "triton": lazy("conv", f"conv2d_{algo}")} for algo in ALGOS}
-# dtypes the Triton kernels take; `auto` sends others (float64) to the reference tier
-_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _strides_like_channels_last(t: torch.Tensor) -> bool:
@@ -88,9 +85,7 @@ class Conv2d(LabLayer, nn.Conv2d):
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             padding = ((0, 0), (0, 0))
 
-        requested = self.backend if self.backend is not None else get_backend()
-        impls = _CONV[self.algo] if x.dtype in _TRITON_DTYPES or requested == "triton" else _SCRATCH
-        conv = pick("conv2d", impls, self.backend, x)
+        conv = pick_for_dtype("conv2d", _CONV[self.algo], self.backend, x)
         y = conv(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
         if channels_last:
             y = y.contiguous(memory_format=torch.channels_last)

@@ -10,18 +10,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..backend import get_backend
 from ..scratch import activations as scratch_act
 from ..scratch import linear as scratch
 from ._base import LabLayer
 from ._checks import check_input, check_like, check_size
-from ._dispatch import lazy, pick
+from ._dispatch import lazy, pick_for_dtype
 
 _SCRATCH = {"naive": scratch.linear_naive, "reference": scratch.linear_reference}
 _LINEAR = {**_SCRATCH, "triton": lazy("linear", "linear_triton")}
-# dtypes the Triton GEMM takes; `auto` sends others (float64) to the reference tier
-_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
+
+
+def linear_tier(backend: str | None, x: torch.Tensor):
+    """The Linear function of the tier a call with `backend` (None: the global one) on x
+    resolves to, (x, weight, bias) -> x Wᵀ + b; other layers' projections use it too."""
+    return pick_for_dtype("linear", _LINEAR, backend, x)
 
 
 class Linear(LabLayer, nn.Linear):
@@ -37,9 +40,7 @@ class Linear(LabLayer, nn.Linear):
             raise ValueError(f"{type(self).__name__} expected an input of shape (*, in_features), got a 0-D tensor")
         check_size(x, -1, self.in_features, type(self).__name__, "input features")
         check_like(x, self.weight, type(self).__name__)
-        requested = self.backend if self.backend is not None else get_backend()
-        impls = _LINEAR if x.dtype in _TRITON_DTYPES or requested == "triton" else _SCRATCH
-        return pick("linear", impls, self.backend, x)
+        return linear_tier(self.backend, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._linear(x)(x, self.weight, self.bias)
