@@ -248,3 +248,29 @@ def test_lstm_without_grad_takes_its_own_loop_and_matches_torch(config, dtype, m
         got, want = lab(*inputs), ref(*inputs)
     assert calls
     torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("wants", ["h0", "c0", "nothing", "inference_mode"])
+def test_lstm_takes_the_autograd_loop_exactly_when_a_gradient_is_wanted(wants, monkeypatch):
+    """Frozen weights and a plain input: the autograd loop runs iff h0 or c0 wants a
+    gradient (which must then match torch's); otherwise, and under inference_mode, the
+    no-grad loop runs."""
+    calls = []
+    inference = scratch_rnn._lstm_inference
+    monkeypatch.setattr(scratch_rnn, "_lstm_inference", lambda *a: calls.append(1) or inference(*a))
+    kwargs = dict(input_size=3, hidden_size=5, num_layers=2, dtype=torch.float64)
+    lab, ref = tritonlab.LSTM(**kwargs, backend="reference"), nn.LSTM(**kwargs)
+    lab.load_state_dict(ref.state_dict())
+    lab.requires_grad_(wants == "inference_mode")
+    ref.requires_grad_(False)
+    x, (h0, c0) = torch.randn(4, 2, 3, dtype=torch.float64), initial_state("LSTM", kwargs, 2, torch.float64)
+    if wants in ("h0", "c0"):
+        leaf = {"h0": h0, "c0": c0}[wants].requires_grad_()
+        got = torch.autograd.grad(lab(x, (h0, c0))[0].sum(), leaf)
+        want = torch.autograd.grad(ref(x, (h0, c0))[0].sum(), leaf)
+        assert not calls
+    else:
+        with torch.inference_mode() if wants == "inference_mode" else torch.enable_grad():
+            got, want = lab(x, (h0, c0)), ref(x, (h0, c0))
+        assert calls
+    torch.testing.assert_close(got, want)
