@@ -70,26 +70,22 @@ def _cached(value: float, dtype: torch.dtype) -> torch.Tensor:
     return torch.tensor(value, dtype=dtype)
 
 
-def _times(x: torch.Tensor, value: float, out: torch.Tensor | None) -> torch.Tensor:
+def _times(x: torch.Tensor, value: float) -> torch.Tensor:
     """x * value, with value a 0-d tensor made once, in x's dtype (so that neither its
     precision nor its dtype changes the result's)."""
-    return torch.mul(x, _constant(value, x.dtype if x.is_floating_point() else torch.get_default_dtype()), out=out)
+    return torch.mul(x, _constant(value, x.dtype if x.is_floating_point() else torch.get_default_dtype()))
 
 
-def sigmoid_values(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """1 / (1 + exp(-x)) in four kernels, values only (no autograd graph; the reference
-    tier and the RNN loops write their backward from the output). exp(-x) may overflow
-    to inf for x < -88, and 1 / (1 + inf) is exactly the right 0. With `out` (x itself
-    for in place) the result goes there and nothing is allocated, as a time loop wants."""
-    e = torch.exp2(_times(x, -LOG2E, out), out=out)
-    return e.add_(_ONE).reciprocal_()
+def sigmoid_values(x: torch.Tensor) -> torch.Tensor:
+    """1 / (1 + exp(-x)) in four kernels on one fresh tensor, values only (no autograd
+    graph: the reference tier writes its backward from the output). exp(-x) may
+    overflow to inf for x < -88, and 1 / (1 + inf) is exactly the right 0."""
+    return _times(x, -LOG2E).exp2_().add_(_ONE).reciprocal_()
 
 
-def tanh_values(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """tanh(x) = 2 / (1 + exp(-2x)) - 1, values only; -1 (not nan) where exp overflows.
-    `out` as for sigmoid_values."""
-    e = torch.exp2(_times(x, -2 * LOG2E, out), out=out)
-    return e.add_(_ONE).reciprocal_().mul_(_TWO).sub_(_ONE)
+def tanh_values(x: torch.Tensor) -> torch.Tensor:
+    """tanh(x) = 2 / (1 + exp(-2x)) - 1, values only; -1 (not nan) where exp overflows."""
+    return _times(x, -2 * LOG2E).exp2_().add_(_ONE).reciprocal_().mul_(_TWO).sub_(_ONE)
 
 
 def relu_values(x: torch.Tensor) -> torch.Tensor:
