@@ -139,7 +139,7 @@ def qkv(B, H, L, E, seed):
 # and `out` written: **`4·B·H·L·E` elements** when `L = S`. Their ratio, the **arithmetic
 # intensity**, is `4·L·S·E / (4·L·E·2 bytes) = S/2` FLOPs per byte in fp16. An H100 does
 # ~990 fp16 TFLOP/s on its tensor cores and moves ~3.35 TB/s: the crossover (the "ridge")
-# is at 990 / 3.35 ≈ 300 FLOPs per byte, so **from `S ≈ 500` on, attention is
+# is at 990 / 3.35 ≈ 300 FLOPs per byte, so **from `S ≈ 600` on, attention is
 # compute-bound** — if, and only if, nothing but q, k, v and out touches memory.
 #
 # The reference does not manage that. `_probabilities` writes the scores (one pass over an
@@ -192,10 +192,12 @@ print(f"short: q, k, v {tuple(q.shape)} {dtype}; the reference's L x S buffer: "
 # Scores never touch memory: one read of q, k, v, one write of out, the fusion of lesson
 # 02 applied to the whole of attention. The catch is **size**: each program holds a
 # `BLOCK_M × S` fp32 score block plus all of `K` and `V` of its head. Compiled for an H100
-# (sm_90) here, through the `ptxas` that Triton 3.9 ships (no GPU needed, as in lesson
-# 02), with 16 queries, 8 warps, S = 512, E = 64: it already takes all **255 registers** a
-# thread may have and spills 24 bytes a thread to memory; 32 and 64 queries spill 44 and
-# 1156 bytes (with 4 warps, 16 queries spill 548). At S = 4096,
+# (sm_90) here without a GPU, as in lesson 02: `tests/sm90.py` compiles a kernel ahead
+# of time for `GPUTarget("cuda", 90, 32)`, and `ptxas-blackwell -v --gpu-name sm_90a`
+# (Triton 3.9 ships it; its plain `ptxas` is too old for the PTX) prints the registers
+# and spills of the cubin. With 16 queries, 8 warps, S = 512, E = 64: it already takes
+# all **255 registers** a thread may have and spills 24 bytes a thread to memory; 32 and
+# 64 queries spill 44 and 1156 bytes (with 4 warps, 16 queries spill 548). At S = 4096,
 # E = 128, one head's K and V alone are 2 MB against an SM's 227 KB of shared memory:
 # **v1 cannot run the long case at all** — that is the ladder's second table.
 #
