@@ -224,13 +224,19 @@ def test_reference_refuses_second_derivative_instead_of_a_wrong_one(cls):
 LSTM_CONFIGS = [name for cell, name in CASES if cell == "LSTM"]
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("config", LSTM_CONFIGS + ["packed"])
-def test_lstm_without_grad_takes_its_own_loop_and_matches_torch(config, dtype, monkeypatch):
-    """Under no_grad the reference LSTM runs a loop that keeps nothing for a backward."""
+@pytest.fixture
+def inference_calls(monkeypatch):
+    """A list that gets an entry each time the reference LSTM's no-grad loop runs."""
     calls = []
     inference = scratch_rnn._lstm_inference
     monkeypatch.setattr(scratch_rnn, "_lstm_inference", lambda *a: calls.append(1) or inference(*a))
+    return calls
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("config", LSTM_CONFIGS + ["packed"])
+def test_lstm_without_grad_takes_its_own_loop_and_matches_torch(config, dtype, inference_calls):
+    """Under no_grad the reference LSTM runs a loop that keeps nothing for a backward."""
     if config == "packed":
         kwargs = dict(input_size=3, hidden_size=5, num_layers=2, bidirectional=True, proj_size=2)
         lab, ref = Packed(tritonlab.LSTM(**kwargs, dtype=dtype)), Packed(nn.LSTM(**kwargs, dtype=dtype))
@@ -246,18 +252,15 @@ def test_lstm_without_grad_takes_its_own_loop_and_matches_torch(config, dtype, m
     lab.eval(), ref.eval()
     with torch.no_grad(), tritonlab.use_backend("reference"):
         got, want = lab(*inputs), ref(*inputs)
-    assert calls
+    assert inference_calls
     torch.testing.assert_close(got, want)
 
 
 @pytest.mark.parametrize("wants", ["h0", "c0", "nothing", "inference_mode"])
-def test_lstm_takes_the_autograd_loop_exactly_when_a_gradient_is_wanted(wants, monkeypatch):
+def test_lstm_takes_the_autograd_loop_exactly_when_a_gradient_is_wanted(wants, inference_calls):
     """Frozen weights and a plain input: the autograd loop runs iff h0 or c0 wants a
     gradient (which must then match torch's); otherwise, and under inference_mode, the
     no-grad loop runs."""
-    calls = []
-    inference = scratch_rnn._lstm_inference
-    monkeypatch.setattr(scratch_rnn, "_lstm_inference", lambda *a: calls.append(1) or inference(*a))
     kwargs = dict(input_size=3, hidden_size=5, num_layers=2, dtype=torch.float64)
     lab, ref = tritonlab.LSTM(**kwargs, backend="reference"), nn.LSTM(**kwargs)
     lab.load_state_dict(ref.state_dict())
@@ -268,9 +271,9 @@ def test_lstm_takes_the_autograd_loop_exactly_when_a_gradient_is_wanted(wants, m
         leaf = {"h0": h0, "c0": c0}[wants].requires_grad_()
         got = torch.autograd.grad(lab(x, (h0, c0))[0].sum(), leaf)
         want = torch.autograd.grad(ref(x, (h0, c0))[0].sum(), leaf)
-        assert not calls
+        assert not inference_calls
     else:
         with torch.inference_mode() if wants == "inference_mode" else torch.enable_grad():
             got, want = lab(x, (h0, c0)), ref(x, (h0, c0))
-        assert calls
+        assert inference_calls
     torch.testing.assert_close(got, want)

@@ -17,7 +17,7 @@ from ..scratch import rnn as scratch
 from ..scratch.dropout import dropout_reference
 from ._base import LabLayer
 from ._checks import check_input, check_like, check_size
-from ._dispatch import lazy, pick
+from ._dispatch import lazy, pick_for_dtype
 
 _GRU = {"naive": scratch.gru_naive, "reference": scratch.gru_reference,
         "triton": lazy("rnn", "gru_triton")}
@@ -101,11 +101,11 @@ class _Recurrent(LabLayer):
         packed = isinstance(x, PackedSequence)
         data = x.data if packed else x
         requested = self.backend if self.backend is not None else get_backend()
-        if requested == "auto" and (self.proj_size or data.dtype == torch.float64):
-            # the Triton kernels cover neither: `auto` takes the reference tier there, as for
+        if requested == "auto" and self.proj_size:
+            # the Triton kernels have no projection: `auto` takes the reference tier, as for
             # an op without kernels (an explicit "triton" gets the tier's own error)
             impls = {tier: fn for tier, fn in impls.items() if tier != "triton"}
-        fn = pick(op, impls, self.backend, data)
+        fn = pick_for_dtype(op, impls, self.backend, data)  # float64 too
         if packed and x.sorted_indices is not None:
             hx = _map(lambda s: s.index_select(1, x.sorted_indices), hx)
         # "auto" leaves the choice to the module-wide default (variant=None)

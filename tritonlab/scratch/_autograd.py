@@ -96,10 +96,15 @@ class LabOp:
     def __call__(self, *args):
         if _tracing() or not all(type(a) in _PLAIN for a in args if isinstance(a, torch.Tensor)):
             return self.op(*args)
-        if self._eager is not None and torch.is_grad_enabled() and any(
-                isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+        if self._eager is not None and wants_grad(*args):
             return self._eager.apply(*args)
         return self.fn(*args)
+
+
+def wants_grad(*args) -> bool:
+    """Whether a call with `args` must record a backward: grad mode is on and some tensor
+    among them requires grad (other arguments are ignored)."""
+    return torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
 
 
 def custom_op(name: str, schema: str):

@@ -34,7 +34,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import torch
 
-from ._autograd import first_order_only
+from ._autograd import first_order_only, wants_grad
 from .activations import _constant, sigmoid_reference, tanh_reference
 
 Weights = tuple  # (w_ih, w_hh, b_ih, b_hh, w_hr), entries may be None
@@ -220,11 +220,13 @@ def _lstm_scaled(xp: torch.Tensor, w_hh: torch.Tensor):
     return xp * scale, (w_hh * scale[:, None]).t()
 
 
-def _lstm_update(i, f, s, o, c, ct, rt, ht, minus_two) -> None:
+def _lstm_update(i, f, s, o, c, ct, rt, ht) -> None:
     """One step after the gates' σ (i, f, s, o; see _lstm_scaled): c' into ct, σ(-2c')
     into rt, h = o tanh(c') into ht. ct may be c itself: each element is read, then written."""
     torch.addcmul(i, f, c, out=ct).addcmul_(i, s, value=-2)
-    torch.mul(ct, minus_two, out=rt).sigmoid_()
+    # -2 as a cached 0-d CPU tensor: a Python number is wrapped anew on every call, and a
+    # CUDA one would be a host-to-device copy, which a CUDA graph cannot capture
+    torch.mul(ct, _constant(-2.0, ct.dtype), out=rt).sigmoid_()
     torch.addcmul(o, o, rt, value=-2, out=ht)
 
 
@@ -243,14 +245,11 @@ class _LSTM(torch.autograd.Function):
         out_t = hid_t if w_hr is None else _per_step(out, sizes)
         h, cell, h_in, c_in = h0, c0, [None] * len(sizes), [None] * len(sizes)
         w_hr_t = None if w_hr is None else w_hr.t()
-        # a 0-d CPU tensor made once: a Python number is wrapped anew on every call, and a
-        # CUDA one made here would be a host-to-device copy, which a CUDA graph cannot capture
-        minus_two = _constant(-2.0, xp.dtype)
         for t in _steps(sizes, reverse):
             h_in[t], c_in[t] = hp, cp = _rows_in(h, sizes[t]), _rows_in(cell, sizes[t])
             ct, ot = c_t[t], out_t[t]
             gates_t[t].addmm_(hp, w_t).sigmoid_()
-            _lstm_update(*ifgo_t[t], cp, ct, r_t[t], hid_t[t], minus_two)
+            _lstm_update(*ifgo_t[t], cp, ct, r_t[t], hid_t[t])
             if w_hr is not None:
                 torch.mm(hid_t[t], w_hr_t, out=ot)
             h, cell = _next_state(h, ot), _next_state(cell, ct)
@@ -314,7 +313,6 @@ def _lstm_inference(xp, h0, c0, w_hh, w_hr, sizes, reverse):
     hid = None if w_hr is None else xp.new_empty(batch, size)  # o tanh(c'), before the projection
     ifso = gates.chunk(4, 1)
     w_hr_t = None if w_hr is None else w_hr.t()
-    minus_two = _constant(-2.0, xp.dtype)  # as in _LSTM.forward
     h, cell = h0, c0
     for t in _steps(sizes, reverse):
         n = sizes[t]
@@ -322,7 +320,7 @@ def _lstm_inference(xp, h0, c0, w_hh, w_hr, sizes, reverse):
         ht = out_t[t] if w_hr is None else _rows_in(hid, n)
         torch.addmm(xs_t[t], _rows_in(h, n), w_t, out=g).sigmoid_()
         # fewer rows than the batch: packed input
-        _lstm_update(*(ifso if n == batch else g.chunk(4, 1)), _rows_in(cell, n), ct, _rows_in(r, n), ht, minus_two)
+        _lstm_update(*(ifso if n == batch else g.chunk(4, 1)), _rows_in(cell, n), ct, _rows_in(r, n), ht)
         if w_hr is not None:
             torch.mm(ht, w_hr_t, out=out_t[t])
         h, cell = _next_state(h, out_t[t]), _next_state(cell, ct)
@@ -331,7 +329,7 @@ def _lstm_inference(xp, h0, c0, w_hh, w_hr, sizes, reverse):
 
 def _lstm_run(xp, state, w, sizes, reverse):
     args = (xp, *state, w[1], w[4])
-    if torch.is_grad_enabled() and any(a is not None and a.requires_grad for a in args):
+    if wants_grad(*args):
         out, h, c = _LSTM.apply(*args, sizes, reverse)
     else:
         out, h, c = _lstm_inference(*args, sizes, reverse)
