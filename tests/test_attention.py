@@ -398,18 +398,14 @@ def test_mha_fully_masked_query_gives_zero_attention():
     torch.testing.assert_close(out, ref(x, x, x, key_padding_mask=kpm, need_weights=False)[0], **TOL[x.dtype])
 
 
-def test_a_mask_that_wants_its_gradient(triton_device):
-    """The triton tier gives no mask gradient: auto takes the reference tier for such a
-    mask, an explicit triton refuses it, and without grad mode the kernel runs."""
-    q, k, v = (torch.randn(1, 2, 5, 8, device=triton_device) for _ in range(3))
-    bias = torch.zeros(5, 5, device=triton_device, requires_grad=True)
-    tritonlab.scaled_dot_product_attention(q, k, v, attn_mask=bias).sum().backward()
-    assert bias.grad is not None and bias.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="no gradient for the mask"):
-        tritonlab.scaled_dot_product_attention(q, k, v, attn_mask=bias, backend="triton")
-    with torch.no_grad():
-        got = tritonlab.scaled_dot_product_attention(q, k, v, attn_mask=bias, backend="triton")
-    torch.testing.assert_close(got, F.scaled_dot_product_attention(q, k, v, attn_mask=bias.detach()))
+@pytest.mark.parametrize("tier", ["triton", None], ids=["triton", "auto"])
+@pytest.mark.parametrize("shape", [(5, 7), (2, 1, 1, 7)], ids=str)
+def test_a_learned_mask_gets_torchs_gradient(shape, tier, triton_device):
+    """A float mask that requires grad (a learned bias), 2-D or broadcast over heads and
+    queries: the triton tier (auto takes it too) gives torch's gradient."""
+    q, k, v = (t.float().to(triton_device) for t in qkv(2, 2, 5, 7, 8))
+    bias = torch.randn(shape, device=triton_device)
+    assert_sdpa_matches(tier, q, k, v, bias, tol=dict(atol=1e-4, rtol=1e-4))
 
 
 def test_mha_query_features_are_checked_first():

@@ -168,10 +168,12 @@ def _opcheck_cases(device: str) -> dict[str, list[tuple]]:
     qkv = (t(2, 2, 5, 16), t(2, 1, 9, 16), t(2, 1, 9, 24))  # grouped-query heads, Ev != E
     key_padding = torch.zeros(2, 1, 1, 9, device=device).index_fill_(3, torch.tensor([6, 8], device=device),
                                                                       float("-inf")).expand(2, 2, 5, 9)
+    bias = t(2, 1, 1, 9)  # a learned bias broadcast over heads and queries: its gradient is summed
     with torch.no_grad():
         lstm_saved = lstm_op(*lstm_args)[3:]
         gru_saved = gru_op(*gru_args)[2:]
         attention_saved = attention_op(*qkv, None, 0.0, True, 0.25, None)
+        bias_saved = attention_op(*qkv, bias, 0.0, False, 0.25, None)
     return {
         "activation": [(t(3, 5, grad=True), "tanh"), (t(4, 6, grad=True).t(), "relu")],
         "activation_backward": [(y, t(3, 5), "sigmoid")],
@@ -198,8 +200,10 @@ def _opcheck_cases(device: str) -> dict[str, list[tuple]]:
                           *gru_saved, *rnn, [True, True, True, True, True])],
         "keep_mask": [(seed, [3, 5], 0.3, torch.device(device))],
         "attention": [(*(x.clone().requires_grad_() for x in qkv), None, 0.0, True, 0.25, None),
-                      (*(x.clone().requires_grad_() for x in qkv), key_padding, 0.3, False, 0.25, seed)],
-        "attention_backward": [(t(2, 2, 5, 24), *qkv, None, *attention_saved, 0.0, True, 0.25, None)],
+                      (*(x.clone().requires_grad_() for x in qkv), key_padding, 0.3, False, 0.25, seed),
+                      (*(x.clone().requires_grad_() for x in (*qkv, bias)), 0.0, False, 0.25, None)],
+        "attention_backward": [(t(2, 2, 5, 24), *qkv, None, *attention_saved, 0.0, True, 0.25, None, False),
+                               (t(2, 2, 5, 24), *qkv, bias, *bias_saved, 0.0, False, 0.25, None, True)],
     }
 
 

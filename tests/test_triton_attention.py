@@ -294,6 +294,52 @@ def test_dropout_backward_regenerates_the_forward_mask(shape, causal, dtype, tri
     _check(q, k, v, is_causal=causal, scale=0.25, keep=keep.double(), p=p)
 
 
+# ---- the mask's gradient ----------------------------------------------------------------
+
+LEARNED = {  # (B, Hq, Hkv, L, S) -> a learned additive mask, as a leaf of the shape it is passed in
+    "full (B,H,L,S)": lambda B, H, L, S: torch.randn(B, H, L, S),
+    "key bias (B,1,1,S)": lambda B, H, L, S: torch.randn(B, 1, 1, S),
+    "(L,S) for all, 2-D": lambda B, H, L, S: torch.randn(L, S),
+    "per head (H,1,S), -inf in places": lambda B, H, L, S: torch.randn(H, 1, S).masked_fill(
+        torch.rand(H, 1, S, generator=torch.Generator().manual_seed(2)) < 0.3, float("-inf")),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("p", [0.0, 0.4], ids=["no dropout", "dropout"])
+@pytest.mark.parametrize("which", LEARNED)
+def test_mask_gradient_matches_float64_math(which, p, dtype, triton_device):
+    """A mask that requires grad gets dS summed to its own shape, with grouped-query heads
+    and ragged lengths, dropout's regenerated keep-mask included; -inf entries get 0."""
+    B, Hq, Hkv, L, S = 2, 2, 1, 17, 40
+    q, k, v = _qkv(B, Hq, Hkv, L, S, 16, 24, dtype=dtype, device=triton_device)
+    mask = LEARNED[which](B, Hq, L, S).to(triton_device, dtype)
+    keep = (_dropped(q, k, p, seed=3) != 0).double() if p else None
+    dout = torch.randn(B, Hq, L, 24, generator=torch.Generator().manual_seed(5)).to(triton_device, dtype)
+    lab = mask.clone().requires_grad_()
+    torch.manual_seed(3)
+    attention.attention_triton(q, k, v, lab, p, False, 0.25).backward(dout)
+    ref = mask.double().requires_grad_()
+    _math(q, k, v, ref, scale=0.25, keep=keep, p=p)[0].backward(dout.double())
+    assert lab.grad.shape == mask.shape and lab.grad.dtype == dtype
+    assert torch.equal(lab.grad[mask == float("-inf")], torch.zeros_like(lab.grad[mask == float("-inf")]))
+    torch.testing.assert_close(lab.grad.double(), ref.grad, **TOL[dtype])
+
+
+def test_mask_gradient_of_an_expanded_view_and_gradcheck(triton_device):
+    """The layer passes a stride-0 expanded view of the user's mask: autograd sums the
+    kernel's full-shape dS back onto the leaf. And gradcheck in float64 with dropout off."""
+    q, k, v = _qkv(1, 2, 2, 9, 12, 8, 8, dtype=torch.float64, device=triton_device)
+    bias = torch.randn(9, 12, dtype=torch.float64, device=triton_device, requires_grad=True)
+    attention.attention_triton(q, k, v, bias.expand(1, 2, 9, 12), 0.0, False, 0.5).sum().backward()
+    expected = torch.autograd.grad(_math(q, k, v, bias.expand(1, 2, 9, 12), scale=0.5)[0].sum(), bias)[0]
+    torch.testing.assert_close(bias.grad, expected, **TOL[torch.float64])
+    small = [t[:, :, :n].clone().requires_grad_() for t, n in ((q, 3), (k, 5), (v, 5))]
+    mask = torch.randn(1, 1, 3, 5, dtype=torch.float64, device=triton_device, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda q, k, v, m: attention.attention_triton(q, k, v, m, 0.0, False, 0.5),
+                                    (*small, mask))
+
+
 # ---- bad input ---------------------------------------------------------------------------
 
 def test_bad_input_is_refused_with_what_was_expected(triton_device):
@@ -320,8 +366,6 @@ def test_bad_input_is_refused_with_what_was_expected(triton_device):
         call(q, k, v, mask[..., :3], 0.0, False, 0.25)
     with pytest.raises(ValueError, match="not both"):
         call(q, k, v, mask, 0.0, True, 0.25)
-    with pytest.raises(ValueError, match="no gradient for the mask"):
-        call(q, k, v, mask.requires_grad_(), 0.0, False, 0.25)
 
 
 def test_bfloat16_on_the_interpreter_is_refused():
@@ -389,7 +433,7 @@ for dtype, size, e, flags, kinds in (
     consts = dict(flags, PRECISION="tf32", ACC=tl.float32, BLOCK_E=e, BLOCK_EV=e)
     for kind in kinds:
         kernel, configs = KERNELS[kind]
-        extra = dict(EVEN_N=True) if kind == "fwd" else {}
+        extra = {"fwd": dict(EVEN_N=True), "dkdv": dict(MASK_GRAD=flags["HAS_MASK"])}.get(kind, {})
         cfg = A._pruner(kind)(configs, {"E": e, "Ev": e, "q_ptr": T(size)})[0]  # the largest tile that fits
         k = build(kernel, dtype, dict(consts, **extra), cfg)
         assert k.metadata.shared <= 227 * 1024, (kind, e, k.metadata.shared)
@@ -400,8 +444,8 @@ for dtype, size, e, flags, kinds in (
 
 def test_kernels_compile_for_sm90():
     """The largest surviving tile of each kernel, bf16 at head dim 128 (on the tensor
-    cores' wgmma), and dK/dV (the most resident state) in fp16 at head dim 256 with mask
-    and dropout, fit an H100/H200's shared memory."""
+    cores' wgmma), and dK/dV (the most resident state) in fp16 at head dim 256 with mask,
+    its gradient and dropout, fit an H100/H200's shared memory."""
     compile_for_sm90(_COMPILE_FOR_SM90)
 
 
@@ -434,6 +478,16 @@ class TestGPU:
         mask[0, ..., 500:] = float("-inf")
         tol = dict(atol=1e-2, rtol=1e-2) if torch.backends.cuda.matmul.allow_tf32 else dict(atol=1e-4, rtol=1e-4)
         _check(q, k, v, mask.expand(2, 4, 300, 700), tol=tol)
+
+    def test_learned_bias_gradient_in_float16(self):
+        q, k, v = _qkv(2, 4, 4, 300, 700, 64, 64, torch.float16, "cuda")
+        bias = torch.randn(1, 4, 300, 700, device="cuda").half().requires_grad_()
+        dout = torch.randn(2, 4, 300, 64, device="cuda", dtype=torch.float16)
+        attention.attention_triton(q, k, v, bias, 0.0, False, 0.125).backward(dout)
+        ref = bias.detach().double().requires_grad_()
+        _math(q, k, v, ref, scale=0.125)[0].backward(dout.double())
+        scale = ref.grad.abs().max().clamp_min(1e-3)
+        torch.testing.assert_close(bias.grad.double() / scale, ref.grad / scale, **GPU_TOL[torch.float16])
 
     def test_backward_is_deterministic_and_dropout_keeps_1_minus_p(self):
         q, k, v = (t.requires_grad_() for t in _qkv(2, 8, 2, 2048, 2048, 128, 128, torch.bfloat16, "cuda"))

@@ -29,7 +29,10 @@ query tiles of every query head of its group, so dK/dV sum in registers (no atom
 deterministic); and `_dq_kernel`, grid (cdiv(L, BLOCK_M), B·Hq), looping over key tiles.
 Both recompute S = scale q kᵀ + mask and P = exp(S - lse) and regenerate keep:
   dV = (P∘Z)ᵀ dO,  dP = (dO Vᵀ)∘Z,  dS = P∘(dP - delta),  dQ = scale dS K,  dK = scale dSᵀ Q,
-with Z = keep / (1 - p) (Z = 1 without dropout).
+with Z = keep / (1 - p) (Z = 1 without dropout). A mask that wants its gradient gets
+dS itself (the mask is added to the scores unscaled): _dkdv_kernel, which visits every
+(query, key) pair once, stores its dS tiles: B·Hq·L·S values written (4 GiB in fp32 at
+B=4, H=16, L=S=4K), summed afterwards over the dims where the mask broadcasts.
 
 Napkin math, B·H·L·S·E = N (E = Ev): forward 4N FLOPs (q kᵀ and P v, 2N each), backward
 about 2.5x that (five matmuls of 2N: S again, dP, dV, dQ, dK); causal halves both.
@@ -200,14 +203,15 @@ def _delta_kernel(o_ptr, do_ptr, delta_ptr, Hq, L, Ev, sdb, sdh, sdm, sde,
 
 
 @triton.jit
-def _dkdv_tiles(dk, dv, k, v, q_base, do_base, mask_base, lse_base, delta_base, row0, n0, offs_n,
+def _dkdv_tiles(dk, dv, k, v, q_base, do_base, mask_base, dm_base, lse_base, delta_base, row0, n0, offs_n,
                 lo, hi, seed_ptr, L, S, E, Ev, sqm, sqe, sdm, sde, smm, qk_scale, p_drop, drop_scale,
-                DIAG: tl.constexpr, HAS_MASK: tl.constexpr, DROPOUT: tl.constexpr,
+                DIAG: tl.constexpr, HAS_MASK: tl.constexpr, DROPOUT: tl.constexpr, MASK_GRAD: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr,
                 BLOCK_EV: tl.constexpr, PRECISION: tl.constexpr):
     """dK, dV of BLOCK_N keys summed over query tiles [lo, hi) of one query head, in the
     transposed orientation (keys as rows): sᵀ = k qᵀ, so dK and dV come out of plain dots.
-    Rows past L load lse = +inf (P = 0) and dO = 0: they add nothing."""
+    Rows past L load lse = +inf (P = 0) and dO = 0: they add nothing. MASK_GRAD: also
+    store dSᵀ, the mask's gradient, at dm_base (this head's (L, S), contiguous)."""
     offs_e = tl.arange(0, BLOCK_E)
     offs_ev = tl.arange(0, BLOCK_EV)
     for start_m in range(lo, hi, BLOCK_M):
@@ -235,22 +239,27 @@ def _dkdv_tiles(dk, dv, k, v, q_base, do_base, mask_base, lse_base, delta_base, 
             dv = tl.dot(pt.to(do.dtype), do, dv, input_precision=PRECISION)
         delta = tl.load(delta_base + offs_m, mask=m_ok, other=0.0)
         dst = pt * (dpt - delta[None, :])
+        if MASK_GRAD:  # the mask is added to the scores unscaled: its gradient is dS itself
+            tl.store(dm_base + offs_m[None, :] * S + offs_n[:, None], dst.to(dm_base.dtype.element_ty),
+                     mask=(offs_n[:, None] < S) & m_ok[None, :])
         dk = tl.dot(dst.to(qt.dtype), tl.trans(qt), dk, input_precision=PRECISION)
     return dk, dv
 
 
 @triton.jit(do_not_specialize=["L_BUCKET", "S_BUCKET"])
-def _dkdv_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr, seed_ptr,
+def _dkdv_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr, dm_ptr, seed_ptr,
                  qk_scale, scale, p_drop, drop_scale, Hq, Hkv, L, S, E, Ev, GROUP, L_BUCKET, S_BUCKET,
                  sqb, sqh, sqm, sqe, skb, skh, skn, ske, svb, svh, svn, sve, smb, smh, smm, smn,
                  sdb, sdh, sdm, sde,
                  IS_CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr, DROPOUT: tl.constexpr,
-                 PRECISION: tl.constexpr, ACC: tl.constexpr,
+                 MASK_GRAD: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr,
                  BLOCK_EV: tl.constexpr):
     """dk (B, Hkv, S, E), dv (B, Hkv, S, Ev), contiguous, for BLOCK_N keys of one (batch,
-    kv head), summed over the GROUP query heads that read it. lse, delta: (B·Hq, L);
-    dO: strides sd*; the rest as _fwd_kernel. BLOCK_N is a multiple of BLOCK_M.
+    kv head), summed over the GROUP query heads that read it; with MASK_GRAD also dS
+    into dm (B, Hq, L, S) contiguous, each element written once (every query tile of
+    every head of the group passes through here; tiles causal skips stay unwritten).
+    lse, delta: (B·Hq, L); dO: strides sd*; the rest as _fwd_kernel. BLOCK_N is a multiple of BLOCK_M.
     Grid (cdiv(S, BLOCK_N), B·Hkv). Cost: 8·GROUP·L·BLOCK_N·E FLOPs (half under causal)."""
     n0 = tl.program_id(0) * BLOCK_N
     bhk = tl.program_id(1).to(tl.int64)
@@ -273,20 +282,24 @@ def _dkdv_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr, dk_p
         do_base = do_ptr + b * sdb + h * sdh
         # keys past S read mask -inf: their P is 0 (their dk, dv are never stored anyway)
         mask_base = mask_ptr + b * smb + h * smh + offs_n[:, None] * smn
+        dm_base = dm_ptr + bh * L * S
         if IS_CAUSAL:  # queries before n0 see none of these keys; from n0 + BLOCK_N on, all
-            dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, mask_base, lse_ptr + bh * L,
+            dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, mask_base, dm_base, lse_ptr + bh * L,
                                  delta_ptr + bh * L, bh * L, n0, offs_n, n0, tl.minimum(n0 + BLOCK_N, L),
                                  seed_ptr, L, S, E, Ev, sqm, sqe, sdm, sde, smm, qk_scale, p_drop, drop_scale,
-                                 True, HAS_MASK, DROPOUT, BLOCK_M, BLOCK_N, BLOCK_E, BLOCK_EV, PRECISION)
-            dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, mask_base, lse_ptr + bh * L,
+                                 True, HAS_MASK, DROPOUT, MASK_GRAD, BLOCK_M, BLOCK_N, BLOCK_E, BLOCK_EV,
+                                 PRECISION)
+            dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, mask_base, dm_base, lse_ptr + bh * L,
                                  delta_ptr + bh * L, bh * L, n0, offs_n, n0 + BLOCK_N, L,
                                  seed_ptr, L, S, E, Ev, sqm, sqe, sdm, sde, smm, qk_scale, p_drop, drop_scale,
-                                 False, HAS_MASK, DROPOUT, BLOCK_M, BLOCK_N, BLOCK_E, BLOCK_EV, PRECISION)
+                                 False, HAS_MASK, DROPOUT, MASK_GRAD, BLOCK_M, BLOCK_N, BLOCK_E, BLOCK_EV,
+                                 PRECISION)
         else:
-            dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, mask_base, lse_ptr + bh * L,
+            dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, mask_base, dm_base, lse_ptr + bh * L,
                                  delta_ptr + bh * L, bh * L, n0, offs_n, 0, L,
                                  seed_ptr, L, S, E, Ev, sqm, sqe, sdm, sde, smm, qk_scale, p_drop, drop_scale,
-                                 False, HAS_MASK, DROPOUT, BLOCK_M, BLOCK_N, BLOCK_E, BLOCK_EV, PRECISION)
+                                 False, HAS_MASK, DROPOUT, MASK_GRAD, BLOCK_M, BLOCK_N, BLOCK_E, BLOCK_EV,
+                                 PRECISION)
     out = bhk * S + offs_n
     tl.store(dk_ptr + out[:, None] * E + offs_e[None, :], (dk * scale).to(dk_ptr.dtype.element_ty),
              mask=n_ok[:, None] & (offs_e[None, :] < E))
@@ -427,14 +440,14 @@ def _pruner(kind: str):
 _KEY = ["E", "Ev", "L_BUCKET", "S_BUCKET", "IS_CAUSAL", "HAS_MASK", "DROPOUT", "PRECISION"]
 
 
-def _tuned(kernel, configs, kind):
-    return triton.autotune(configs=configs, key=_KEY, prune_configs_by={"early_config_prune": _pruner(kind)})(kernel)
+def _tuned(kernel, configs, kind, key=_KEY):
+    return triton.autotune(configs=configs, key=key, prune_configs_by={"early_config_prune": _pruner(kind)})(kernel)
 
 
 # EVEN_N depends on the BLOCK_N the autotuner picks, so the heuristic sits inside it
 _fwd_fixed = triton.heuristics({"EVEN_N": lambda a: a["S"] % a["BLOCK_N"] == 0})(_fwd_kernel)
 _fwd_tuned = _tuned(_fwd_fixed, _FWD_CONFIGS, "fwd")
-_dkdv_tuned = _tuned(_dkdv_kernel, _DKDV_CONFIGS, "dkdv")
+_dkdv_tuned = _tuned(_dkdv_kernel, _DKDV_CONFIGS, "dkdv", _KEY + ["MASK_GRAD"])
 _dq_tuned = _tuned(_dq_kernel, _DQ_CONFIGS, "dq")
 
 
@@ -509,13 +522,18 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
 
 def attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                        mask: torch.Tensor | None, out: torch.Tensor, lse: torch.Tensor, dropout_p: float,
-                       is_causal: bool, scale: float, seed: torch.Tensor | None):
-    """(dq, dk, dv), contiguous, in q's dtype, for the forward that returned (out, lse)
-    with the same arguments. dout: any strides (stride 0 too)."""
+                       is_causal: bool, scale: float, seed: torch.Tensor | None, mask_grad: bool = False):
+    """(dq, dk, dv, dmask), dq/dk/dv contiguous in q's dtype, for the forward that returned
+    (out, lse) with the same arguments. dout: any strides (stride 0 too). dmask: None
+    unless mask_grad, else the mask's gradient dS in the mask's shape and dtype (summed
+    over the dims where it broadcasts). It costs a (B, Hq, L, S) buffer the kernel
+    writes once: in the mask's dtype when the mask has that shape, else in fp32 (fp64
+    for fp64) so the sum over batch and heads does not round in 16 bits."""
     (B, Hq, Hkv, L, S, E, Ev), mask_t, ms, seed_t, (qk_scale, p, drop_scale) = _common(q, k, v, mask,
                                                                                        dropout_p, scale, seed)
     dq, dk, dv = q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
     meta = _meta(q, mask, p, is_causal, E, Ev)
+    dm = _mask_grad_buffer(mask, (B, Hq, L, S), is_causal) if mask_grad else None
     delta = q.new_empty((B * Hq, L), dtype=_lse_dtype(q.dtype))
     if B * Hq * L > 0:
         block = 16 if interpreter_enabled() else 64
@@ -524,11 +542,20 @@ def attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: 
     common = (qk_scale, float(scale), p, drop_scale)
     strides = (*q.stride(), *k.stride(), *v.stride(), *ms, *dout.stride())
     if B * Hkv * S > 0:
-        args = (q, k, v, mask_t, dout, lse, delta, dk, dv, seed_t, *common, Hq, Hkv, L, S, E, Ev, Hq // Hkv,
-                _bucket(L), _bucket(S), *strides)
-        _launch(_dkdv_kernel, _dkdv_tuned, "dkdv", S, B * Hkv, args, meta)
+        args = (q, k, v, mask_t, dout, lse, delta, dk, dv, q if dm is None else dm, seed_t, *common, Hq, Hkv,
+                L, S, E, Ev, Hq // Hkv, _bucket(L), _bucket(S), *strides)
+        _launch(_dkdv_kernel, _dkdv_tuned, "dkdv", S, B * Hkv, args, dict(meta, MASK_GRAD=dm is not None))
     if B * Hq * L > 0:
         args = (q, k, v, mask_t, dout, lse, delta, dq, seed_t, *common, Hq, L, S, E, Ev, Hq // Hkv,
                 _bucket(L), _bucket(S), *strides)
         _launch(_dq_kernel, _dq_tuned, "dq", L, B * Hq, args, meta)
-    return dq, dk, dv
+    if dm is not None and dm.shape != mask.shape:
+        dm = dm.sum_to_size(mask.shape).to(mask.dtype)
+    return dq, dk, dv, dm
+
+
+def _mask_grad_buffer(mask: torch.Tensor, full: tuple, is_causal: bool) -> torch.Tensor:
+    """The (B, Hq, L, S) buffer _dkdv_kernel writes dS into (see attention_backward);
+    zeroed under causal, whose skipped tiles the kernel never writes."""
+    dtype = mask.dtype if tuple(mask.shape) == full else _lse_dtype(mask.dtype)
+    return (torch.zeros if is_causal else torch.empty)(full, dtype=dtype, device=mask.device)

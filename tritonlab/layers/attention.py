@@ -15,15 +15,15 @@ import warnings
 import torch
 from torch import nn
 
-from ..backend import check_backend, get_backend
+from ..backend import check_backend
 from ..scratch import attention as scratch
 from ._base import LabLayer
 from ._checks import check_input, check_like
 from ._dispatch import lazy, pick_for_dtype
 from .linear import linear_tier
 
-_SCRATCH = {"naive": scratch.attention_naive, "reference": scratch.attention_reference}
-_ATTENTION = {**_SCRATCH, "triton": lazy("attention", "attention_triton")}
+_ATTENTION = {"naive": scratch.attention_naive, "reference": scratch.attention_reference,
+              "triton": lazy("attention", "attention_triton")}
 _SDPA = "scaled_dot_product_attention"
 
 
@@ -157,10 +157,7 @@ def _attention_4d(q, k, v, mask, dropout_p: float, is_causal: bool, scale: float
         # nothing to attend to (or nobody asking): zeros, still connected to the inputs
         # so backward gives their (zero) gradients, as torch does
         return q.new_zeros(*q.shape[:-1], v.shape[-1]) + 0 * (q.sum() + k.sum() + v.sum())
-    # auto sends a mask that wants its gradient to the reference tier (the kernel gives none)
-    learned_mask = mask is not None and mask.requires_grad and torch.is_grad_enabled()
-    impls = _SCRATCH if learned_mask and (backend or get_backend()) == "auto" else _ATTENTION
-    return pick_for_dtype("attention", impls, backend, q)(q, k, v, mask, dropout_p, is_causal, scale)
+    return pick_for_dtype("attention", _ATTENTION, backend, q)(q, k, v, mask, dropout_p, is_causal, scale)
 
 
 # ---- MultiheadAttention ---------------------------------------------------------------

@@ -8,8 +8,8 @@ tile instead of keeping the (L, S) probabilities. Dropout keeps only its seed (a
 1-element int64 tensor from torch's generator); the backward regenerates the mask.
 
 `attention_triton(q, k, v, mask, dropout_p, is_causal, scale)` is the tier's entry point
-(the contract in scratch/attention.py). A mask that requires grad is refused: the
-kernels compute no mask gradient (the naive and reference tiers do, through autograd).
+(the contract in scratch/attention.py). A mask that requires grad gets its gradient
+from the backward kernel (dS, summed over the dims where the mask broadcasts).
 """
 from __future__ import annotations
 
@@ -35,15 +35,16 @@ def _(q, k, v, mask, dropout_p, is_causal, scale, seed):
 
 
 @custom_op("attention_backward", "(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor? mask, Tensor out, "
-                                 "Tensor lse, float dropout_p, bool is_causal, float scale, Tensor? seed) "
-                                 "-> (Tensor, Tensor, Tensor)")
-def attention_backward_op(dout, q, k, v, mask, out, lse, dropout_p, is_causal, scale, seed):
-    return attention_backward(dout, q, k, v, mask, out, lse, dropout_p, is_causal, scale, seed)
+                                 "Tensor lse, float dropout_p, bool is_causal, float scale, Tensor? seed, "
+                                 "bool mask_grad) -> (Tensor, Tensor, Tensor, Tensor?)")
+def attention_backward_op(dout, q, k, v, mask, out, lse, dropout_p, is_causal, scale, seed, mask_grad):
+    return attention_backward(dout, q, k, v, mask, out, lse, dropout_p, is_causal, scale, seed, mask_grad)
 
 
 @attention_backward_op.register_fake
-def _(dout, q, k, v, mask, out, lse, dropout_p, is_causal, scale, seed):
-    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+def _(dout, q, k, v, mask, out, lse, dropout_p, is_causal, scale, seed, mask_grad):
+    return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape),
+            mask.new_empty(mask.shape) if mask_grad else None)
 
 
 def _setup(ctx, inputs, output):
@@ -54,9 +55,9 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, dout, _dlse):
     q, k, v, mask, out, lse = ctx.saved_tensors
-    dq, dk, dv = attention_backward_op(dout, q, k, v, mask, out, lse, ctx.dropout_p, ctx.is_causal,
-                                       ctx.scale, ctx.seed)
-    return dq, dk, dv, None, None, None, None, None
+    dq, dk, dv, dmask = attention_backward_op(dout, q, k, v, mask, out, lse, ctx.dropout_p, ctx.is_causal,
+                                              ctx.scale, ctx.seed, mask is not None and ctx.needs_input_grad[3])
+    return dq, dk, dv, dmask, None, None, None, None
 
 
 register_backward(attention_op, _backward, _setup)
@@ -93,9 +94,6 @@ def _check(q, k, v, mask, dropout_p) -> None:
         except RuntimeError:
             raise ValueError(f"attention expects a mask broadcastable to {(B, Hq, L, k.shape[2])}, "
                              f"got shape {tuple(mask.shape)}") from None
-        if mask.requires_grad and torch.is_grad_enabled():
-            raise ValueError("attention on the triton tier computes no gradient for the mask, and this mask "
-                             "requires grad; detach it, or use backend='reference' (or 'naive') for its gradient")
 
 
 def attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
