@@ -479,6 +479,16 @@ class TestGPU:
         tol = dict(atol=1e-2, rtol=1e-2) if torch.backends.cuda.matmul.allow_tf32 else dict(atol=1e-4, rtol=1e-4)
         _check(q, k, v, mask.expand(2, 4, 300, 700), tol=tol)
 
+    def test_more_batch_heads_than_a_grid_axis_takes(self):
+        """B·H = 70400, past the 65535 of a grid's second axis: every head is computed."""
+        q, k, v = _qkv(4400, 16, 16, 8, 8, 16, 16, torch.float16, "cuda")
+        dout = torch.randn_like(q)
+        out, grads = _grads(lambda *t: attention.attention_triton(*t, None, 0.0, True, 0.25), (q, k, v), dout)
+        exp, exp_grads = _grads(lambda *t: F.scaled_dot_product_attention(*t, is_causal=True, scale=0.25),
+                                (q, k, v), dout)
+        for a, b in zip((out, *grads), (exp, *exp_grads)):
+            torch.testing.assert_close(a, b, **GPU_TOL[torch.float16])
+
     def test_learned_bias_gradient_in_float16(self):
         q, k, v = _qkv(2, 4, 4, 300, 700, 64, 64, torch.float16, "cuda")
         bias = torch.randn(1, 4, 300, 700, device="cuda").half().requires_grad_()

@@ -523,7 +523,10 @@ table_causal = ladder(f"causal attention forward B{LONG[0]} H{LONG[1]} L=S={L_LO
 #
 # - **exp2**: `log2(e)` is folded into the scale, so each score costs one multiply and an
 #   `exp2` (the hardware's native exponential) instead of `exp`.
-# - **Causal query tiles last-first** (`pid_m = num_programs - 1 - pid_m`): the tiles with
+# - **A one-axis grid**: `_tile_and_row` splits `program_id(0)` into (query tile, batch ·
+#   head), a head's tiles consecutive so they share its K/V in L2. The 2-D grid above
+#   stops at 65535 on its second axis; this one takes any batch · heads.
+# - **Causal query tiles last-first** (`tile = tiles - 1 - tile`): the tiles with
 #   the most keys start first, so the short ones fill the tail instead of the long ones.
 # - **Grouped-query attention (GQA)**: `Hq` query heads share `Hkv` key/value heads; query
 #   head `h` reads kv head `h // (Hq // Hkv)`. The kernel only changes a pointer; K and V
@@ -552,7 +555,9 @@ table_causal = ladder(f"causal attention forward B{LONG[0]} H{LONG[1]} L=S={L_LO
 # - `_dkdv_kernel`: one program per **key** tile; it loops over the query tiles (of every
 #   query head of its GQA group) and accumulates `dV += Pᵀ dO` and
 #   `dK += dSᵀ Q · scale` (with `dS = P ∘ (dP - delta)`, `dP = dO Vᵀ`) in registers, so
-#   each dK/dV tile is written once by one program: **no atomics**, deterministic.
+#   each dK/dV tile is written once by one program: **no atomics**, deterministic. It
+#   meets every `(query, key)` pair once, so it is also where a mask that requires grad
+#   gets its gradient: `dS` itself (the mask is added to the scores unscaled).
 # - `_dq_kernel`: one program per query tile, looping over key tiles: `dQ += dS K · scale`.
 #
 # The price of no atomics: `S` and `dP` are recomputed in both kernels, 7 tile matmuls

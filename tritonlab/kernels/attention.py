@@ -11,8 +11,9 @@ alignment: query i sees keys j <= i. out (B, Hq, L, Ev) contiguous in q's dtype;
 denominator, +inf for a row whose keys are all masked out (its out is 0 and every
 exp(s - lse) of the backward is exactly 0, so no NaN anywhere).
 
-Forward (`_fwd_kernel`), grid (cdiv(L, BLOCK_M), B·Hq): a program owns BLOCK_M queries
-of one head, holds q on chip and streams K/V through in BLOCK_N-key tiles with the
+Grids are one axis, each (batch, head)'s tiles consecutive (`_tile_and_row`), so batch ·
+heads has no 65535 limit. Forward (`_fwd_kernel`), cdiv(L, BLOCK_M)·B·Hq programs: one
+owns BLOCK_M queries of one head, holds q on chip and streams K/V through in BLOCK_N-key tiles with the
 online softmax (running max m, running sum l, output rescaled by exp(m_old - m_new)),
 all in fp32 (fp64 for fp64). exp2 with log2(e) folded into the scale: one multiply per
 score. Causal: key tiles past the diagonal are never loaded; only the tiles that cross
@@ -23,10 +24,10 @@ element's logical coordinates: row (b·Hq + h)·L + i, column j, int64, through
 kernels/softmax.py's `_keep`, so the backward regenerates the same bits and no mask is
 ever stored.
 
-Backward: delta_i = Σ_e dO_ie O_ie (`_delta_kernel`), then `_dkdv_kernel`, grid
-(cdiv(S, BLOCK_N), B·Hkv): a program owns BLOCK_N keys of one kv head and loops over the
+Backward: delta_i = Σ_e dO_ie O_ie (`_delta_kernel`), then `_dkdv_kernel`,
+cdiv(S, BLOCK_N)·B·Hkv programs: one owns BLOCK_N keys of one kv head and loops over the
 query tiles of every query head of its group, so dK/dV sum in registers (no atomics,
-deterministic); and `_dq_kernel`, grid (cdiv(L, BLOCK_M), B·Hq), looping over key tiles.
+deterministic); and `_dq_kernel`, cdiv(L, BLOCK_M)·B·Hq programs, looping over key tiles.
 Both recompute S = scale q kᵀ + mask and P = exp(S - lse) and regenerate keep:
   dV = (P∘Z)ᵀ dO,  dP = (dO Vᵀ)∘Z,  dS = P∘(dP - delta),  dQ = scale dS K,  dK = scale dSᵀ Q,
 with Z = keep / (1 - p) (Z = 1 without dropout). A mask that wants its gradient gets
@@ -40,8 +41,8 @@ Bytes: q, k, v, o once each + lse (4 bytes a row): 4·B·H·L·E·2 bytes in bf1
 backward reads q, k, v, o, dO, lse, delta and writes dq, dk, dv (~2x that). Arithmetic
 intensity of the forward, L = S: 4·L·S·E / (8·L·E) = S/2 FLOPs per byte. An H200's
 ~990 dense bf16 TFLOP/s over 4.3 TB/s is ~230 FLOP/byte, so from S ≈ 500 on attention
-is compute-bound (and from E >= 64 the tiles are wide enough to keep the tensor cores fed): B=4, H=16, L=S=4K, E=128 bf16 is 4·4·16·4096²·128 = 0.55
-TFLOP forward, a floor of ~0.56 ms at 990 TFLOP/s, against ~62 us for its 4 x 67 MB
+is compute-bound (and from E >= 64 the tiles are wide enough to keep the tensor cores
+fed): B=4, H=16, L=S=4K, E=128 bf16 is 4·4·16·4096²·128 = 0.55 TFLOP forward, a floor of ~0.56 ms at 990 TFLOP/s, against ~62 us for its 4 x 67 MB
 (S/2 = 2048 FLOP/byte). What torch's flash SDPA reaches at these sizes is to be measured
 on the device (`tritonlab bench --ops attention`), not assumed: compare both providers'
 tflops column against the measured bf16 matmul ceiling.
@@ -69,6 +70,19 @@ _ACC_REGS = 256            # accumulator registers per thread past which a confi
 
 
 # ---- forward -------------------------------------------------------------------------
+
+@triton.jit
+def _tile_and_row(n, BLOCK: tl.constexpr, REVERSE: tl.constexpr):
+    """(tile, row) of this program on the flattened grid (cdiv(n, BLOCK) · rows,): a row's
+    tiles are consecutive programs (they share its K/V in L2), and the row count (batch ·
+    heads) escapes the 65535 limit of a grid's second axis. REVERSE: tiles last-first."""
+    tiles = tl.cdiv(n, BLOCK)
+    pid = tl.program_id(0)
+    tile = pid % tiles
+    if REVERSE:
+        tile = tiles - 1 - tile
+    return tile, (pid // tiles).to(tl.int64)
+
 
 @triton.jit
 def _scores(q, k_base, mask_base, offs_m, offs_n, n_ok, offs_e, L, E, skn, ske, smn, qk_scale, like,
@@ -135,11 +149,9 @@ def _fwd_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, lse_ptr, seed_ptr,
     the autotune key. BLOCK_M is a multiple of BLOCK_N (the causal split needs it);
     BLOCK_E, BLOCK_EV: E, Ev padded to a power of two >= 16; EVEN_N: S % BLOCK_N == 0
     (no ragged key tile, so no per-score bounds select).
-    Grid (cdiv(L, BLOCK_M), B·Hq). Cost: 4·BLOCK_M·S·E FLOPs (half under causal)."""
-    pid_m = tl.program_id(0)
-    if IS_CAUSAL:  # the last query tiles see the most keys: launch them first, less tail
-        pid_m = tl.num_programs(0) - 1 - pid_m
-    bh = tl.program_id(1).to(tl.int64)
+    Grid (cdiv(L, BLOCK_M)·B·Hq,), see _tile_and_row. Cost: 4·BLOCK_M·S·E FLOPs (half under causal)."""
+    # causal: the last query tiles see the most keys; launch them first, less tail
+    pid_m, bh = _tile_and_row(L, BLOCK_M, IS_CAUSAL)
     b = bh // Hq
     h = bh % Hq
     hk = h // GROUP
@@ -188,11 +200,11 @@ def _delta_kernel(o_ptr, do_ptr, delta_ptr, Hq, L, Ev, sdb, sdh, sdm, sde,
     """delta (B·Hq, L) fp32/fp64 = Σ_e dO∘O per query. It is the rowsum(P∘dP) that the
     softmax backward needs even with dropout: with Z = keep/(1-p) and dP = (dO Vᵀ)∘Z,
     Σ_j P_ij dP_ij = Σ_j (P∘Z)_ij (dO_i · V_j) = dO_i · O_i, since O = (P∘Z) V.
-    o: (B, Hq, L, Ev) contiguous; dO: its strides. Grid (cdiv(L, BLOCK_M), B·Hq)."""
-    bh = tl.program_id(1).to(tl.int64)
+    o: (B, Hq, L, Ev) contiguous; dO: its strides. Grid (cdiv(L, BLOCK_M)·B·Hq,)."""
+    pid_m, bh = _tile_and_row(L, BLOCK_M, False)
     b = bh // Hq
     h = bh % Hq
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
     offs_ev = tl.arange(0, BLOCK_EV)
     ok = (offs_m[:, None] < L) & (offs_ev[None, :] < Ev)
     o = tl.load(o_ptr + (bh * L + offs_m)[:, None] * Ev + offs_ev[None, :], mask=ok, other=0.0)
@@ -260,9 +272,9 @@ def _dkdv_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr, dk_p
     into dm (B, Hq, L, S) contiguous, each element written once (every query tile of
     every head of the group passes through here; tiles causal skips stay unwritten).
     lse, delta: (B·Hq, L); dO: strides sd*; the rest as _fwd_kernel. BLOCK_N is a multiple of BLOCK_M.
-    Grid (cdiv(S, BLOCK_N), B·Hkv). Cost: 8·GROUP·L·BLOCK_N·E FLOPs (half under causal)."""
-    n0 = tl.program_id(0) * BLOCK_N
-    bhk = tl.program_id(1).to(tl.int64)
+    Grid (cdiv(S, BLOCK_N)·B·Hkv,). Cost: 8·GROUP·L·BLOCK_N·E FLOPs (half under causal)."""
+    pid_n, bhk = _tile_and_row(S, BLOCK_N, False)
+    n0 = pid_n * BLOCK_N
     b = bhk // Hkv
     hk = bhk % Hkv
     offs_n = n0 + tl.arange(0, BLOCK_N).to(tl.int64)
@@ -345,12 +357,10 @@ def _dq_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr,
                BLOCK_EV: tl.constexpr):
     """dq (B, Hq, L, E) contiguous for BLOCK_M queries of one (batch, query head); the
-    rest as _dkdv_kernel. BLOCK_M is a multiple of BLOCK_N. Grid (cdiv(L, BLOCK_M), B·Hq).
+    rest as _dkdv_kernel. BLOCK_M is a multiple of BLOCK_N. Grid (cdiv(L, BLOCK_M)·B·Hq,).
     Cost: 6·BLOCK_M·S·E FLOPs (S, dP, dQ; half under causal)."""
-    pid_m = tl.program_id(0)
-    if IS_CAUSAL:  # the last query tiles see the most keys: launch them first, less tail
-        pid_m = tl.num_programs(0) - 1 - pid_m
-    bh = tl.program_id(1).to(tl.int64)
+    # causal: the last query tiles see the most keys; launch them first, less tail
+    pid_m, bh = _tile_and_row(L, BLOCK_M, IS_CAUSAL)
     b = bh // Hq
     h = bh % Hq
     hk = h // GROUP
@@ -453,13 +463,13 @@ _dq_tuned = _tuned(_dq_kernel, _DQ_CONFIGS, "dq")
 
 def _launch(kernel, tuned, kind: str, tiles: int, rows: int, args, meta) -> None:
     """Launch with the interpreter's fixed config or the autotuner's; the grid is
-    (cdiv(tiles, BLOCK_M or BLOCK_N), rows)."""
+    (cdiv(tiles, BLOCK_M or BLOCK_N) · rows,), see _tile_and_row."""
     block = "BLOCK_N" if kind == "dkdv" else "BLOCK_M"
     if interpreter_enabled():
         cfg = _INTERPRET[kind]
-        kernel[(triton.cdiv(tiles, cfg[block]), rows)](*args, **meta, **cfg, num_warps=4)
+        kernel[(triton.cdiv(tiles, cfg[block]) * rows,)](*args, **meta, **cfg, num_warps=4)
     else:
-        tuned[lambda c: (triton.cdiv(tiles, c[block]), rows)](*args, **meta)
+        tuned[lambda c: (triton.cdiv(tiles, c[block]) * rows,)](*args, **meta)
 
 
 # ---- launchers ---------------------------------------------------------------------------
@@ -489,9 +499,6 @@ def _common(q, k, v, mask, dropout_p, scale, seed):
     what is absent, and the scalar arguments every kernel takes."""
     B, Hq, L, E = q.shape
     Hkv, S, Ev = k.shape[1], k.shape[2], v.shape[3]
-    if max(B * Hq, B * Hkv) > 65535:
-        raise ValueError(f"attention launches one program row per (batch, head) on the grid's second axis, "
-                         f"at most 65535; got batch {B} x heads {max(Hq, Hkv)}")
     if mask is not None:
         mask = mask.expand(B, Hq, L, S)  # a view: stride 0 where it broadcasts
     m_strides = mask.stride() if mask is not None else (0, 0, 0, 0)
@@ -537,8 +544,8 @@ def attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: 
     delta = q.new_empty((B * Hq, L), dtype=_lse_dtype(q.dtype))
     if B * Hq * L > 0:
         block = 16 if interpreter_enabled() else 64
-        _delta_kernel[(triton.cdiv(L, block), B * Hq)](out, dout, delta, Hq, L, Ev, *dout.stride(),
-                                                       BLOCK_M=block, BLOCK_EV=_pad(Ev))
+        _delta_kernel[(triton.cdiv(L, block) * B * Hq,)](out, dout, delta, Hq, L, Ev, *dout.stride(),
+                                                         BLOCK_M=block, BLOCK_EV=_pad(Ev))
     common = (qk_scale, float(scale), p, drop_scale)
     strides = (*q.stride(), *k.stride(), *v.stride(), *ms, *dout.stride())
     if B * Hkv * S > 0:
