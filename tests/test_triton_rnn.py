@@ -375,6 +375,32 @@ def test_gpu_packed_matches_cudnn(cell, dtype, gpu_variant, monkeypatch):
         torch.testing.assert_close(a.float() / scale, b / scale, atol=atol, rtol=rtol)
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("gpu_variant", ["step", "persistent-grid"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_gpu_forward_replays_as_a_cuda_graph(cell, gpu_variant, monkeypatch):
+    """The triton tier's forward captures as a CUDA graph (persistent-grid skips its
+    barrier-flag readback there: a host sync, which capture forbids), and a replay on new
+    input values equals an eager call. Warmed up first, as capture requires (Triton
+    compiles on a first call)."""
+    from tritonlab.layers.functions import rnn
+    monkeypatch.setattr(rnn, "variant", gpu_variant)
+    layer = CELLS[cell][0](64, 128, num_layers=2, bidirectional=True, device="cuda", backend="triton")
+    x = torch.randn(16, 8, 64, device="cuda")
+    with torch.no_grad():
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            layer(x)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            captured = layer(x)[0]
+        x.copy_(torch.randn_like(x))
+        graph.replay()
+        torch.testing.assert_close(captured, layer(x)[0])
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("kwargs,dtype", [(dict(proj_size=16), torch.float32), ({}, torch.float64)],
                          ids=["proj_size", "float64"])
 def test_gpu_auto_takes_reference_where_triton_has_no_kernel(kwargs, dtype):

@@ -19,7 +19,9 @@ kernels.rnn):
   walking all H hidden units;
 - "persistent-grid": one launch for the whole sequence, the hidden units split over
   programs that meet at a grid barrier after each step (GPU only; B and H must leave at
-  most one program per SM);
+  most one program per SM). Each call reads back a barrier-timeout flag (a host sync),
+  except while a CUDA graph is captured, where nothing may sync: there the check rests
+  on the launch having fit (persistent_grid_fits) and a timeout would go unreported;
 - "auto": H <= PERSISTENT_MAX_H (the sizes measured so far) takes persistent-grid on a
   GPU where its programs fit at once and persistent under the interpreter; step
   otherwise. Measured on an H200
