@@ -14,12 +14,26 @@ def pick(op: str, impls: dict[str, Callable], layer_backend: str | None, x: torc
     `impls` maps tier names to functions. An op whose Triton kernel has not landed yet
     has no "triton" entry: `auto` then falls back to the reference tier, while an
     explicit request for `triton` raises NotImplementedError that says what to use.
+
+    Under a torch.func transform (grad, vmap, jacrev, ...), which differentiates with
+    create_graph=True, `auto` takes the reference tier unless its backward is first
+    order only (scratch/_autograd.py's first_order mark), then the naive tier (autograd
+    through every op); never triton, whose backwards are all first order. An explicit
+    first-order reference tier is refused there with that advice.
     """
+    requested = layer_backend if layer_backend is not None else get_backend()
+    transformed = torch._C._are_functorch_transforms_active()
+    if transformed and requested == "auto":
+        return next(fn for tier in ("reference", "naive")
+                    if (fn := impls.get(tier)) is not None and not getattr(fn, "first_order", False))
     tier = resolve(layer_backend, x)
     fn = impls.get(tier)
+    if fn is not None and transformed and getattr(fn, "first_order", False):
+        raise RuntimeError(f"{op} on the {tier} tier has a hand-written first-order backward, which torch.func "
+                           f"transforms (grad, vmap, jacrev, ...) cannot go through; use backend='naive', or "
+                           f"'auto', which takes the naive tier under a transform")
     if fn is not None:
         return fn
-    requested = layer_backend if layer_backend is not None else get_backend()
     if requested == "auto":
         return impls["reference"]
     raise NotImplementedError(

@@ -13,6 +13,7 @@ import math
 
 import torch
 
+from ._autograd import transformable
 
 def as_rows(x: torch.Tensor) -> torch.Tensor:
     """View `x` as rows of its last dimension (a 0-D tensor is one row of one)."""
@@ -29,7 +30,9 @@ def _naive_rowwise(x: torch.Tensor, f) -> torch.Tensor:
     return out.reshape(x.shape)
 
 
-def _sigmoid_formula(v: torch.Tensor) -> torch.Tensor:
+def sigmoid_formula(v: torch.Tensor) -> torch.Tensor:
+    """σ of a whole tensor by its formula, differentiable by autograd to any order (the
+    naive tier's σ; the naive RNN cells apply it to whole gates)."""
     # exp(-x) for x >= 0 and exp(x) for x < 0; the clamps keep the unused branch finite
     pos = 1 / (1 + torch.exp(-v.clamp(min=0)))
     e = torch.exp(v.clamp(max=0))
@@ -37,17 +40,21 @@ def _sigmoid_formula(v: torch.Tensor) -> torch.Tensor:
     return torch.where(v >= 0, pos, neg)
 
 
+def tanh_formula(v: torch.Tensor) -> torch.Tensor:
+    """tanh(x) = 2 σ(2x) - 1, as sigmoid_formula."""
+    return 2 * sigmoid_formula(2 * v) - 1
+
+
 def relu_naive(x: torch.Tensor) -> torch.Tensor:
     return _naive_rowwise(x, lambda row: torch.where(row <= 0, 0.0, row))  # nan stays nan, as in torch
 
 
 def sigmoid_naive(x: torch.Tensor) -> torch.Tensor:
-    return _naive_rowwise(x, _sigmoid_formula)
+    return _naive_rowwise(x, sigmoid_formula)
 
 
 def tanh_naive(x: torch.Tensor) -> torch.Tensor:
-    # tanh(x) = 2 * sigmoid(2x) - 1
-    return _naive_rowwise(x, lambda row: 2 * _sigmoid_formula(2 * row) - 1)
+    return _naive_rowwise(x, tanh_formula)
 
 
 # ---- reference: vectorized, backward written out from the saved output --------------
@@ -95,14 +102,19 @@ def relu_values(x: torch.Tensor) -> torch.Tensor:
 
 
 class _Pointwise(torch.autograd.Function):
-    """y = f(x) whose derivative is a function of y alone, so only y is saved."""
+    """y = f(x) whose derivative is a function of y alone, so only y is saved. The
+    backward is made of differentiable ops of the saved output, so autograd can
+    differentiate it again (second derivatives, torch.func.grad)."""
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x, f, derivative):
-        y = f(x)
-        ctx.save_for_backward(y)
-        ctx.derivative = derivative
-        return y
+    def forward(x, f, derivative):
+        return f(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+        ctx.derivative = inputs[2]
 
     @staticmethod
     def backward(ctx, dy):
@@ -110,19 +122,25 @@ class _Pointwise(torch.autograd.Function):
         return ctx.derivative(y).mul_(dy), None, None  # the derivative is a fresh tensor
 
 
+_pointwise = transformable(_Pointwise)
+
+
 def _relu_derivative(y: torch.Tensor) -> torch.Tensor:
     """1 where y > 0, else 0 (nan too, as torch), as y's dtype: multiplying by a bool
-    mask instead is several times slower on a CPU (a mixed-dtype multiply)."""
+    mask instead is several times slower on a CPU (a mixed-dtype multiply). While a
+    graph is recorded (create_graph, torch.func) out= is refused: a mask converted."""
+    if torch.is_grad_enabled():
+        return (y > 0).to(y.dtype)
     return torch.gt(y, 0, out=torch.empty_like(y))
 
 
 def relu_reference(x: torch.Tensor) -> torch.Tensor:
-    return _Pointwise.apply(x, relu_values, _relu_derivative)
+    return _pointwise(x, relu_values, _relu_derivative)
 
 
 def sigmoid_reference(x: torch.Tensor) -> torch.Tensor:
-    return _Pointwise.apply(x, sigmoid_values, lambda y: torch.addcmul(y, y, y, value=-1))  # y - y², one pass
+    return _pointwise(x, sigmoid_values, lambda y: torch.addcmul(y, y, y, value=-1))  # y - y², one pass
 
 
 def tanh_reference(x: torch.Tensor) -> torch.Tensor:
-    return _Pointwise.apply(x, tanh_values, lambda y: torch.addcmul(_ONE, y, y, value=-1))  # 1 - y², one pass
+    return _pointwise(x, tanh_values, lambda y: torch.addcmul(_ONE, y, y, value=-1))  # 1 - y², one pass

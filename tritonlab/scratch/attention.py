@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import torch
 
-from ._autograd import first_order_only
+from ._autograd import first_order, first_order_only
 from .dropout import draw_seed, keep_mask
 
 
@@ -76,11 +76,12 @@ def attention_naive(q, k, v, mask, dropout_p: float, is_causal: bool, scale: flo
                 if is_causal:                             # query i sees keys 0..i
                     s = torch.where(keys <= i, s, torch.full_like(s, float("-inf")))
                 m = s.detach().max()
-                if torch.isinf(m):                        # every key masked out: output 0
-                    p = torch.zeros_like(s)
-                else:
-                    e = torch.exp(s - m)
-                    p = e / e.sum()
+                # every key masked out (m = -inf): exp gives all 0, and dividing by 1
+                # instead of that 0 sum makes the output 0. Selects, not an `if`, so
+                # torch.func.vmap (no data-dependent branches) can run it
+                e = torch.exp(s - torch.where(torch.isinf(m), 0.0, m))
+                total = e.sum()
+                p = e / torch.where(total > 0, total, 1.0)
                 if keep is not None:
                     p = p * keep[b, h, i] / (1 - dropout_p)
                 rows.append(p @ v[b, kv])                 # (Ev,) weighted sum of values
@@ -169,6 +170,7 @@ class _Attention(torch.autograd.Function):
         return dq, dk, dv, ds if ctx.needs_input_grad[3] else None, None, None, None, None
 
 
+@first_order
 def attention_reference(q, k, v, mask, dropout_p: float, is_causal: bool, scale: float) -> torch.Tensor:
     """All rows at once: the (B, Hq, L, S) probabilities in one buffer, then one batched
     matmul with v; the backward written out (_Attention)."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from ._autograd import first_order_only
+from ._autograd import first_order, first_order_only
 
 Pair = tuple[int, int]
 
@@ -188,6 +188,7 @@ def _col2im(dcols, x_shape, kernel, stride, padding, dilation, out):
     return grad[:, :, top:top + h, left:left + w]
 
 
+@first_order
 def conv2d_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                      stride: Pair, padding: tuple[Pair, Pair], dilation: Pair, groups: int) -> torch.Tensor:
     """im2col: gather every patch into one column matrix, then one batched matmul."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ._autograd import custom_op
+from ._autograd import custom_op, transformable
 from .activations import as_rows
 from .softmax import softmax_backward, softmax_naive, softmax_reference, softmax_rows
 
@@ -53,20 +53,28 @@ def _mask_rowwise(t: torch.Tensor, seed: torch.Tensor, p: float) -> torch.Tensor
 
 
 class _DropoutNaive(torch.autograd.Function):
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x, p, seed):
-        ctx.p, ctx.seed = p, seed
+    def forward(x, p, seed):
         return _mask_rowwise(x, seed, p)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, ctx.p, ctx.seed = inputs
 
     @staticmethod
     def backward(ctx, dy):
         return _mask_rowwise(dy, ctx.seed, ctx.p), None, None
 
 
+_dropout_naive = transformable(_DropoutNaive)
+
+
 def dropout_naive(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     if not training or p == 0 or x.numel() == 0:
         return x
-    return _DropoutNaive.apply(x, p, draw_seed())
+    return _dropout_naive(x, p, draw_seed())
 
 
 def softmax_dropout_naive(x: torch.Tensor, p: float, dim: int, training: bool = True) -> torch.Tensor:
@@ -74,13 +82,20 @@ def softmax_dropout_naive(x: torch.Tensor, p: float, dim: int, training: bool = 
 
 
 # ---- reference: vectorized --------------------------------------------------------
+# Backwards of differentiable ops (dropout is linear; softmax's backward is ops of y), so
+# autograd can differentiate them again, as torch.func.grad does.
 
 class _Dropout(torch.autograd.Function):
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x, p, seed):
-        ctx.p = p
-        ctx.save_for_backward(seed)
+    def forward(x, p, seed):
         return x * keep_mask(seed, x.shape, p, x.device) * _scale(p)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, ctx.p, seed = inputs
+        ctx.save_for_backward(seed)
 
     @staticmethod
     def backward(ctx, dy):
@@ -89,27 +104,38 @@ class _Dropout(torch.autograd.Function):
 
 
 class _SoftmaxDropout(torch.autograd.Function):
-    """out = dropout(softmax(x)). Saves the softmax y (needed by its backward) and the
-    seed; the mask is regenerated."""
+    """(out, y) = (dropout(softmax(x)), softmax(x)). Saves y (needed by its backward) and
+    the seed; the mask is regenerated. y is an output (the caller keeps only out) so
+    that, saved, it carries its graph into a second derivative."""
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x, p, dim, seed):
+    def forward(x, p, dim, seed):
         y = softmax_rows(x, dim)
-        ctx.save_for_backward(y, seed)
-        ctx.p, ctx.dim = p, dim
-        return y * keep_mask(seed, x.shape, p, x.device) * _scale(p)
+        return y * keep_mask(seed, x.shape, p, x.device) * _scale(p), y
 
     @staticmethod
-    def backward(ctx, dout):
+    def setup_context(ctx, inputs, output):
+        _, ctx.p, ctx.dim, seed = inputs
+        ctx.save_for_backward(output[1], seed)
+        ctx.set_materialize_grads(False)  # y's gradient is None unless y is used again
+
+    @staticmethod
+    def backward(ctx, dout, dy_direct):
         y, seed = ctx.saved_tensors
-        dy = dout * keep_mask(seed, y.shape, ctx.p, y.device) * _scale(ctx.p)
-        return softmax_backward(y, dy, ctx.dim), None, None, None
+        dy = None if dout is None else dout * keep_mask(seed, y.shape, ctx.p, y.device) * _scale(ctx.p)
+        if dy_direct is not None:
+            dy = dy_direct if dy is None else dy + dy_direct
+        return None if dy is None else softmax_backward(y, dy, ctx.dim), None, None, None
+
+
+_dropout, _softmax_dropout = transformable(_Dropout), transformable(_SoftmaxDropout)
 
 
 def dropout_reference(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     if not training or p == 0 or x.numel() == 0:
         return x
-    return _Dropout.apply(x, p, draw_seed())
+    return _dropout(x, p, draw_seed())
 
 
 def softmax_dropout_reference(x: torch.Tensor, p: float, dim: int, training: bool = True) -> torch.Tensor:
@@ -117,4 +143,4 @@ def softmax_dropout_reference(x: torch.Tensor, p: float, dim: int, training: boo
         return x.clone()
     if not training or p == 0:
         return softmax_reference(x, dim)
-    return _SoftmaxDropout.apply(x, p, dim, draw_seed())
+    return _softmax_dropout(x, p, dim, draw_seed())[0]

@@ -34,8 +34,8 @@ from typing import Callable, NamedTuple, Sequence
 
 import torch
 
-from ._autograd import first_order_only, wants_grad
-from .activations import _constant, sigmoid_reference, tanh_reference
+from ._autograd import first_order, first_order_only, wants_grad
+from .activations import _constant, sigmoid_formula, tanh_formula
 
 Weights = tuple  # (w_ih, w_hh, b_ih, b_hh, w_hr), entries may be None
 State = tuple  # (h,) for GRU, (h, c) for LSTM
@@ -69,9 +69,9 @@ def _gru_step_naive(x_t, state, w):
         from_x = _affine(x_t, _rows(w_ih, k, size), _rows(b_ih, k, size))
         from_h = _affine(h, _rows(w_hh, k, size), _rows(b_hh, k, size))
         if name == "n":
-            gate[name] = tanh_reference(from_x + gate["r"] * from_h)
+            gate[name] = tanh_formula(from_x + gate["r"] * from_h)
         else:
-            gate[name] = sigmoid_reference(from_x + from_h)
+            gate[name] = sigmoid_formula(from_x + from_h)
     return ((1 - gate["z"]) * gate["n"] + gate["z"] * h,)
 
 
@@ -80,12 +80,12 @@ def _lstm_step_naive(x_t, state, w):
     w_ih, w_hh, b_ih, b_hh, w_hr = w
     size = c.shape[1]
     gate = {}
-    for k, (name, act) in enumerate(zip("ifgo", (sigmoid_reference, sigmoid_reference, tanh_reference, sigmoid_reference))):
+    for k, (name, act) in enumerate(zip("ifgo", (sigmoid_formula, sigmoid_formula, tanh_formula, sigmoid_formula))):
         from_x = _affine(x_t, _rows(w_ih, k, size), _rows(b_ih, k, size))
         from_h = _affine(h, _rows(w_hh, k, size), _rows(b_hh, k, size))
         gate[name] = act(from_x + from_h)
     c = gate["f"] * c + gate["i"] * gate["g"]
-    h = gate["o"] * tanh_reference(c)
+    h = gate["o"] * tanh_formula(c)
     if w_hr is not None:
         h = h @ w_hr.t()
     return h, c
@@ -431,6 +431,7 @@ def gru_naive(x, h0, weights, **options):
     return _gru(GRU_NAIVE, x, h0, weights, options)
 
 
+@first_order
 def gru_reference(x, h0, weights, **options):
     """GRU, vectorized tier; returns (output, h_n) shaped like torch.nn.GRU's."""
     return _gru(GRU_REFERENCE, x, h0, weights, options)
@@ -441,6 +442,7 @@ def lstm_naive(x, hx, weights, **options):
     return _rnn(LSTM_NAIVE, x, hx, weights, **options)
 
 
+@first_order
 def lstm_reference(x, hx, weights, **options):
     """LSTM, vectorized tier; hx is (h0, c0) or None; returns (output, (h_n, c_n))."""
     return _rnn(LSTM_REFERENCE, x, hx, weights, **options)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ._autograd import transformable
 from .activations import as_rows
 
 
@@ -35,12 +36,17 @@ def softmax_backward(y: torch.Tensor, dy: torch.Tensor, dim: int) -> torch.Tenso
 
 
 class _Softmax(torch.autograd.Function):
+    """Saves y; the backward is differentiable ops of y (so it differentiates again)."""
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x, dim):
-        y = softmax_rows(x, dim)
-        ctx.save_for_backward(y)
-        ctx.dim = dim
-        return y
+    def forward(x, dim):
+        return softmax_rows(x, dim)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+        ctx.dim = inputs[1]
 
     @staticmethod
     def backward(ctx, dy):
@@ -48,8 +54,11 @@ class _Softmax(torch.autograd.Function):
         return softmax_backward(y, dy, ctx.dim), None
 
 
+_softmax = transformable(_Softmax)
+
+
 def softmax_reference(x: torch.Tensor, dim: int) -> torch.Tensor:
     """All rows at once, backward written out from the saved output."""
     if x.numel() == 0:
         return x.clone()
-    return _Softmax.apply(x, dim)
+    return _softmax(x, dim)
