@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from . import _autocast
+
 
 def check_input(x, layer: str, ndims: tuple[int, ...], layout: str) -> None:
     """`x` must be a floating-point tensor with one of `ndims` dimensions.
@@ -37,14 +39,14 @@ def check_size(x: torch.Tensor, dim: int, expected: int, layer: str, what: str) 
 
 def check_like(x: torch.Tensor, weight: torch.Tensor, layer: str, what: str = "input") -> None:
     """`x` must live on the weight's device and share its dtype (torch.nn would fail
-    later with a less helpful message). `what` names `x` in the message, e.g.
-    "initial state h0"; it follows "an"."""
+    later with a less helpful message), unless autocast will cast both to one. `what`
+    names `x` in the message, e.g. "initial state h0"; it follows "an"."""
     if x.device != weight.device:
         raise ValueError(
             f"{layer} has its weights on {weight.device} but got an {what} on {x.device}; "
             f"move one of them (e.g. x.to('{weight.device}'))"
         )
-    if x.dtype != weight.dtype:
+    if x.dtype != weight.dtype and not _autocast.eligible_pair(x, weight):
         raise TypeError(
             f"{layer} has {weight.dtype} weights but got a {x.dtype} {what}; "
             f"cast one of them (e.g. x.to({weight.dtype}))"

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..backend import check_backend
 from ..scratch import attention as scratch
+from . import _autocast
 from ._base import LabLayer
 from ._checks import check_input, check_like
 from ._dispatch import lazy, pick_for_dtype
@@ -29,7 +30,7 @@ _SDPA = "scaled_dot_product_attention"
 
 def _linear(backend, x, weight, bias):
     """x Wᵀ + b on the Linear tier this call resolves to (the triton tier's GEMM kernel)."""
-    return linear_tier(backend, x)(x, weight, bias)
+    return _autocast.call(_autocast.MATMUL, linear_tier(backend, x), x, weight, bias)
 
 
 # ---- the functional ------------------------------------------------------------------
@@ -40,7 +41,8 @@ def _check_qkv(query, key, value) -> None:
         if t.dim() < 2:
             raise ValueError(f"{_SDPA} expected {name} with at least 2 dimensions (..., seq, features), "
                              f"got shape {tuple(t.shape)}")
-    if not query.dtype == key.dtype == value.dtype:
+    one_dtype = query.dtype == key.dtype == value.dtype
+    if not one_dtype and not all(_autocast.eligible_pair(query, t) for t in (key, value)):
         raise TypeError(f"{_SDPA} expected query, key and value of one dtype, got {query.dtype}, "
                         f"{key.dtype} and {value.dtype}")
     if not query.device == key.device == value.device:
@@ -96,7 +98,7 @@ def _additive_mask(attn_mask, query, scores: tuple) -> torch.Tensor:
     query's dtype, broadcast to the scores' shape, not yet folded."""
     if not isinstance(attn_mask, torch.Tensor):
         raise TypeError(f"{_SDPA} expected attn_mask to be a torch.Tensor or None, got {type(attn_mask).__name__}")
-    if attn_mask.dtype not in (torch.bool, query.dtype):
+    if attn_mask.dtype not in (torch.bool, query.dtype) and not _autocast.eligible_pair(attn_mask, query):
         raise TypeError(f"{_SDPA} expected attn_mask of dtype torch.bool or the query's {query.dtype}, "
                         f"got {attn_mask.dtype}")
     if attn_mask.device != query.device:
@@ -157,7 +159,8 @@ def _attention_4d(q, k, v, mask, dropout_p: float, is_causal: bool, scale: float
         # nothing to attend to (or nobody asking): zeros, still connected to the inputs
         # so backward gives their (zero) gradients, as torch does
         return q.new_zeros(*q.shape[:-1], v.shape[-1]) + 0 * (q.sum() + k.sum() + v.sum())
-    return pick_for_dtype("attention", _ATTENTION, backend, q)(q, k, v, mask, dropout_p, is_causal, scale)
+    return _autocast.call(_autocast.MATMUL, pick_for_dtype("attention", _ATTENTION, backend, q),
+                          q, k, v, mask, dropout_p, is_causal, scale)
 
 
 # ---- MultiheadAttention ---------------------------------------------------------------
@@ -216,7 +219,7 @@ class MultiheadAttention(LabLayer, nn.MultiheadAttention):
         name = type(self).__name__
         if not isinstance(mask, torch.Tensor):
             raise TypeError(f"{name} expected {what} to be a torch.Tensor or None, got {type(mask).__name__}")
-        if mask.dtype not in (torch.bool, query.dtype):
+        if mask.dtype not in (torch.bool, query.dtype) and not _autocast.eligible_pair(mask, query):
             raise TypeError(f"{name} expected {what} of dtype torch.bool or the query's {query.dtype}, got {mask.dtype}")
         if mask.device != query.device:
             raise ValueError(f"{name} expected {what} on the query's device {query.device}, got {mask.device}")
@@ -305,7 +308,8 @@ class MultiheadAttention(LabLayer, nn.MultiheadAttention):
         p = self.dropout if self.training else 0.0
         weights = None
         if need_weights:
-            weights = scratch.attention_weights(q, k, mask, p, False, 1 / math.sqrt(D))
+            weights = _autocast.call(_autocast.MATMUL, scratch.attention_weights, q, k, mask, p, False,
+                                     1 / math.sqrt(D))
             out = weights @ v
             if average_attn_weights:
                 weights = weights.mean(dim=1)

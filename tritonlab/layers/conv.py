@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..scratch import conv as scratch
+from . import _autocast
 from ._base import LabLayer
 from ._checks import check_input, check_like, check_size
 from ._dispatch import lazy, pick_for_dtype
@@ -86,7 +87,8 @@ class Conv2d(LabLayer, nn.Conv2d):
             padding = ((0, 0), (0, 0))
 
         conv = pick_for_dtype("conv2d", _CONV[self.algo], self.backend, x)
-        y = conv(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+        y = _autocast.call(_autocast.MATMUL, conv, x, self.weight, self.bias, self.stride, padding, self.dilation,
+                           self.groups)
         if channels_last:
             y = y.contiguous(memory_format=torch.channels_last)
         return y.squeeze(0) if unbatched else y

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..scratch import activations as scratch_act
 from ..scratch import linear as scratch
+from . import _autocast
 from ._base import LabLayer
 from ._checks import check_input, check_like, check_size
 from ._dispatch import lazy, pick_for_dtype
@@ -43,7 +44,7 @@ class Linear(LabLayer, nn.Linear):
         return linear_tier(self.backend, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._linear(x)(x, self.weight, self.bias)
+        return _autocast.call(_autocast.MATMUL, self._linear(x), x, self.weight, self.bias)
 
 
 class LinearActivation(Linear):
@@ -65,6 +66,7 @@ class LinearActivation(Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         linear = self._linear(x)
         if linear is _LINEAR["triton"]:
-            return linear(x, self.weight, self.bias, activation=self.activation)
+            return _autocast.call(_autocast.MATMUL, linear, x, self.weight, self.bias, activation=self.activation)
         tier = "naive" if linear is scratch.linear_naive else "reference"
-        return getattr(scratch_act, f"{self.activation}_{tier}")(linear(x, self.weight, self.bias))
+        y = _autocast.call(_autocast.MATMUL, linear, x, self.weight, self.bias)
+        return getattr(scratch_act, f"{self.activation}_{tier}")(y)  # in y's dtype, as torch's activations

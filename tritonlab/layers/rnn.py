@@ -15,6 +15,7 @@ from ..scratch import rnn as scratch
 # dropout between layers: the vectorized tier serves both RNN tiers (the naive tier's
 # loops are over time and gates)
 from ..scratch.dropout import dropout_reference
+from . import _autocast
 from ._base import LabLayer
 from ._checks import check_input, check_like, check_size
 from ._dispatch import lazy, pick_for_dtype
@@ -110,9 +111,10 @@ class _Recurrent(LabLayer):
             hx = _map(lambda s: s.index_select(1, x.sorted_indices), hx)
         # "auto" leaves the choice to the module-wide default (variant=None)
         extra = {"variant": None if self.algo == "auto" else self.algo} if fn is impls.get("triton") else {}
-        out, h_n = fn(data, hx, self._weights(), **extra, bidirectional=self.bidirectional,
-                      batch_first=self.batch_first, dropout=self.dropout, training=self.training,
-                      dropout_fn=dropout_reference, batch_sizes=x.batch_sizes if packed else None)
+        out, h_n = _autocast.call(_autocast.MATMUL, fn, data, hx, self._weights(), **extra,
+                                  bidirectional=self.bidirectional, batch_first=self.batch_first,
+                                  dropout=self.dropout, training=self.training, dropout_fn=dropout_reference,
+                                  batch_sizes=x.batch_sizes if packed else None)
         if not packed:
             return out, h_n
         if x.unsorted_indices is not None:

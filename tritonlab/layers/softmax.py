@@ -9,6 +9,7 @@ from torch import nn
 
 from ..scratch import dropout as scratch_dropout
 from ..scratch import softmax as scratch_softmax
+from . import _autocast
 from ._base import LabLayer
 from ._checks import check_input
 from ._dispatch import lazy, pick
@@ -55,7 +56,7 @@ class Softmax(LabLayer, nn.Softmax):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, "Softmax", (), "")
         dim = _resolve_dim(self.dim, x, "Softmax")
-        return pick("softmax", _SOFTMAX, self.backend, x)(x, dim)
+        return _autocast.call(_autocast.SOFTMAX, pick("softmax", _SOFTMAX, self.backend, x), x, dim)
 
 
 class Dropout(LabLayer, nn.Dropout):
@@ -88,4 +89,5 @@ class SoftmaxDropout(LabLayer, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, "SoftmaxDropout", (), "")
         dim = _resolve_dim(self.dim, x, "SoftmaxDropout")
-        return pick("softmax_dropout", _SOFTMAX_DROPOUT, self.backend, x)(x, self.p, dim, self.training)
+        fn = pick("softmax_dropout", _SOFTMAX_DROPOUT, self.backend, x)
+        return _autocast.call(_autocast.SOFTMAX, fn, x, self.p, dim, self.training)  # as softmax, then dropout
