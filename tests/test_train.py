@@ -41,6 +41,31 @@ def test_resume_continues_exactly(dna, tmp_path, model):
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
+@pytest.mark.parametrize("model", ["lstm", "gru", "cnn", "transformer"])
+def test_amp_trains_in_bfloat16_with_float32_weights(dna, tmp_path, model, monkeypatch):
+    """--amp: the model's logits come out in bfloat16 (autocast reached every layer), the
+    weights stay float32, and the losses follow the float32 run within bfloat16 rounding."""
+    import tritonlab.train as train_module
+
+    dtypes = []
+    build = train_module.build_model
+
+    def spy(*args, **kwargs):  # records the logits' dtype of every training forward
+        net = build(*args, **kwargs)
+        net.register_forward_hook(lambda mod, inputs, out: dtypes.append(out.dtype) if mod.training else None)
+        return net
+
+    monkeypatch.setattr(train_module, "build_model", spy)
+    sizes = {"heads": 2} if model == "transformer" else None
+    plain = train(cfg(dna, tmp_path / "fp32", model=model, sizes=sizes))
+    dtypes.clear()
+    mixed = train(cfg(dna, tmp_path / "amp", model=model, sizes=sizes, amp=True))
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+    weights = torch.load(mixed["checkpoint"], weights_only=True)["model"]
+    assert {w.dtype for w in weights.values() if w.is_floating_point()} == {torch.float32}
+    torch.testing.assert_close(torch.tensor(mixed["losses"]), torch.tensor(plain["losses"]), atol=3e-2, rtol=0)
+
+
 def test_checkpoint_contents(dna, tmp_path):
     train(cfg(dna, tmp_path, steps=4, eval_every=2))
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt", expect_kind="lstm")
@@ -132,6 +157,8 @@ def test_bad_inputs(dna, tmp_path, capsys):
         train(cfg(dna, tmp_path, steps=0))
     with pytest.raises(ValueError, match="model must be one of"):
         train(cfg(dna, tmp_path, model="mlp"))
+    with pytest.raises(ValueError, match="amp must be True or False, got 'bfloat16'"):
+        train(cfg(dna, tmp_path, amp="bfloat16"))
 
 
 @pytest.mark.gpu

@@ -129,7 +129,7 @@ def _train(args) -> int:
         return 2
     cfg = TrainConfig(model=args.model, data=args.data, steps=args.steps, batch=args.batch, seq=args.seq,
                       lr=args.lr, eval_every=args.eval_every, alphabet=args.alphabet, unknown=args.unknown,
-                      device=args.device, backend=args.backend, seed=args.seed, out=args.out,
+                      device=args.device, backend=args.backend, amp=args.amp, seed=args.seed, out=args.out,
                       resume=args.resume, model_config=sizes)
     try:
         result = train(cfg)
@@ -194,6 +194,8 @@ def _add_model_parsers(sub) -> None:
                    help="letters that are not A/C/G/T (dna alphabet)")
     t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     t.add_argument("--backend", choices=BACKENDS, help="tier for every layer (default: the global auto)")
+    t.add_argument("--amp", action="store_true",
+                   help="mixed precision: forward and loss under torch.autocast in bfloat16, float32 weights")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", help="folder for checkpoint.pt (default: out/train-<model>)")
     t.add_argument("--resume", action="store_true", help="continue from --out's checkpoint.pt")

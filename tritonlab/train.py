@@ -73,6 +73,7 @@ class TrainConfig:
     unknown: str = "error"
     device: str = "cpu"
     backend: str | None = None
+    amp: bool = False  # forward and loss under torch.autocast in bfloat16 (see train())
     seed: int = 0
     out: str | None = None
     resume: bool = False
@@ -94,12 +95,17 @@ def train(cfg: TrainConfig) -> dict:
     `cfg.steps` steps in all. A resumed run takes the model kind's sizes, the vocabulary,
     the optimizer state (learning rate included) and the random state from the
     checkpoint; `model_config` is ignored. Under torchrun it trains data-parallel (see
-    the module docstring). Returns, on every process,
+    the module docstring). `amp`: the forward passes and the loss (training and
+    validation) run under torch.autocast in bfloat16, the weights and optimizer stay
+    float32; bfloat16 keeps float32's exponent range, so no loss scaling is needed
+    (float16 would need a GradScaler, and is not offered). Returns, on every process,
     {"losses": per-step training loss, "val": [(step, bits per base)], "checkpoint": path,
     "order0": bits per base on validation of the training part's character frequencies
     (the order-0 baseline a model must beat), "seconds": wall time, "rank", "world_size"}."""
     if cfg.model not in MODEL_KINDS:
         raise ValueError(f"model must be one of {MODEL_KINDS}, got {cfg.model!r}")
+    if not isinstance(cfg.amp, bool):
+        raise ValueError(f"amp must be True or False, got {cfg.amp!r}")
     for name in ("steps", "batch", "seq", "eval_every"):
         value = getattr(cfg, name)
         if not isinstance(value, int) or value < 1:
@@ -155,8 +161,8 @@ def _train(cfg: TrainConfig, group: _Group, device: torch.device, t0: float) -> 
         rows = slice(group.rank * share, (group.rank + 1) * share)
 
         def validate():
-            total_count = torch.tensor(_eval_sums(net, val_ids, cfg.batch, cfg.seq, group.rank, group.world),
-                                       dtype=torch.float64, device=device)
+            sums = _eval_sums(net, val_ids, cfg.batch, cfg.seq, group.rank, group.world, cfg.amp)
+            total_count = torch.tensor(sums, dtype=torch.float64, device=device)
             if group.world > 1:
                 dist.all_reduce(total_count)
             total, count = total_count.tolist()
@@ -176,8 +182,9 @@ def _train(cfg: TrainConfig, group: _Group, device: torch.device, t0: float) -> 
             tick = time.perf_counter()
             x, y = get_batch(train_ids, cfg.batch, cfg.seq, generator=batches)
             x, y = x[rows], y[rows]
-            logits = model(x)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+            with _autocast(device, cfg.amp):
+                logits = model(x)
+                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # DDP averages the gradients: the global batch's mean-loss gradient
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
@@ -217,19 +224,25 @@ def evaluate(model, data: torch.Tensor, batch: int, seq: int) -> float:
     return total / count / math.log(2)
 
 
+def _autocast(device: torch.device, amp: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+
+
 @torch.no_grad()
-def _eval_sums(model, data: torch.Tensor, batch: int, seq: int, rank: int = 0, world: int = 1):
+def _eval_sums(model, data: torch.Tensor, batch: int, seq: int, rank: int = 0, world: int = 1,
+               amp: bool = False):
     """(summed cross-entropy in nats, number of targets) over this rank's share of the
-    evaluation batches: batch i belongs to rank i % world."""
+    evaluation batches: batch i belongs to rank i % world; under bfloat16 autocast with amp."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     for i, (x, y) in enumerate(iter_batches(data, batch, min(seq, len(data) - 1))):
         if i % world != rank:
             continue
-        logits = model(x)
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
-                                 reduction="sum").item()
+        with _autocast(data.device, amp):
+            logits = model(x)
+            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                     reduction="sum").item()
         count += y.numel()
     model.train(was_training)
     return total, count
