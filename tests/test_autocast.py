@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import tritonlab
-from parity import run
+from parity import assert_close_to_scale, run
 
 
 def _pairs():
@@ -73,6 +73,24 @@ def test_the_functional_casts_query_key_value_and_mask():
         expected = F.scaled_dot_product_attention(q.bfloat16(), k, v.bfloat16(), mask.bfloat16())
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), expected.float(), **BF16)
+
+
+def test_a_broadcast_mask_stays_a_view_under_autocast(monkeypatch):
+    """An (L, S) bias reaches the tier cast but still broadcast (stride 0 over batch and
+    heads), not as a (B, H, L, S) copy, and its gradient is torch's."""
+    from tritonlab.layers import attention
+
+    strides, real = [], attention._ATTENTION["reference"]
+    monkeypatch.setitem(attention._ATTENTION, "reference",
+                        lambda q, k, v, mask, *rest: strides.append(mask.stride()) or real(q, k, v, mask, *rest))
+    q = torch.randn(4, 8, 5, 16)
+    bias = torch.randn(5, 5)
+    lab, ref = bias.clone().requires_grad_(), bias.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        tritonlab.scaled_dot_product_attention(q, q, q, lab, backend="reference").float().sum().backward()
+        F.scaled_dot_product_attention(q, q, q, ref).float().sum().backward()
+    assert strides[0][:2] == (0, 0)
+    assert_close_to_scale(lab.grad, ref.grad, 5e-2)  # sums of 32 bfloat16 terms that cancel
 
 
 def test_float64_passes_autocast_untouched():

@@ -5,7 +5,7 @@ again (the reference activations, softmax and dropout; the naive RNN cells)."""
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad, hessian, jacfwd, jacrev, vmap
 
 import tritonlab
 from tritonlab.scratch import activations, dropout, softmax
@@ -92,19 +92,47 @@ TWICE = {  # reference-tier entry points whose backward autograd differentiates 
 
 
 @pytest.mark.parametrize("name", TWICE)
-def test_second_derivatives_and_torch_func_grad(name):
-    """gradgradcheck passes (the same dropout mask on every call, by the seed), and
-    torch.func.grad equals autograd's gradient."""
+def test_second_derivatives_and_every_torch_func_transform(name):
+    """gradgradcheck passes (the same dropout mask on every call, by the seed); torch.func's
+    grad, jacrev, jacfwd and hessian (forward mode: the jvps) equal torch.autograd's."""
     fn = TWICE[name]
 
     def seeded(x):
         torch.manual_seed(0)
         return fn(x)
 
+    def loss(x):
+        return seeded(x).pow(2).sum()
+
     x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradgradcheck(seeded, (x,))
-    expected = torch.autograd.grad(seeded(x).pow(2).sum(), x)[0]
-    torch.testing.assert_close(grad(lambda t: seeded(t).pow(2).sum())(x.detach()), expected)
+    plain = x.detach()
+    torch.testing.assert_close(grad(loss)(plain), torch.autograd.grad(loss(x), x)[0])
+    jacobian = torch.autograd.functional.jacobian(seeded, plain)
+    torch.testing.assert_close(jacrev(seeded)(plain), jacobian)
+    if "dropout" in name:  # as torch's F.dropout: jacfwd (hessian too) vmaps the forward,
+        return             # and vmap refuses its random draw by default
+    torch.testing.assert_close(jacfwd(seeded)(plain), jacobian)
+    torch.testing.assert_close(hessian(loss)(plain), torch.autograd.functional.hessian(loss, plain))
+
+
+def test_an_explicit_triton_tier_is_refused_under_torch_func(triton_device):
+    layer = tritonlab.Linear(4, 3, backend="triton").to(triton_device)
+    x = torch.randn(2, 4, device=triton_device)
+    with pytest.raises(RuntimeError, match="linear on the triton tier .* torch.func .* backend='naive'"):
+        grad(lambda x: layer(x).sum())(x)
+
+
+def test_jacrev_and_hessian_of_a_model_on_auto():
+    """The Jacobian and Hessian of an MLP with every activation and a softmax, against
+    torch.autograd.functional (eval mode)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(tritonlab.Linear(4, 5), tritonlab.ReLU(), tritonlab.Linear(5, 5), tritonlab.Tanh(),
+                          tritonlab.Linear(5, 5), tritonlab.Sigmoid(), tritonlab.Softmax(-1)).double().eval()
+    x = torch.randn(4, dtype=torch.float64)
+    torch.testing.assert_close(jacrev(model)(x), torch.autograd.functional.jacobian(model, x))
+    torch.testing.assert_close(hessian(lambda t: model(t).pow(2).sum())(x),
+                               torch.autograd.functional.hessian(lambda t: model(t).pow(2).sum(), x))
 
 
 def test_eager_calls_take_the_fast_twin():

@@ -374,6 +374,7 @@ def test_gpu_packed_matches_cudnn(cell, dtype, gpu_variant, monkeypatch):
         scale = b.abs().max().clamp_min(1.0)
         torch.testing.assert_close(a.float() / scale, b / scale, atol=atol, rtol=rtol)
 
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("gpu_variant", ["step", "persistent-grid"])
 @pytest.mark.parametrize("cell", CELLS)

@@ -526,8 +526,9 @@ table_causal = ladder(f"causal attention forward B{LONG[0]} H{LONG[1]} L=S={L_LO
 # - **A one-axis grid**: `_tile_and_row` splits `program_id(0)` into (query tile, batch ·
 #   head), a head's tiles consecutive so they share its K/V in L2. The 2-D grid above
 #   stops at 65535 on its second axis; this one takes any batch · heads.
-# - **Causal query tiles last-first** (`tile = tiles - 1 - tile`): the tiles with
-#   the most keys start first, so the short ones fill the tail instead of the long ones.
+# - **Causal query tiles last-first** (`tile = tiles - 1 - tile`): within each head the
+#   tiles with the most keys start first, so the short ones fill the tail instead of the
+#   long ones.
 # - **Grouped-query attention (GQA)**: `Hq` query heads share `Hkv` key/value heads; query
 #   head `h` reads kv head `h // (Hq // Hkv)`. The kernel only changes a pointer; K and V
 #   are never repeated in memory.

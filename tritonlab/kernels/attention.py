@@ -42,8 +42,9 @@ backward reads q, k, v, o, dO, lse, delta and writes dq, dk, dv (~2x that). Arit
 intensity of the forward, L = S: 4·L·S·E / (8·L·E) = S/2 FLOPs per byte. An H200's
 ~990 dense bf16 TFLOP/s over 4.3 TB/s is ~230 FLOP/byte, so from S ≈ 500 on attention
 is compute-bound (and from E >= 64 the tiles are wide enough to keep the tensor cores
-fed): B=4, H=16, L=S=4K, E=128 bf16 is 4·4·16·4096²·128 = 0.55 TFLOP forward, a floor of ~0.56 ms at 990 TFLOP/s, against ~62 us for its 4 x 67 MB
-(S/2 = 2048 FLOP/byte). What torch's flash SDPA reaches at these sizes is to be measured
+fed): B=4, H=16, L=S=4K, E=128 bf16 is 4·4·16·4096²·128 = 0.55 TFLOP forward, a
+floor of ~0.56 ms at 990 TFLOP/s, against ~62 us for its 4 x 67 MB (S/2 = 2048
+FLOP/byte). What torch's flash SDPA reaches at these sizes is to be measured
 on the device (`tritonlab bench --ops attention`), not assumed: compare both providers'
 tflops column against the measured bf16 matmul ceiling.
 
@@ -268,9 +269,9 @@ def _dkdv_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr, dk_p
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr,
                  BLOCK_EV: tl.constexpr):
     """dk (B, Hkv, S, E), dv (B, Hkv, S, Ev), contiguous, for BLOCK_N keys of one (batch,
-    kv head), summed over the GROUP query heads that read it; with MASK_GRAD also dS
-    into dm (B, Hq, L, S) contiguous, each element written once (every query tile of
-    every head of the group passes through here; tiles causal skips stay unwritten).
+    kv head), summed over the GROUP query heads that read it; with MASK_GRAD (never with
+    IS_CAUSAL) also dS into dm (B, Hq, L, S) contiguous, each element written once (every
+    query tile of every head of the group passes through here).
     lse, delta: (B·Hq, L); dO: strides sd*; the rest as _fwd_kernel. BLOCK_N is a multiple of BLOCK_M.
     Grid (cdiv(S, BLOCK_N)·B·Hkv,). Cost: 8·GROUP·L·BLOCK_N·E FLOPs (half under causal)."""
     pid_n, bhk = _tile_and_row(S, BLOCK_N, False)
@@ -532,7 +533,8 @@ def attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: 
                        is_causal: bool, scale: float, seed: torch.Tensor | None, mask_grad: bool = False):
     """(dq, dk, dv, dmask), dq/dk/dv contiguous in q's dtype, for the forward that returned
     (out, lse) with the same arguments. dout: any strides (stride 0 too). dmask: None
-    unless mask_grad, else the mask's gradient dS in the mask's shape and dtype (summed
+    unless mask_grad (which takes a mask and is_causal False, as attention_triton
+    allows), else the mask's gradient dS in the mask's shape and dtype (summed
     over the dims where it broadcasts). It costs a (B, Hq, L, S) buffer the kernel
     writes once: in the mask's dtype when the mask has that shape, else in fp32 (fp64
     for fp64) so the sum over batch and heads does not round in 16 bits."""
@@ -540,7 +542,7 @@ def attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: 
                                                                                        dropout_p, scale, seed)
     dq, dk, dv = q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
     meta = _meta(q, mask, p, is_causal, E, Ev)
-    dm = _mask_grad_buffer(mask, (B, Hq, L, S), is_causal) if mask_grad else None
+    dm = _mask_grad_buffer(mask, (B, Hq, L, S)) if mask_grad else None
     delta = q.new_empty((B * Hq, L), dtype=_lse_dtype(q.dtype))
     if B * Hq * L > 0:
         block = 16 if interpreter_enabled() else 64
@@ -561,8 +563,7 @@ def attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: 
     return dq, dk, dv, dm
 
 
-def _mask_grad_buffer(mask: torch.Tensor, full: tuple, is_causal: bool) -> torch.Tensor:
-    """The (B, Hq, L, S) buffer _dkdv_kernel writes dS into (see attention_backward);
-    zeroed under causal, whose skipped tiles the kernel never writes."""
+def _mask_grad_buffer(mask: torch.Tensor, full: tuple) -> torch.Tensor:
+    """The (B, Hq, L, S) buffer _dkdv_kernel writes dS into (see attention_backward)."""
     dtype = mask.dtype if tuple(mask.shape) == full else _lse_dtype(mask.dtype)
-    return (torch.zeros if is_causal else torch.empty)(full, dtype=dtype, device=mask.device)
+    return torch.empty(full, dtype=dtype, device=mask.device)

@@ -2,7 +2,8 @@
 casts the torch op it replaces (the policy lists of ATen's autocast_mode.cpp), then runs
 its tier with autocast off, so every tier computes exactly as for inputs of that dtype:
 the triton tier's kernels get one dtype, and the reference tier's in-place steps never
-meet autocast's per-op casts. Outside autocast a call pays one flag read."""
+meet autocast's per-op casts. Outside autocast a call pays one check of torch's
+any-autocast flag (~0.2 us); a broadcast view is cast without materialising it."""
 from __future__ import annotations
 
 import torch
@@ -34,6 +35,8 @@ def call(policy: dict[str, str], fn, x: torch.Tensor, *args, **kwargs):
     LOWER or FP32; a device type it does not name keeps every dtype): the floating
     tensors among x and args (nested in tuples and lists too) on x's device type cast,
     then fn with autocast off. Without autocast, fn as called."""
+    if not torch._C._is_any_autocast_enabled():  # first: x.device costs more than this
+        return fn(x, *args, **kwargs)
     device_type = x.device.type
     if not torch.is_autocast_enabled(device_type):
         return fn(x, *args, **kwargs)
@@ -43,7 +46,19 @@ def call(policy: dict[str, str], fn, x: torch.Tensor, *args, **kwargs):
 
         def cast(t):
             eligible = isinstance(t, torch.Tensor) and t.dtype in _ELIGIBLE and t.device.type == device_type
-            return t.to(dtype) if eligible else t
+            return _cast(t, dtype) if eligible else t
         x, args = cast(x), tree_map(cast, args)
     with torch.autocast(device_type, enabled=False):
         return fn(x, *args, **kwargs)
+
+
+def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """t.to(dtype), but a broadcast view (stride 0, e.g. an (L, S) attention mask
+    expanded to (B, H, L, S)) stays one: its base is cast, then broadcast again."""
+    if t.dtype == dtype or 0 not in t.stride():
+        return t.to(dtype)
+    base = t
+    for dim, (size, stride) in enumerate(zip(t.shape, t.stride())):
+        if stride == 0 and size > 1:
+            base = base.narrow(dim, 0, 1)
+    return base.to(dtype).expand(t.shape)

@@ -6,6 +6,7 @@ from typing import Callable
 import torch
 
 from ..backend import get_backend, resolve
+from ..scratch._autograd import transformed
 
 
 def pick(op: str, impls: dict[str, Callable], layer_backend: str | None, x: torch.Tensor) -> Callable:
@@ -19,16 +20,16 @@ def pick(op: str, impls: dict[str, Callable], layer_backend: str | None, x: torc
     create_graph=True, `auto` takes the reference tier unless its backward is first
     order only (scratch/_autograd.py's first_order mark), then the naive tier (autograd
     through every op); never triton, whose backwards are all first order. An explicit
-    first-order reference tier is refused there with that advice.
+    first-order tier (triton, or such a reference tier) is refused there with that advice.
     """
     requested = layer_backend if layer_backend is not None else get_backend()
-    transformed = torch._C._are_functorch_transforms_active()
-    if transformed and requested == "auto":
+    under_transform = transformed()
+    if under_transform and requested == "auto":
         return next(fn for tier in ("reference", "naive")
                     if (fn := impls.get(tier)) is not None and not getattr(fn, "first_order", False))
     tier = resolve(layer_backend, x)
     fn = impls.get(tier)
-    if fn is not None and transformed and getattr(fn, "first_order", False):
+    if fn is not None and under_transform and getattr(fn, "first_order", False):
         raise RuntimeError(f"{op} on the {tier} tier has a hand-written first-order backward, which torch.func "
                            f"transforms (grad, vmap, jacrev, ...) cannot go through; use backend='naive', or "
                            f"'auto', which takes the naive tier under a transform")
@@ -68,4 +69,5 @@ def lazy(family: str, name: str) -> Callable:
         return getattr(getattr(functions, family), name)(*args, **kwargs)
 
     call.__name__ = name
+    call.first_order = True  # every triton-tier backward is first order only (scratch/_autograd.py)
     return call

@@ -27,6 +27,11 @@ def first_order_only(backward):
     return wrapper
 
 
+def transformed() -> bool:
+    """Whether a torch.func transform (grad, vmap, jvp, ...) is running."""
+    return torch._C._are_functorch_transforms_active()
+
+
 def first_order(entry):
     """Mark a tier's entry point whose backward is written by hand and first order only
     (first_order_only): torch.func transforms, which differentiate with create_graph=True,
@@ -37,12 +42,13 @@ def first_order(entry):
 
 def transformable(fn_class):
     """`fn_class.apply` for an autograd.Function in the form torch.func takes (forward
-    without ctx, setup_context, backward, generate_vmap_rule), fast in plain eager calls.
+    without ctx, setup_context, backward, jvp, generate_vmap_rule), fast in plain eager calls.
     torch.func transforms (grad, vmap, jacrev) need that form, but Function.apply binds a
     setup_context Function's arguments through inspect.signature on every call: 18 us a
     call against 5.6 us for forward(ctx, ...) on this project's 2-core CPU, a third of a
     small reference op. So eager calls go through a twin whose forward(ctx, ...) runs
-    the forward and setup_context itself, and calls under a transform through fn_class."""
+    the forward and setup_context itself, and calls under a transform through fn_class
+    (forward-mode AD, jvp, is thus torch.func's jacfwd/jvp/hessian only)."""
     forward, setup = fn_class.forward, fn_class.setup_context
 
     def eager_forward(ctx, *args):
@@ -50,12 +56,13 @@ def transformable(fn_class):
         setup(ctx, args, out)
         return out
 
+    # no jvp on the twin: Dynamo breaks the graph at a Function that defines one
     twin = type(f"{fn_class.__name__}Eager", (torch.autograd.Function,),
                 {"forward": staticmethod(eager_forward), "backward": staticmethod(fn_class.backward)})
 
     @functools.wraps(fn_class.forward)
     def apply(*args):
-        return (fn_class if torch._C._are_functorch_transforms_active() else twin).apply(*args)
+        return (fn_class if transformed() else twin).apply(*args)
     return apply
 
 
@@ -90,8 +97,7 @@ def _tracing() -> bool:
     torch.jit.trace, or a torch.func transform (vmap, grad). Through the registered op
     it records the op (or batches it by torch's fallback); the bare body would launch
     Triton on its proxies, which the tracer never sees."""
-    return (torch.compiler.is_compiling() or torch.jit.is_tracing()
-            or torch._C._are_functorch_transforms_active())
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or transformed()
 
 
 class LabOp:
@@ -107,6 +113,11 @@ class LabOp:
         """Decorator: the outputs' metadata for tracing (see torch.library.register_fake)."""
         self.op.register_fake(fake)
         return fake
+
+    def register_vmap(self, rule):
+        """Decorator: the op's rule under torch.vmap (see torch.library.register_vmap)."""
+        self.op.register_vmap(rule)
+        return rule
 
     def register_backward(self, backward, setup_context) -> None:
         """Differentiate by `backward(ctx, *grads)`, which calls backward LabOps; a second

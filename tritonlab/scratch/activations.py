@@ -13,7 +13,8 @@ import math
 
 import torch
 
-from ._autograd import transformable
+from ._autograd import transformable, transformed
+
 
 def as_rows(x: torch.Tensor) -> torch.Tensor:
     """View `x` as rows of its last dimension (a 0-D tensor is one row of one)."""
@@ -102,9 +103,9 @@ def relu_values(x: torch.Tensor) -> torch.Tensor:
 
 
 class _Pointwise(torch.autograd.Function):
-    """y = f(x) whose derivative is a function of y alone, so only y is saved. The
-    backward is made of differentiable ops of the saved output, so autograd can
-    differentiate it again (second derivatives, torch.func.grad)."""
+    """y = f(x) whose derivative is a function of y alone, so only y is saved. Backward
+    and jvp are differentiable ops of the saved output, so autograd can differentiate
+    them again (second derivatives, torch.func's grad, jacrev, jacfwd, hessian)."""
     generate_vmap_rule = True
 
     @staticmethod
@@ -114,12 +115,19 @@ class _Pointwise(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
         ctx.derivative = inputs[2]
 
     @staticmethod
     def backward(ctx, dy):
         (y,) = ctx.saved_tensors
-        return ctx.derivative(y).mul_(dy), None, None  # the derivative is a fresh tensor
+        d = ctx.derivative(y)  # a fresh tensor: dy multiplies into it, unless torch.func
+        return (d * dy if transformed() else d.mul_(dy)), None, None  # batches dy (jacrev)
+
+    @staticmethod
+    def jvp(ctx, dx, _f, _derivative):
+        (y,) = ctx.saved_tensors
+        return ctx.derivative(y) * dx
 
 
 _pointwise = transformable(_Pointwise)
@@ -129,7 +137,7 @@ def _relu_derivative(y: torch.Tensor) -> torch.Tensor:
     """1 where y > 0, else 0 (nan too, as torch), as y's dtype: multiplying by a bool
     mask instead is several times slower on a CPU (a mixed-dtype multiply). While a
     graph is recorded (create_graph, torch.func) out= is refused: a mask converted."""
-    if torch.is_grad_enabled():
+    if torch.is_grad_enabled() or transformed():
         return (y > 0).to(y.dtype)
     return torch.gt(y, 0, out=torch.empty_like(y))
 

@@ -35,6 +35,16 @@ def _(seed, shape, p, device):
     return torch.empty(shape, dtype=torch.bool, device=device)
 
 
+@keep_mask.register_vmap
+def _(info, in_dims, seed, shape, p, device):
+    """One mask per seed: an unbatched seed (a backward vmapped by jacrev, or
+    randomness="same") gives one mask for all, drawn here outside vmap, whose
+    randomness check would refuse the seeded draw; a batched one a mask each."""
+    if in_dims[0] is None:
+        return keep_mask(seed, shape, p, device), None
+    return torch.stack([keep_mask(s, shape, p, device) for s in seed.movedim(in_dims[0], 0)]), 0
+
+
 def _scale(p: float) -> float:
     return 0.0 if p == 1 else 1.0 / (1.0 - p)
 
@@ -53,6 +63,7 @@ def _mask_rowwise(t: torch.Tensor, seed: torch.Tensor, p: float) -> torch.Tensor
 
 
 class _DropoutNaive(torch.autograd.Function):
+    """Linear in x: backward and jvp apply the same regenerated mask."""
     generate_vmap_rule = True
 
     @staticmethod
@@ -66,6 +77,10 @@ class _DropoutNaive(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         return _mask_rowwise(dy, ctx.seed, ctx.p), None, None
+
+    @staticmethod
+    def jvp(ctx, dx, _p, _seed):
+        return _mask_rowwise(dx, ctx.seed, ctx.p)
 
 
 _dropout_naive = transformable(_DropoutNaive)
@@ -85,22 +100,29 @@ def softmax_dropout_naive(x: torch.Tensor, p: float, dim: int, training: bool = 
 # Backwards of differentiable ops (dropout is linear; softmax's backward is ops of y), so
 # autograd can differentiate them again, as torch.func.grad does.
 
+def _dropped(t: torch.Tensor, seed: torch.Tensor, p: float) -> torch.Tensor:
+    """t times the keep-mask of `seed`, scaled: dropout's forward, backward and jvp alike."""
+    return t * keep_mask(seed, t.shape, p, t.device) * _scale(p)
+
+
 class _Dropout(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
     def forward(x, p, seed):
-        return x * keep_mask(seed, x.shape, p, x.device) * _scale(p)
+        return _dropped(x, seed, p)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _, ctx.p, seed = inputs
-        ctx.save_for_backward(seed)
+        _, ctx.p, ctx.seed = inputs
 
     @staticmethod
     def backward(ctx, dy):
-        (seed,) = ctx.saved_tensors
-        return dy * keep_mask(seed, dy.shape, ctx.p, dy.device) * _scale(ctx.p), None, None
+        return _dropped(dy, ctx.seed, ctx.p), None, None
+
+    @staticmethod
+    def jvp(ctx, dx, _p, _seed):
+        return _dropped(dx, ctx.seed, ctx.p)
 
 
 class _SoftmaxDropout(torch.autograd.Function):
@@ -112,21 +134,28 @@ class _SoftmaxDropout(torch.autograd.Function):
     @staticmethod
     def forward(x, p, dim, seed):
         y = softmax_rows(x, dim)
-        return y * keep_mask(seed, x.shape, p, x.device) * _scale(p), y
+        return _dropped(y, seed, p), y
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _, ctx.p, ctx.dim, seed = inputs
-        ctx.save_for_backward(output[1], seed)
+        _, ctx.p, ctx.dim, ctx.seed = inputs
+        ctx.save_for_backward(output[1])
+        ctx.save_for_forward(output[1])
         ctx.set_materialize_grads(False)  # y's gradient is None unless y is used again
 
     @staticmethod
     def backward(ctx, dout, dy_direct):
-        y, seed = ctx.saved_tensors
-        dy = None if dout is None else dout * keep_mask(seed, y.shape, ctx.p, y.device) * _scale(ctx.p)
+        (y,) = ctx.saved_tensors
+        dy = None if dout is None else _dropped(dout, ctx.seed, ctx.p)
         if dy_direct is not None:
             dy = dy_direct if dy is None else dy + dy_direct
         return None if dy is None else softmax_backward(y, dy, ctx.dim), None, None, None
+
+    @staticmethod
+    def jvp(ctx, dx, _p, _dim, _seed):
+        (y,) = ctx.saved_tensors
+        dy = softmax_backward(y, dx, ctx.dim)  # softmax's jvp (see softmax.py's _Softmax)
+        return _dropped(dy, ctx.seed, ctx.p), dy
 
 
 _dropout, _softmax_dropout = transformable(_Dropout), transformable(_SoftmaxDropout)

@@ -36,7 +36,8 @@ def softmax_backward(y: torch.Tensor, dy: torch.Tensor, dim: int) -> torch.Tenso
 
 
 class _Softmax(torch.autograd.Function):
-    """Saves y; the backward is differentiable ops of y (so it differentiates again)."""
+    """Saves y; backward and jvp are differentiable ops of y (so they differentiate
+    again). The Jacobian diag(y) - y yᵀ is symmetric: the jvp is the backward's formula."""
     generate_vmap_rule = True
 
     @staticmethod
@@ -46,12 +47,18 @@ class _Softmax(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
         ctx.dim = inputs[1]
 
     @staticmethod
     def backward(ctx, dy):
         (y,) = ctx.saved_tensors
         return softmax_backward(y, dy, ctx.dim), None
+
+    @staticmethod
+    def jvp(ctx, dx, _dim):
+        (y,) = ctx.saved_tensors
+        return softmax_backward(y, dx, ctx.dim)
 
 
 _softmax = transformable(_Softmax)
