@@ -93,8 +93,8 @@ TWICE = {  # reference-tier entry points whose backward autograd differentiates 
 
 @pytest.mark.parametrize("name", TWICE)
 def test_second_derivatives_and_every_torch_func_transform(name):
-    """gradgradcheck passes (the same dropout mask on every call, by the seed); torch.func's
-    grad, jacrev, jacfwd and hessian (forward mode: the jvps) equal torch.autograd's."""
+    """gradgradcheck and forward-mode gradcheck (the jvps) pass, the same dropout mask on
+    every call by the seed; torch.func's grad, jacrev, jacfwd and hessian equal torch.autograd's."""
     fn = TWICE[name]
 
     def seeded(x):
@@ -106,6 +106,7 @@ def test_second_derivatives_and_every_torch_func_transform(name):
 
     x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradgradcheck(seeded, (x,))
+    assert torch.autograd.gradcheck(seeded, (x,), check_forward_ad=True)
     plain = x.detach()
     torch.testing.assert_close(grad(loss)(plain), torch.autograd.grad(loss(x), x)[0])
     jacobian = torch.autograd.functional.jacobian(seeded, plain)

@@ -47,8 +47,8 @@ def transformable(fn_class):
     setup_context Function's arguments through inspect.signature on every call: 18 us a
     call against 5.6 us for forward(ctx, ...) on this project's 2-core CPU, a third of a
     small reference op. So eager calls go through a twin whose forward(ctx, ...) runs
-    the forward and setup_context itself, and calls under a transform through fn_class
-    (forward-mode AD, jvp, is thus torch.func's jacfwd/jvp/hessian only)."""
+    the forward and setup_context itself, and calls under a transform or forward-mode AD
+    (a torch.autograd.forward_ad.dual_level) through fn_class."""
     forward, setup = fn_class.forward, fn_class.setup_context
 
     def eager_forward(ctx, *args):
@@ -62,7 +62,8 @@ def transformable(fn_class):
 
     @functools.wraps(fn_class.forward)
     def apply(*args):
-        return (fn_class if transformed() else twin).apply(*args)
+        forward_mode = torch.autograd.forward_ad._current_level >= 0  # inside a dual_level
+        return (fn_class if forward_mode or transformed() else twin).apply(*args)
     return apply
 
 
