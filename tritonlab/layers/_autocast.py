@@ -20,14 +20,9 @@ SOFTMAX = {"cuda": FP32}
 _ELIGIBLE = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def active(t: torch.Tensor) -> bool:
-    """Whether autocast is on for `t`'s device type."""
-    return torch.is_autocast_enabled(t.device.type)
-
-
 def eligible_pair(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether autocast will bring `a` and `b` to one dtype before they meet."""
-    return active(a) and a.dtype in _ELIGIBLE and b.dtype in _ELIGIBLE
+    """Whether autocast (on for a's device type) will bring `a` and `b` to one dtype."""
+    return torch.is_autocast_enabled(a.device.type) and a.dtype in _ELIGIBLE and b.dtype in _ELIGIBLE
 
 
 def call(policy: dict[str, str], fn, x: torch.Tensor, *args, **kwargs):
