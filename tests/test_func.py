@@ -105,7 +105,7 @@ def test_second_derivatives_and_every_torch_func_transform(name):
         return seeded(x).pow(2).sum()
 
     x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradgradcheck(seeded, (x,))
+    assert torch.autograd.gradgradcheck(seeded, (x,), check_fwd_over_rev=True)
     assert torch.autograd.gradcheck(seeded, (x,), check_forward_ad=True)
     plain = x.detach()
     torch.testing.assert_close(grad(loss)(plain), torch.autograd.grad(loss(x), x)[0])
@@ -117,37 +117,122 @@ def test_second_derivatives_and_every_torch_func_transform(name):
     torch.testing.assert_close(hessian(loss)(plain), torch.autograd.functional.hessian(loss, plain))
 
 
-def test_an_explicit_triton_tier_is_refused_under_torch_func(triton_device):
-    layer = tritonlab.Linear(4, 3, backend="triton").to(triton_device)
-    x = torch.randn(2, 4, device=triton_device)
-    with pytest.raises(RuntimeError, match="linear on the triton tier .* torch.func .* backend='naive'"):
-        grad(lambda x: layer(x).sum())(x)
-
-
-def test_jacrev_and_hessian_of_a_model_on_auto():
-    """The Jacobian and Hessian of an MLP with every activation and a softmax, against
-    torch.autograd.functional (eval mode)."""
+def test_an_explicit_triton_tier_is_refused_under_torch_func_but_runs_under_vmap(triton_device):
+    """grad differentiates with create_graph=True, which the triton backwards refuse;
+    vmap alone batches the triton ops sample by sample (torch's fallback), and the
+    ordinary backward through its output is the per-sample one."""
     torch.manual_seed(0)
-    model = nn.Sequential(tritonlab.Linear(4, 5), tritonlab.ReLU(), tritonlab.Linear(5, 5), tritonlab.Tanh(),
-                          tritonlab.Linear(5, 5), tritonlab.Sigmoid(), tritonlab.Softmax(-1)).double().eval()
-    x = torch.randn(4, dtype=torch.float64)
-    torch.testing.assert_close(jacrev(model)(x), torch.autograd.functional.jacobian(model, x))
-    torch.testing.assert_close(hessian(lambda t: model(t).pow(2).sum())(x),
-                               torch.autograd.functional.hessian(lambda t: model(t).pow(2).sum(), x))
+    layer = tritonlab.Linear(4, 3, backend="triton").to(triton_device)
+    x = torch.randn(2, 5, 4, device=triton_device, requires_grad=True)
+    with pytest.raises(RuntimeError, match="linear on the triton tier .* torch.func .* backend='naive'"):
+        grad(lambda x: layer(x).sum())(x[0])
+    relu = tritonlab.ReLU(backend="triton")
+    y = vmap(lambda t: relu(layer(t)))(x)
+    expected = torch.stack([relu(layer(t)) for t in x])
+    torch.testing.assert_close(y, expected)
+    (dx,) = torch.autograd.grad(y.square().sum(), x)
+    torch.testing.assert_close(dx, torch.autograd.grad(expected.square().sum(), x)[0])
 
 
-def test_eager_calls_take_the_fast_twin():
-    """Outside a transform the reference Functions run as their forward(ctx, ...) twin
-    (scratch/_autograd.py's transformable: no per-call argument binding)."""
-    y = activations.relu_reference(torch.randn(3, requires_grad=True))
-    assert type(y.grad_fn).__name__ == "_PointwiseEagerBackward"
+def _batched_backward_cases():
+    """(name, layer, input shape): every layer type, the RNNs' first output taken."""
+    yield "relu", lambda b: tritonlab.ReLU(backend=b), (3, 4)
+    yield "sigmoid", lambda b: tritonlab.Sigmoid(backend=b), (3, 4)
+    yield "tanh", lambda b: tritonlab.Tanh(backend=b), (3, 4)
+    yield "dropout", lambda b: tritonlab.Dropout(0.5, backend=b), (3, 4)
+    yield "softmax", lambda b: tritonlab.Softmax(-1, backend=b), (3, 4)
+    yield "softmax_dropout", lambda b: tritonlab.SoftmaxDropout(0.3, backend=b), (3, 4)
+    yield "linear", lambda b: tritonlab.Linear(4, 3, backend=b), (3, 4)
+    yield "attention", lambda b: tritonlab.MultiheadAttention(4, 2, dropout=0.5, batch_first=True, backend=b), (1, 3, 4)
+    yield "conv2d", lambda b: tritonlab.Conv2d(2, 3, 3, padding=1, backend=b), (1, 2, 4, 4)
+    yield "gru", lambda b: tritonlab.GRU(4, 3, backend=b), (2, 1, 4)
+    yield "lstm", lambda b: tritonlab.LSTM(4, 3, backend=b), (2, 1, 4)
 
 
-@pytest.mark.parametrize("cell,kwargs", [("GRU", dict(num_layers=2, bidirectional=True)),
-                                         ("LSTM", dict(num_layers=2, bidirectional=True)),
-                                         ("LSTM", dict(proj_size=2))], ids=str)
-def test_naive_rnn_differentiates_twice(cell, kwargs):
-    """The naive cells are autograd through every op, σ and tanh included."""
-    layer = getattr(tritonlab, cell)(3, 4, backend="naive", dtype=torch.float64, **kwargs)
-    x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradgradcheck(lambda x: layer(x)[0], (x,))
+BATCHED_BACKWARD = {name: (make, shape) for name, make, shape in _batched_backward_cases()}
+HAND_WRITTEN_FOR_PLAIN_TENSORS = {"conv2d", "gru", "lstm"}  # reference backwards with out= writes
+
+
+def _first_output(layer, name):
+    if name == "attention":
+        return lambda x: layer(x, x, x, need_weights=False)[0]
+    return (lambda x: layer(x)[0]) if name in ("gru", "lstm") else layer
+
+
+@pytest.mark.parametrize("backend", ["naive", "reference"])
+@pytest.mark.parametrize("name", BATCHED_BACKWARD)
+def test_batched_backward_of_autograd_grad_and_vectorized_jacobian(name, backend):
+    """torch.autograd.grad(is_grads_batched=True) and jacobian(vectorize=True) run the
+    backward under torch's legacy vmap: the same result as one backward per gradient
+    (dropout's mask regenerated inside it), or, for a reference backward written for
+    plain tensors, a clear refusal."""
+    make, shape = BATCHED_BACKWARD[name]
+    torch.manual_seed(0)
+    f = _first_output(make(backend).double().train(), name)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+
+    def seeded(t):
+        torch.manual_seed(1)
+        return f(t)
+
+    y = seeded(x)
+    basis = torch.eye(y.numel(), dtype=y.dtype).reshape(-1, *y.shape)
+    if backend == "reference" and name in HAND_WRITTEN_FOR_PLAIN_TENSORS:
+        with pytest.raises(RuntimeError, match="cannot be vmapped .*is_grads_batched.* backend='naive'"):
+            torch.autograd.grad(y, x, basis, is_grads_batched=True)
+        return
+    (batched,) = torch.autograd.grad(y, x, basis, is_grads_batched=True, retain_graph=True)
+    one_by_one = torch.stack([torch.autograd.grad(y, x, e, retain_graph=True)[0] for e in basis])
+    torch.testing.assert_close(batched, one_by_one)
+    assert one_by_one.abs().sum() > 0
+    jacobian = torch.autograd.functional.jacobian
+    torch.testing.assert_close(jacobian(seeded, x.detach(), vectorize=True), jacobian(seeded, x.detach()))
+
+
+def test_batched_backward_is_refused_on_the_triton_tier(triton_device):
+    layer = tritonlab.Softmax(-1, backend="triton")
+    x = torch.randn(2, 3, device=triton_device, requires_grad=True)
+    y = layer(x)
+    basis = torch.eye(6, device=triton_device).reshape(6, 2, 3)
+    with pytest.raises(RuntimeError, match="cannot be vmapped"):
+        torch.autograd.grad(y, x, basis, is_grads_batched=True)
+
+
+@pytest.mark.parametrize("name", ["conv2d", "gru", "lstm", "attention"])
+def test_forward_mode_ad_through_a_first_order_layer_on_auto(name):
+    """Inside a forward_ad.dual_level, auto takes the naive tier for a layer whose
+    reference backward is hand-written (it has no jvp); the tangent equals torch.func.jvp's
+    and a central difference."""
+    import torch.autograd.forward_ad as fwAD
+    make, shape = BATCHED_BACKWARD[name]
+    torch.manual_seed(0)
+    f = _first_output(make("auto").double().eval(), name)
+    x, t = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
+    with fwAD.dual_level():
+        primal, tangent = fwAD.unpack_dual(f(fwAD.make_dual(x, t)))
+    torch.testing.assert_close(primal, f(x))
+    torch.testing.assert_close(tangent, torch.func.jvp(f, (x,), (t,))[1])
+    eps = 1e-6
+    torch.testing.assert_close(tangent, (f(x + eps * t) - f(x - eps * t)) / (2 * eps), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "softmax"])
+def test_forward_over_reverse_without_create_graph(name):
+    """A backward run inside a forward_ad.dual_level carries the tangents of its inputs
+    (the saved output, the incoming gradient) even without create_graph, as torch's own
+    backward formulas do."""
+    import torch.autograd.forward_ad as fwAD
+    ours = TWICE[name]
+    theirs = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+              "softmax": lambda x: torch.softmax(x, 1)}[name]
+    torch.manual_seed(0)
+    x, tx, dy, tdy = (torch.randn(3, 5, dtype=torch.float64) for _ in range(4))
+
+    def gradient_and_tangent(fn):
+        with fwAD.dual_level():
+            xd = fwAD.make_dual(x.clone().requires_grad_(), tx)
+            (g,) = torch.autograd.grad(fn(xd), xd, fwAD.make_dual(dy, tdy))
+            return fwAD.unpack_dual(g)
+
+    for got, expected in zip(gradient_and_tangent(ours), gradient_and_tangent(theirs)):
+        torch.testing.assert_close(got, expected)

@@ -43,27 +43,39 @@ def test_resume_continues_exactly(dna, tmp_path, model):
 
 @pytest.mark.parametrize("model", ["lstm", "gru", "cnn", "transformer"])
 def test_amp_trains_in_bfloat16_with_float32_weights(dna, tmp_path, model, monkeypatch):
-    """--amp: the model's logits come out in bfloat16 (autocast reached every layer), the
-    weights stay float32, and the losses follow the float32 run within bfloat16 rounding."""
+    """--amp: the model's logits come out in bfloat16 in training and validation forwards
+    (autocast reached every layer), the weights stay float32, the losses and validation
+    follow the float32 run within bfloat16 rounding, and the checkpoint records amp."""
     import tritonlab.train as train_module
 
-    dtypes = []
+    dtypes = {True: [], False: []}  # logits' dtypes of the training and the validation forwards
     build = train_module.build_model
 
-    def spy(*args, **kwargs):  # records the logits' dtype of every training forward
+    def spy(*args, **kwargs):
         net = build(*args, **kwargs)
-        net.register_forward_hook(lambda mod, inputs, out: dtypes.append(out.dtype) if mod.training else None)
+        net.register_forward_hook(lambda mod, inputs, out: dtypes[mod.training].append(out.dtype))
         return net
 
     monkeypatch.setattr(train_module, "build_model", spy)
     sizes = {"heads": 2} if model == "transformer" else None
     plain = train(cfg(dna, tmp_path / "fp32", model=model, sizes=sizes))
-    dtypes.clear()
+    assert set(dtypes[True]) == set(dtypes[False]) == {torch.float32}
+    dtypes[True].clear(), dtypes[False].clear()
     mixed = train(cfg(dna, tmp_path / "amp", model=model, sizes=sizes, amp=True))
-    assert dtypes and set(dtypes) == {torch.bfloat16}
-    weights = torch.load(mixed["checkpoint"], weights_only=True)["model"]
-    assert {w.dtype for w in weights.values() if w.is_floating_point()} == {torch.float32}
+    assert set(dtypes[True]) == set(dtypes[False]) == {torch.bfloat16}
+    ckpt = torch.load(mixed["checkpoint"], weights_only=True)
+    assert {w.dtype for w in ckpt["model"].values() if w.is_floating_point()} == {torch.float32}
+    assert ckpt["train_config"]["amp"] is True
     torch.testing.assert_close(torch.tensor(mixed["losses"]), torch.tensor(plain["losses"]), atol=3e-2, rtol=0)
+    torch.testing.assert_close(torch.tensor(mixed["val"]), torch.tensor(plain["val"]), atol=3e-2, rtol=0)
+
+
+def test_resuming_with_a_different_amp_setting_warns(dna, tmp_path):
+    """amp is how to compute, so a resume may change it, but the run then differs from
+    one uninterrupted run: the warning says so."""
+    train(cfg(dna, tmp_path, steps=2, amp=True))
+    with pytest.warns(UserWarning, match="amp=True.*resumed with amp=False"):
+        train(cfg(dna, tmp_path, steps=3, resume=True))
 
 
 def test_checkpoint_contents(dna, tmp_path):

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -124,7 +125,13 @@ def _train(cfg: TrainConfig, group: _Group, device: torch.device, t0: float) -> 
     ckpt_path = out / CHECKPOINT_NAME
     data_path = cfg.data or default_genome_path()
 
+    if cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"amp trains in bfloat16, which {torch.cuda.get_device_name(device)} does not support; "
+                         f"train without amp")
     ckpt = load_checkpoint(ckpt_path, expect_kind=cfg.model) if cfg.resume else None
+    if ckpt is not None and ckpt.get("train_config", {}).get("amp", False) != cfg.amp:
+        warnings.warn(f"{ckpt_path} was trained with amp={not cfg.amp} and is resumed with amp={cfg.amp}: "
+                      f"the run goes on, but no longer equals one uninterrupted run", stacklevel=3)
     seq = load_sequence(data_path, alphabet=cfg.alphabet, unknown=cfg.unknown)
     if ckpt is not None:
         vocab = Vocab(ckpt["vocab"])

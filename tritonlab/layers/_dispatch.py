@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 
 from ..backend import get_backend, resolve
-from ..scratch._autograd import transformed
+from ..scratch._autograd import differentiating, forward_ad, transformed
 
 
 def pick(op: str, impls: dict[str, Callable], layer_backend: str | None, x: torch.Tensor) -> Callable:
@@ -16,23 +16,25 @@ def pick(op: str, impls: dict[str, Callable], layer_backend: str | None, x: torc
     has no "triton" entry: `auto` then falls back to the reference tier, while an
     explicit request for `triton` raises NotImplementedError that says what to use.
 
-    Under a torch.func transform (grad, vmap, jacrev, ...), which differentiates with
-    create_graph=True, `auto` takes the reference tier unless its backward is first
-    order only (scratch/_autograd.py's first_order mark), then the naive tier (autograd
-    through every op); never triton, whose backwards are all first order. An explicit
-    first-order tier (triton, or such a reference tier) is refused there with that advice.
+    Under a torch.func transform (grad, vmap, jacrev, ...) or forward-mode AD, which
+    differentiate with create_graph=True, `auto` takes the reference tier unless its
+    backward is first order only (scratch/_autograd.py's first_order mark), then the
+    naive tier (autograd through every op); never triton, whose backwards are all first
+    order. An explicit first-order tier is refused there with that advice; but vmap
+    alone may run the triton tier (a custom op, batched by torch's per-sample fallback).
     """
     requested = layer_backend if layer_backend is not None else get_backend()
-    under_transform = transformed()
+    under_transform = transformed() or forward_ad()
     if under_transform and requested == "auto":
         return next(fn for tier in ("reference", "naive")
                     if (fn := impls.get(tier)) is not None and not getattr(fn, "first_order", False))
     tier = resolve(layer_backend, x)
     fn = impls.get(tier)
-    if fn is not None and under_transform and getattr(fn, "first_order", False):
+    if (fn is not None and under_transform and getattr(fn, "first_order", False)
+            and (tier != "triton" or differentiating())):
         raise RuntimeError(f"{op} on the {tier} tier has a hand-written first-order backward, which torch.func "
-                           f"transforms (grad, vmap, jacrev, ...) cannot go through; use backend='naive', or "
-                           f"'auto', which takes the naive tier under a transform")
+                           f"transforms (grad, vmap, jacrev, ...) and forward-mode AD cannot go through; use "
+                           f"backend='naive', or 'auto', which takes the naive tier under a transform")
     if fn is not None:
         return fn
     if requested == "auto":

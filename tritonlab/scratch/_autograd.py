@@ -8,11 +8,18 @@ import torch
 from torch.autograd.function import once_differentiable
 
 
-def first_order_only(backward):
+def first_order_only(backward=None, *, vmappable: bool = False):
     """Wrap a hand-written backward: run it without building a graph, and refuse a
     second derivative (create_graph=True) with a clear error. once_differentiable alone
     refuses only when the incoming gradient requires grad; otherwise it would silently
-    treat this backward as constant and return a wrong gradient of the gradient."""
+    treat this backward as constant and return a wrong gradient of the gradient.
+
+    A backward that writes a batched gradient into a fresh plain tensor (out=, in place)
+    or hands it to a Triton kernel cannot run under the legacy vmap of
+    torch.autograd.grad(is_grads_batched=True) or jacobian(vectorize=True): a batched
+    gradient is refused with advice, unless the backward is marked `vmappable`."""
+    if backward is None:
+        return functools.partial(first_order_only, vmappable=vmappable)
     inner = once_differentiable(backward)
 
     @functools.wraps(backward)
@@ -23,6 +30,12 @@ def first_order_only(backward):
                 "and cannot be differentiated again (create_graph=True, which torch.func.grad "
                 "uses too); use backend='naive' for second derivatives, or 'auto' under torch.func"
             )
+        if not vmappable and any(g is not None and legacy_batched(g) for g in grads):
+            raise RuntimeError(
+                "this tritonlab op's backward (reference or triton tier) is written by hand for "
+                "plain tensors and cannot be vmapped (torch.autograd.grad(is_grads_batched=True), "
+                "jacobian(vectorize=True)); use backend='naive', or one backward per gradient"
+            )
         return inner(ctx, *grads)
     return wrapper
 
@@ -30,6 +43,37 @@ def first_order_only(backward):
 def transformed() -> bool:
     """Whether a torch.func transform (grad, vmap, jvp, ...) is running."""
     return torch._C._are_functorch_transforms_active()
+
+
+def differentiating() -> bool:
+    """Whether a transform that differentiates runs: torch.func's grad, vjp, jacrev (a
+    Grad layer), jvp, jacfwd (Jvp), or forward-mode AD (a dual_level). vmap alone does not."""
+    if forward_ad():
+        return True
+    if not transformed():
+        return False
+    from torch._C._functorch import TransformType
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+    return any(i.key() in (TransformType.Grad, TransformType.Jvp) for i in retrieve_all_functorch_interpreters())
+
+
+def batched(t: torch.Tensor) -> bool:
+    """Whether `t` may be batched by a vmap: a torch.func transform runs, or `t` is a
+    legacy BatchedTensor (torch.autograd.grad(is_grads_batched=True) and
+    autograd.functional.jacobian(vectorize=True) vmap the backward that way). An
+    in-place op of a plain tensor with a batched one fails there: use out-of-place."""
+    return transformed() or legacy_batched(t)
+
+
+def legacy_batched(t: torch.Tensor) -> bool:
+    """Whether `t` is a legacy BatchedTensor (see batched); never while Dynamo traces,
+    which cannot trace the check (a graph break) and never meets one."""
+    return not torch.compiler.is_compiling() and torch._C._functorch.is_legacy_batchedtensor(t)
+
+
+def forward_ad() -> bool:
+    """Whether forward-mode AD runs: inside a torch.autograd.forward_ad.dual_level."""
+    return torch.autograd.forward_ad._current_level >= 0
 
 
 def first_order(entry):
@@ -62,8 +106,7 @@ def transformable(fn_class):
 
     @functools.wraps(fn_class.forward)
     def apply(*args):
-        forward_mode = torch.autograd.forward_ad._current_level >= 0  # inside a dual_level
-        return (fn_class if forward_mode or transformed() else twin).apply(*args)
+        return (fn_class if forward_ad() or transformed() else twin).apply(*args)
     return apply
 
 

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from ._autograd import transformable, transformed
+from ._autograd import batched, forward_ad, transformable, transformed
 
 
 def as_rows(x: torch.Tensor) -> torch.Tensor:
@@ -84,15 +84,23 @@ def _times(x: torch.Tensor, value: float) -> torch.Tensor:
     return torch.mul(x, _constant(value, x.dtype if x.is_floating_point() else torch.get_default_dtype()))
 
 
+# torch.export records a Function's forward ops in its graph, not its backward, and
+# differentiates that graph with autograd, which refuses an in-place update of a tensor
+# a backward needs: while exporting, the in-place chains below run out of place.
+
 def sigmoid_values(x: torch.Tensor) -> torch.Tensor:
     """1 / (1 + exp(-x)) in four kernels on one fresh tensor, values only (no autograd
     graph: the reference tier writes its backward from the output). exp(-x) may
     overflow to inf for x < -88, and 1 / (1 + inf) is exactly the right 0."""
+    if torch.compiler.is_exporting():  # see above
+        return _times(x, -LOG2E).exp2().add(_ONE).reciprocal()
     return _times(x, -LOG2E).exp2_().add_(_ONE).reciprocal_()
 
 
 def tanh_values(x: torch.Tensor) -> torch.Tensor:
     """tanh(x) = 2 / (1 + exp(-2x)) - 1, values only; -1 (not nan) where exp overflows."""
+    if torch.compiler.is_exporting():  # see above
+        return _times(x, -2 * LOG2E).exp2().add(_ONE).reciprocal().mul(_TWO).sub(_ONE)
     return _times(x, -2 * LOG2E).exp2_().add_(_ONE).reciprocal_().mul_(_TWO).sub_(_ONE)
 
 
@@ -121,8 +129,8 @@ class _Pointwise(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         (y,) = ctx.saved_tensors
-        d = ctx.derivative(y)  # a fresh tensor: dy multiplies into it, unless torch.func
-        return (d * dy if transformed() else d.mul_(dy)), None, None  # batches dy (jacrev)
+        d = ctx.derivative(y)  # a fresh tensor: dy multiplies into it, unless a vmap
+        return (d * dy if batched(dy) else d.mul_(dy)), None, None  # batches dy (jacrev)
 
     @staticmethod
     def jvp(ctx, dx, _f, _derivative):
@@ -136,8 +144,9 @@ _pointwise = transformable(_Pointwise)
 def _relu_derivative(y: torch.Tensor) -> torch.Tensor:
     """1 where y > 0, else 0 (nan too, as torch), as y's dtype: multiplying by a bool
     mask instead is several times slower on a CPU (a mixed-dtype multiply). While a
-    graph is recorded (create_graph, torch.func) out= is refused: a mask converted."""
-    if torch.is_grad_enabled() or transformed():
+    graph is recorded (create_graph, torch.func, forward-mode AD) out= is refused: a
+    mask converted."""
+    if torch.is_grad_enabled() or transformed() or forward_ad():
         return (y > 0).to(y.dtype)
     return torch.gt(y, 0, out=torch.empty_like(y))
 

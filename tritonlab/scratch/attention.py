@@ -151,7 +151,7 @@ class _Attention(torch.autograd.Function):
         return out
 
     @staticmethod
-    @first_order_only
+    @first_order_only(vmappable=True)  # its in-place ops write into tensors made from dout
     def backward(ctx, dout):
         q, k, v, p, out, seed = ctx.saved_tensors
         hkv, shape = k.shape[1], p.shape
@@ -174,6 +174,12 @@ class _Attention(torch.autograd.Function):
 def attention_reference(q, k, v, mask, dropout_p: float, is_causal: bool, scale: float) -> torch.Tensor:
     """All rows at once: the (B, Hq, L, S) probabilities in one buffer, then one batched
     matmul with v; the backward written out (_Attention)."""
+    if torch.compiler.is_exporting():
+        # torch.export keeps _Attention's forward ops, not its backward, and autograd
+        # cannot differentiate their in-place updates: the same math in graph ops
+        B, Hq, L, _ = q.shape
+        p = attention_weights(q, k, mask, dropout_p, is_causal, scale)
+        return (_grouped(p, k.shape[1]) @ v.unsqueeze(2)).reshape(B, Hq, L, v.shape[-1])
     seed = draw_seed() if dropout_p > 0 else None
     return _Attention.apply(q, k, v, mask, dropout_p, is_causal, scale, seed)
 

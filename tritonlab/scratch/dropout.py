@@ -27,7 +27,19 @@ def keep_mask(seed: torch.Tensor, shape, p: float, device) -> torch.Tensor:
     the seed. A custom op: the seeded torch.Generator that draws it is what Dynamo cannot
     trace, so a compiled model sees one opaque node (the rest of dropout is plain ops)."""
     gen = torch.Generator(device=device).manual_seed(int(seed.item()))
-    return torch.rand(shape, generator=gen, device=device) >= p
+    # Leave a legacy vmap (torch.autograd.grad(is_grads_batched=True), jacobian(
+    # vectorize=True): it vmaps the backward) for the draw, which it refuses as a random
+    # op. The mask depends on the saved seed alone, not on the batched gradient: every
+    # batch entry gets the forward's mask, as it should. The nesting calls are those
+    # torch._vmap_internals makes; the first probes the depth.
+    depth = torch._C._vmapmode_increment_nesting() - 1
+    for _ in range(depth + 1):
+        torch._C._vmapmode_decrement_nesting()
+    try:
+        return torch.rand(shape, generator=gen, device=device) >= p
+    finally:
+        for _ in range(depth):
+            torch._C._vmapmode_increment_nesting()
 
 
 @keep_mask.register_fake
@@ -56,10 +68,9 @@ def _mask_rowwise(t: torch.Tensor, seed: torch.Tensor, p: float) -> torch.Tensor
     to x, the backward to dy: the same mask, regenerated rather than saved."""
     keep = as_rows(keep_mask(seed, t.shape, p, t.device))
     rows, scale = as_rows(t), _scale(p)
-    out = torch.empty_like(rows)
-    for i in range(rows.shape[0]):
-        out[i] = rows[i] * keep[i] * scale
-    return out.reshape(t.shape)
+    # stacked, not written into a fresh tensor: a vmapped (batched) t cannot be copied
+    # into a plain one
+    return torch.stack([rows[i] * keep[i] * scale for i in range(rows.shape[0])]).reshape(t.shape)
 
 
 class _DropoutNaive(torch.autograd.Function):

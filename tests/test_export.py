@@ -1,0 +1,72 @@
+"""torch.export of every layer on every tier: the exported program's module gives the
+eager outputs and, run with autograd, the eager gradients (dropout's mask drawn in the
+graph from torch's generator, so a seed reproduces it there too)."""
+import pytest
+import torch
+from torch.utils._pytree import tree_leaves
+
+import tritonlab
+
+
+class SelfAttention(torch.nn.Module):
+    def __init__(self, backend):
+        super().__init__()
+        self.attention = tritonlab.MultiheadAttention(4, 2, dropout=0.5, batch_first=True, backend=backend)
+
+    def forward(self, x):
+        return self.attention(x, x, x, need_weights=False)[0]
+
+
+CASES = {  # name: (layer for a backend, input shape)
+    "conv2d": (lambda b: tritonlab.Conv2d(2, 3, 3, padding=1, backend=b), (2, 2, 5, 5)),
+    "relu": (lambda b: tritonlab.ReLU(backend=b), (3, 7)),
+    "sigmoid": (lambda b: tritonlab.Sigmoid(backend=b), (3, 7)),
+    "tanh": (lambda b: tritonlab.Tanh(backend=b), (3, 7)),
+    "softmax": (lambda b: tritonlab.Softmax(-1, backend=b), (3, 7)),
+    "dropout": (lambda b: tritonlab.Dropout(0.3, backend=b), (3, 7)),
+    "softmax_dropout": (lambda b: tritonlab.SoftmaxDropout(0.3, backend=b), (3, 7)),
+    "linear": (lambda b: tritonlab.Linear(7, 4, backend=b), (3, 7)),
+    "flatten": (lambda b: tritonlab.Flatten(backend=b), (2, 3, 4)),
+    "lstm": (lambda b: tritonlab.LSTM(5, 4, num_layers=2, dropout=0.5, backend=b), (6, 2, 5)),
+    "lstm_proj": (lambda b: tritonlab.LSTM(5, 4, proj_size=3, bidirectional=True, backend=b), (6, 2, 5)),
+    "gru": (lambda b: tritonlab.GRU(5, 4, bidirectional=True, backend=b), (6, 2, 5)),
+    "attention": (SelfAttention, (2, 5, 4)),
+}
+TRITON_CASES = [name for name in CASES if name not in ("flatten", "lstm_proj")]  # no kernels
+
+
+def _check_export(name, backend, device, training):
+    make, shape = CASES[name]
+    torch.manual_seed(0)
+    layer = make(backend).to(device).train(training)
+    x = torch.randn(shape, device=device, requires_grad=True)
+    program = torch.export.export(layer, (x,)).module()
+
+    def run(module):
+        torch.manual_seed(1)  # the same dropout mask in both
+        outputs = tree_leaves(module(x))
+        names, params = zip(*[("input", x), *module.named_parameters()])
+        grads = torch.autograd.grad(sum(o.float().square().sum() for o in outputs), params)
+        return outputs, dict(zip(names, grads))
+
+    (eager, eager_grads), (exported, exported_grads) = run(layer), run(program)
+    for got, expected in zip(exported, eager, strict=True):
+        torch.testing.assert_close(got, expected)
+    assert eager_grads["input"].abs().sum() > 0
+    assert exported_grads.keys() == eager_grads.keys()
+    for key, expected in eager_grads.items():
+        torch.testing.assert_close(exported_grads[key], expected, msg=lambda m: f"{key}: {m}")
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("backend", ["naive", "reference"])
+@pytest.mark.parametrize("name", CASES)
+def test_exported_program_matches_eager(name, backend, training):
+    _check_export(name, backend, "cpu", training)
+
+
+@pytest.mark.parametrize("name", TRITON_CASES)
+def test_exported_program_matches_eager_on_the_triton_tier(name, triton_device):
+    """The triton ops are opaque nodes of the graph (tritonlab:: custom ops) that carry
+    their Triton backward."""
+    _check_export(name, "triton", triton_device, training=True)
