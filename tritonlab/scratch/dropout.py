@@ -26,20 +26,30 @@ def keep_mask(seed: torch.Tensor, shape, p: float, device) -> torch.Tensor:
     """Boolean mask, True where an element is kept (probability 1 - p), a pure function of
     the seed. A custom op: the seeded torch.Generator that draws it is what Dynamo cannot
     trace, so a compiled model sees one opaque node (the rest of dropout is plain ops)."""
-    gen = torch.Generator(device=device).manual_seed(int(seed.item()))
-    # Leave a legacy vmap (torch.autograd.grad(is_grads_batched=True), jacobian(
-    # vectorize=True): it vmaps the backward) for the draw, which it refuses as a random
-    # op. The mask depends on the saved seed alone, not on the batched gradient: every
-    # batch entry gets the forward's mask, as it should. The nesting calls are those
-    # torch._vmap_internals makes; the first probes the depth.
-    depth = torch._C._vmapmode_increment_nesting() - 1
-    for _ in range(depth + 1):
-        torch._C._vmapmode_decrement_nesting()
     try:
-        return torch.rand(shape, generator=gen, device=device) >= p
-    finally:
-        for _ in range(depth):
-            torch._C._vmapmode_increment_nesting()
+        return _draw(seed, shape, p, device)
+    except RuntimeError:
+        # A legacy vmap (torch.autograd.grad(is_grads_batched=True), jacobian(vectorize=
+        # True): it vmaps the backward) refuses random ops. The mask depends on the saved
+        # seed alone, not on the batched gradient, so the draw leaves the vmap and every
+        # batch entry gets the forward's mask, as it should. The nesting calls are those
+        # torch._vmap_internals makes (the first probes the depth); tried only after a
+        # refusal, as they cost 3% of an eager dropout forward+backward.
+        depth = torch._C._vmapmode_increment_nesting() - 1
+        for _ in range(depth + 1):
+            torch._C._vmapmode_decrement_nesting()
+        try:
+            if depth == 0:
+                raise
+            return _draw(seed, shape, p, device)
+        finally:
+            for _ in range(depth):
+                torch._C._vmapmode_increment_nesting()
+
+
+def _draw(seed: torch.Tensor, shape, p: float, device) -> torch.Tensor:
+    gen = torch.Generator(device=device).manual_seed(int(seed.item()))
+    return torch.rand(shape, generator=gen, device=device) >= p
 
 
 @keep_mask.register_fake
