@@ -116,6 +116,20 @@ def test_channels_last(kwargs, shape, x_cl, w_cl, dtype, tier):
 
 
 @pytest.mark.parametrize("tier", TIERS)
+def test_circular_padding_of_a_channels_last_input_answers_in_torchs_layout(tier):
+    """torch pads circularly into an NCHW tensor, so its conv of a channels_last input
+    answers in NCHW here (reflect keeps channels_last: the case above)."""
+    lab, ref = _pair(dict(in_channels=3, out_channels=4, kernel_size=3, padding=1, padding_mode="circular"),
+                     torch.float32)
+    x = torch.randn(2, 3, 5, 6).contiguous(memory_format=CL)
+    assert_matches_torch(lab, ref, x, tier=tier)
+    with torch.no_grad():
+        y, y_ref = lab(x), ref(x)
+    assert not y_ref.is_contiguous(memory_format=CL)
+    assert y.stride() == y_ref.stride()
+
+
+@pytest.mark.parametrize("tier", TIERS)
 def test_gradcheck(tier):
     """float64 finite differences for the input, weight and bias at once."""
     layer = tritonlab.Conv2d(4, 4, (2, 3), stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2,

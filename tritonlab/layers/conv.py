@@ -78,13 +78,14 @@ class Conv2d(LabLayer, nn.Conv2d):
         unbatched = x.dim() == 3
         if unbatched:
             x = x.unsqueeze(0)
-        # torch's conv answers in channels_last when the input or the weight is in it
-        channels_last = _strides_like_channels_last(x) or _strides_like_channels_last(self.weight)
         if self.padding_mode != "zeros":
             # reflect/replicate/circular padding is data movement: pad first, then
             # convolve with no further padding, exactly as nn.Conv2d does
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             padding = ((0, 0), (0, 0))
+        # torch's conv answers in channels_last when its input (padded: circular padding
+        # returns NCHW) or the weight is in it
+        channels_last = _strides_like_channels_last(x) or _strides_like_channels_last(self.weight)
 
         conv = pick_for_dtype("conv2d", _CONV[self.algo], self.backend, x)
         y = _autocast.call(_autocast.MATMUL, conv, x, self.weight, self.bias, self.stride, padding, self.dilation,
