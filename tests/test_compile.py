@@ -89,6 +89,20 @@ def test_swapped_model_compiles_without_graph_breaks(name, backend):
     assert _tritonlab_ops(explained.graphs[0]) == expected
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_compiled_model_without_autograd_equals_eager(name, backend):
+    """An inference call (torch.no_grad, as in validation) compiles without a break too."""
+    model, x = _swapped(name, backend)
+    with torch.no_grad():
+        explained = torch._dynamo.explain(model)(x)
+        assert explained.graph_break_count == 0, [str(b.reason) for b in explained.break_reasons]
+        torch._dynamo.reset()
+        torch.manual_seed(1)
+        got = torch.compile(model, backend="aot_eager", fullgraph=True)(x)
+        torch.manual_seed(1)
+        torch.testing.assert_close(got, model(x))
+
+
 class _Recorder:
     """aot_eager (AOTAutograd, the graphs run as traced) that keeps the graphs it was given."""
 

@@ -35,12 +35,12 @@ CASES = {  # name: (layer for a backend, input shape)
 TRITON_CASES = [name for name in CASES if name not in ("flatten", "lstm_proj")]  # no kernels
 
 
-def _check_export(name, backend, device, training):
+def _check_export(name, backend, device, training, strict=False):
     make, shape = CASES[name]
     torch.manual_seed(0)
     layer = make(backend).to(device).train(training)
     x = torch.randn(shape, device=device, requires_grad=True)
-    program = torch.export.export(layer, (x,)).module()
+    program = torch.export.export(layer, (x,), strict=strict).module()
 
     def run(module):
         torch.manual_seed(1)  # the same dropout mask in both
@@ -58,15 +58,30 @@ def _check_export(name, backend, device, training):
         torch.testing.assert_close(exported_grads[key], expected, msg=lambda m: f"{key}: {m}")
 
 
+@pytest.mark.parametrize("strict", [False, True], ids=["non-strict", "strict"])
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("backend", ["naive", "reference"])
 @pytest.mark.parametrize("name", CASES)
-def test_exported_program_matches_eager(name, backend, training):
-    _check_export(name, backend, "cpu", training)
+def test_exported_program_matches_eager(name, backend, training, strict):
+    _check_export(name, backend, "cpu", training, strict)
 
 
+@pytest.mark.parametrize("strict", [False, True], ids=["non-strict", "strict"])
 @pytest.mark.parametrize("name", TRITON_CASES)
-def test_exported_program_matches_eager_on_the_triton_tier(name, triton_device):
+def test_exported_program_matches_eager_on_the_triton_tier(name, triton_device, strict):
     """The triton ops are opaque nodes of the graph (tritonlab:: custom ops) that carry
     their Triton backward."""
-    _check_export(name, "triton", triton_device, training=True)
+    _check_export(name, "triton", triton_device, training=True, strict=strict)
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh"])
+def test_exported_reference_activation_saturates_without_nan(name):
+    """Far out, σ and tanh are flat: their gradient is 0 in the exported program too
+    (autograd through 1 / (1 + exp(-x)) would give 0 * inf = nan where exp overflows)."""
+    layer = CASES[name][0]("reference")
+    x = torch.tensor([-100.0, -50.0, -45.0, 0.0, 50.0, 100.0], requires_grad=True)
+    program = torch.export.export(layer, (x,)).module()
+    (exported,) = torch.autograd.grad(program(x).sum(), x)
+    (eager,) = torch.autograd.grad(layer(x).sum(), x)
+    torch.testing.assert_close(exported, eager)
+    assert torch.isfinite(exported).all() and exported[0] == 0

@@ -134,6 +134,35 @@ def test_an_explicit_triton_tier_is_refused_under_torch_func_but_runs_under_vmap
     torch.testing.assert_close(dx, torch.autograd.grad(expected.square().sum(), x)[0])
 
 
+def test_jacrev_and_hessian_of_a_model_on_auto():
+    """The Jacobian and Hessian of an MLP with every activation and a softmax, against
+    torch.autograd.functional (eval mode)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(tritonlab.Linear(4, 5), tritonlab.ReLU(), tritonlab.Linear(5, 5), tritonlab.Tanh(),
+                          tritonlab.Linear(5, 5), tritonlab.Sigmoid(), tritonlab.Softmax(-1)).double().eval()
+    x = torch.randn(4, dtype=torch.float64)
+    torch.testing.assert_close(jacrev(model)(x), torch.autograd.functional.jacobian(model, x))
+    torch.testing.assert_close(hessian(lambda t: model(t).pow(2).sum())(x),
+                               torch.autograd.functional.hessian(lambda t: model(t).pow(2).sum(), x))
+
+
+def test_eager_calls_take_the_fast_twin():
+    """Outside a transform the reference Functions run as their forward(ctx, ...) twin
+    (scratch/_autograd.py's transformable: no per-call argument binding)."""
+    y = activations.relu_reference(torch.randn(3, requires_grad=True))
+    assert type(y.grad_fn).__name__ == "_PointwiseEagerBackward"
+
+
+@pytest.mark.parametrize("cell,kwargs", [("GRU", dict(num_layers=2, bidirectional=True)),
+                                         ("LSTM", dict(num_layers=2, bidirectional=True)),
+                                         ("LSTM", dict(proj_size=2))], ids=str)
+def test_naive_rnn_differentiates_twice(cell, kwargs):
+    """The naive cells are autograd through every op, σ and tanh included."""
+    layer = getattr(tritonlab, cell)(3, 4, backend="naive", dtype=torch.float64, **kwargs)
+    x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda x: layer(x)[0], (x,))
+
+
 def _batched_backward_cases():
     """(name, layer, input shape): every layer type, the RNNs' first output taken."""
     yield "relu", lambda b: tritonlab.ReLU(backend=b), (3, 4)
@@ -235,4 +264,20 @@ def test_forward_over_reverse_without_create_graph(name):
             return fwAD.unpack_dual(g)
 
     for got, expected in zip(gradient_and_tangent(ours), gradient_and_tangent(theirs)):
+        torch.testing.assert_close(got, expected)
+
+
+def test_an_open_dual_level_without_a_tangent_keeps_the_requested_tier(triton_device):
+    """Only an input that carries a tangent routes like a transform: a plain input inside
+    a dual_level runs the tier asked for."""
+    import torch.autograd.forward_ad as fwAD
+    torch.manual_seed(0)
+    conv = tritonlab.Conv2d(1, 2, 3, backend="reference")
+    linear = tritonlab.Linear(4, 3, backend="triton").to(triton_device)
+    image, rows = torch.randn(1, 1, 4, 4), torch.randn(2, 4, device=triton_device)
+    with fwAD.dual_level():
+        inside = conv(image), linear(rows)
+        with pytest.raises(RuntimeError, match="conv2d on the reference tier .* forward-mode AD"):
+            conv(fwAD.make_dual(image, torch.ones_like(image)))
+    for got, expected in zip(inside, (conv(image), linear(rows))):
         torch.testing.assert_close(got, expected)

@@ -70,6 +70,19 @@ def test_amp_trains_in_bfloat16_with_float32_weights(dna, tmp_path, model, monke
     torch.testing.assert_close(torch.tensor(mixed["val"]), torch.tensor(plain["val"]), atol=3e-2, rtol=0)
 
 
+def test_amp_refuses_a_gpu_without_native_bfloat16(monkeypatch):
+    import tritonlab.train as train_module
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
+    with pytest.raises(ValueError, match=r"bfloat16, which Tesla V100 \(compute capability 7.0\)"):
+        train_module._check_amp(True, cuda)
+    train_module._check_amp(False, cuda)  # without amp it trains
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    train_module._check_amp(True, cuda)
+
+
 def test_resuming_with_a_different_amp_setting_warns(dna, tmp_path):
     """amp is how to compute, so a resume may change it, but the run then differs from
     one uninterrupted run: the warning says so."""

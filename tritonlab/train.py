@@ -125,9 +125,7 @@ def _train(cfg: TrainConfig, group: _Group, device: torch.device, t0: float) -> 
     ckpt_path = out / CHECKPOINT_NAME
     data_path = cfg.data or default_genome_path()
 
-    if cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"amp trains in bfloat16, which {torch.cuda.get_device_name(device)} does not support; "
-                         f"train without amp")
+    _check_amp(cfg.amp, device)
     ckpt = load_checkpoint(ckpt_path, expect_kind=cfg.model) if cfg.resume else None
     if ckpt is not None and ckpt.get("train_config", {}).get("amp", False) != cfg.amp:
         warnings.warn(f"{ckpt_path} was trained with amp={not cfg.amp} and is resumed with amp={cfg.amp}: "
@@ -229,6 +227,15 @@ def evaluate(model, data: torch.Tensor, batch: int, seq: int) -> float:
     starts from an empty state/context), in eval mode; the model's mode is restored."""
     total, count = _eval_sums(model, data, batch, seq)
     return total / count / math.log(2)
+
+
+def _check_amp(amp: bool, device: torch.device) -> None:
+    """bfloat16 needs compute capability 8.0 (Ampere) or newer: torch.cuda.is_bf16_supported()
+    also says yes where bfloat16 is only emulated (V100, T4), far slower than float32."""
+    if amp and device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):
+        raise ValueError(f"amp trains in bfloat16, which {torch.cuda.get_device_name(device)} (compute "
+                         f"capability {'.'.join(map(str, torch.cuda.get_device_capability(device)))}) "
+                         f"does not support natively; train without amp")
 
 
 def _autocast(device: torch.device, amp: bool):

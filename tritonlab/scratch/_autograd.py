@@ -76,6 +76,12 @@ def forward_ad() -> bool:
     return torch.autograd.forward_ad._current_level >= 0
 
 
+def dual(t: torch.Tensor) -> bool:
+    """Whether `t` carries a forward-mode tangent (inside a dual_level, made by make_dual
+    or computed from such a tensor)."""
+    return forward_ad() and torch.autograd.forward_ad.unpack_dual(t).tangent is not None
+
+
 def first_order(entry):
     """Mark a tier's entry point whose backward is written by hand and first order only
     (first_order_only): torch.func transforms, which differentiate with create_graph=True,
@@ -91,8 +97,9 @@ def transformable(fn_class):
     setup_context Function's arguments through inspect.signature on every call: 18 us a
     call against 5.6 us for forward(ctx, ...) on this project's 2-core CPU, a third of a
     small reference op. So eager calls go through a twin whose forward(ctx, ...) runs
-    the forward and setup_context itself, and calls under a transform or forward-mode AD
-    (a torch.autograd.forward_ad.dual_level) through fn_class."""
+    the forward and setup_context itself, calls under a transform or forward-mode AD
+    (a torch.autograd.forward_ad.dual_level) through fn_class, and calls that want no
+    gradient straight to the forward."""
     forward, setup = fn_class.forward, fn_class.setup_context
 
     def eager_forward(ctx, *args):
@@ -106,7 +113,16 @@ def transformable(fn_class):
 
     @functools.wraps(fn_class.forward)
     def apply(*args):
-        return (fn_class if forward_ad() or transformed() else twin).apply(*args)
+        if forward_ad() or transformed():
+            return fn_class.apply(*args)
+        if torch.compiler.is_exporting() or not wants_grad(*args):
+            # No backward wanted: no Function (whose no-grad call Dynamo fails to
+            # inline for some signatures). torch.export keeps a Function's forward ops,
+            # never its backward (strict export drops the gradient outright): there the
+            # forward runs as graph ops, which autograd differentiates (each tier
+            # writes them so while exporting)
+            return forward(*args)
+        return twin.apply(*args)
     return apply
 
 

@@ -85,22 +85,23 @@ def _times(x: torch.Tensor, value: float) -> torch.Tensor:
 
 
 # torch.export records a Function's forward ops in its graph, not its backward, and
-# differentiates that graph with autograd, which refuses an in-place update of a tensor
-# a backward needs: while exporting, the in-place chains below run out of place.
+# autograd differentiates that graph: through 1 / (1 + exp(-x)) where exp overflows it
+# would give 0 * inf = nan. While exporting, σ and tanh are torch's, whose autograd
+# formulas use the output, as this tier's backward does.
 
 def sigmoid_values(x: torch.Tensor) -> torch.Tensor:
     """1 / (1 + exp(-x)) in four kernels on one fresh tensor, values only (no autograd
     graph: the reference tier writes its backward from the output). exp(-x) may
     overflow to inf for x < -88, and 1 / (1 + inf) is exactly the right 0."""
     if torch.compiler.is_exporting():  # see above
-        return _times(x, -LOG2E).exp2().add(_ONE).reciprocal()
+        return torch.sigmoid(x)
     return _times(x, -LOG2E).exp2_().add_(_ONE).reciprocal_()
 
 
 def tanh_values(x: torch.Tensor) -> torch.Tensor:
     """tanh(x) = 2 / (1 + exp(-2x)) - 1, values only; -1 (not nan) where exp overflows."""
     if torch.compiler.is_exporting():  # see above
-        return _times(x, -2 * LOG2E).exp2().add(_ONE).reciprocal().mul(_TWO).sub(_ONE)
+        return torch.tanh(x)
     return _times(x, -2 * LOG2E).exp2_().add_(_ONE).reciprocal_().mul_(_TWO).sub_(_ONE)
 
 

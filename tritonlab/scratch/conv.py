@@ -110,6 +110,18 @@ def _im2col(x: torch.Tensor, kernel: Pair, stride: Pair, padding: tuple[Pair, Pa
     return cols.view(x.shape[0], groups, x.shape[1] // groups * kernel[0] * kernel[1], p * q), (p, q)
 
 
+def _conv_im2col(x, weight, bias, stride, padding, dilation, groups) -> torch.Tensor:
+    """The im2col forward (_Conv2dIm2col's), in ops autograd can differentiate too."""
+    n = x.shape[0]
+    o, _, kh, kw = weight.shape
+    cols, (p, q) = _im2col(x, (kh, kw), stride, padding, dilation, groups)
+    out = torch.matmul(weight.reshape(groups, o // groups, -1), cols)  # (N, G, O/G, L)
+    out = out.view(n, o, p, q)
+    if bias is not None:
+        out.add_(bias.view(o, 1, 1))  # in place: `out` is our own fresh tensor
+    return out
+
+
 class _Conv2dIm2col(torch.autograd.Function):
     """im2col forward, written-out backward.
 
@@ -132,14 +144,7 @@ class _Conv2dIm2col(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
-        n = x.shape[0]
-        o, _, kh, kw = weight.shape
-        cols, (p, q) = _im2col(x, (kh, kw), stride, padding, dilation, groups)
-        out = torch.matmul(weight.reshape(groups, o // groups, -1), cols)  # (N, G, O/G, L)
-        out = out.view(n, o, p, q)
-        if bias is not None:
-            out.add_(bias.view(o, 1, 1))  # in place: `out` is our own fresh tensor
-
+        out = _conv_im2col(x, weight, bias, stride, padding, dilation, groups)
         ctx.geometry = (x.shape, stride, padding, dilation, groups)
         ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, weight)
         return out
@@ -192,5 +197,9 @@ def _col2im(dcols, x_shape, kernel, stride, padding, dilation, out):
 def conv2d_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                      stride: Pair, padding: tuple[Pair, Pair], dilation: Pair, groups: int) -> torch.Tensor:
     """im2col: gather every patch into one column matrix, then one batched matmul."""
+    if torch.compiler.is_exporting():
+        # torch.export keeps a Function's forward ops, never its backward (strict export
+        # drops the gradient): there autograd differentiates the forward itself
+        return _conv_im2col(x, weight, bias, tuple(stride), tuple(map(tuple, padding)), tuple(dilation), groups)
     return _Conv2dIm2col.apply(x, weight, bias, tuple(stride), tuple(map(tuple, padding)),
                                tuple(dilation), groups)
