@@ -281,3 +281,24 @@ def test_an_open_dual_level_without_a_tangent_keeps_the_requested_tier(triton_de
             conv(fwAD.make_dual(image, torch.ones_like(image)))
     for got, expected in zip(inside, (conv(image), linear(rows))):
         torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("name", ["conv2d", "lstm"])
+def test_forward_mode_ad_through_the_weights_on_auto(name):
+    """Tangents on the parameters only (functional_call with dual weights): auto still
+    takes a tier with jvps; the tangent equals torch.func.jvp's over the parameters."""
+    import torch.autograd.forward_ad as fwAD
+    make, shape = BATCHED_BACKWARD[name]
+    torch.manual_seed(0)
+    layer = make("auto").double().eval()
+    x = torch.randn(shape, dtype=torch.float64)
+    params = {n: p.detach() for n, p in layer.named_parameters()}
+    tangents = {n: torch.randn_like(p) for n, p in params.items()}
+
+    def run(p):
+        out = functional_call(layer, p, (x,))
+        return out[0] if isinstance(out, tuple) else out
+
+    with fwAD.dual_level():
+        tangent = fwAD.unpack_dual(run({n: fwAD.make_dual(p, tangents[n]) for n, p in params.items()})).tangent
+    torch.testing.assert_close(tangent, torch.func.jvp(run, (params,), (tangents,))[1])

@@ -25,6 +25,11 @@ def _close(got, expected, dtype, what, scale=1):
     torch.testing.assert_close(got.double(), expected, **_tolerance(dtype, scale), msg=lambda m: f"{what}: {m}")
 
 
+def _layout(t):
+    """t's strides along its dims longer than 1 (a size-1 dim's stride is arbitrary)."""
+    return [stride for stride, size in zip(t.stride(), t.shape) if size > 1]
+
+
 @pytest.mark.parametrize("seed", range(CASES))
 def test_conv2d(seed, triton_device):
     rnd = random.Random(seed)
@@ -49,12 +54,12 @@ def test_conv2d(seed, triton_device):
     ours = tritonlab.Conv2d(cin, cout, kernel, stride, padding, dilation, groups, bias, mode, backend="triton",
                             algo=algo, device=triton_device, dtype=dtype)
     ours.load_state_dict(ref.state_dict())
-    x_ours = x.to(triton_device, dtype)
     if channels_last:
-        x_ours = x_ours.contiguous(memory_format=torch.channels_last)
-    x_ours.requires_grad_()
+        x = x.contiguous(memory_format=torch.channels_last)
+    x_ours = torch.empty_like(x, device=triton_device, dtype=dtype).copy_(x).requires_grad_()
     x.requires_grad_()
     y, y_ref = ours(x_ours), ref(x)
+    assert _layout(y) == _layout(y_ref), "the output's memory layout differs from torch's"
     dy = torch.randn_like(y_ref)
     y.backward(dy.to(triton_device, dtype))
     y_ref.backward(dy)
@@ -110,7 +115,7 @@ def test_rnn(seed, triton_device):
     kind = rnd.choice(["LSTM", "GRU"])
     I, H, layers, T, B = rnd.randint(1, 9), rnd.randint(1, 12), rnd.randint(1, 3), rnd.randint(1, 12), rnd.randint(1, 5)
     bidirectional, batch_first, bias = rnd.random() < 0.5, rnd.random() < 0.5, rnd.random() < 0.8
-    unbatched = rnd.random() < 0.15
+    unbatched = seed % 8 == 3 or rnd.random() < 0.15  # every eighth case at least
     packed, given_state = not unbatched and rnd.random() < 0.25, rnd.random() < 0.5
     dtype = rnd.choice([torch.float32, torch.float32, torch.float16])
     torch.manual_seed(seed)
@@ -163,8 +168,8 @@ def test_pointwise_softmax_and_linear_on_any_strides(seed, triton_device):
     rnd = random.Random(seed)
     op = rnd.choice(["relu", "sigmoid", "tanh", "softmax", "linear", "linear+activation"])
     shape = [rnd.randint(1, 9) for _ in range(rnd.randint(1, 4))]
-    if op == "softmax" and rnd.random() < 0.3:
-        shape[-1] = rnd.choice([1000, 5000, 33000])  # one block per row, and the looped (online) kernel
+    if seed % 6 == 5:  # every sixth case: long rows, one block per row and the looped (online) kernel
+        op, shape = "softmax", [rnd.randint(1, 3), [1000, 5000, 33000][seed // 6 % 3]]
     dtype = rnd.choice([torch.float32, torch.float32, torch.float16])
     x = _strided(rnd, shape)
     ours_x = torch.empty_strided(x.shape, x.stride(), dtype=dtype, device=triton_device).copy_(x).requires_grad_()
@@ -175,7 +180,7 @@ def test_pointwise_softmax_and_linear_on_any_strides(seed, triton_device):
         y = {"relu": tritonlab.ReLU, "sigmoid": tritonlab.Sigmoid, "tanh": tritonlab.Tanh}[op](backend="triton")(ours_x)
         y_ref = getattr(torch, op)(x)
     elif op == "softmax":
-        dim = rnd.randrange(-len(shape), len(shape))
+        dim = -1 if shape[-1] >= 1000 else rnd.randrange(-len(shape), len(shape))
         y, y_ref = tritonlab.Softmax(dim, backend="triton")(ours_x), torch.softmax(x, dim)
     else:
         activation = rnd.choice(["relu", "sigmoid", "tanh"]) if op == "linear+activation" else None

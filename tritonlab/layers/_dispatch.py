@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 
 from ..backend import get_backend, resolve
-from ..scratch._autograd import differentiating, dual, transformed
+from ..scratch._autograd import differentiating, dual, forward_ad, transformed
 
 
 def pick(op: str, impls: dict[str, Callable], layer_backend: str | None, x: torch.Tensor) -> Callable:
@@ -16,22 +16,23 @@ def pick(op: str, impls: dict[str, Callable], layer_backend: str | None, x: torc
     has no "triton" entry: `auto` then falls back to the reference tier, while an
     explicit request for `triton` raises NotImplementedError that says what to use.
 
-    Under a torch.func transform (grad, vmap, jacrev, ...) or forward-mode AD of `x` (a
-    dual tensor: the weights' tangents are not looked at), which differentiate with
-    create_graph=True, `auto` takes the reference tier unless its
-    backward is first order only (scratch/_autograd.py's first_order mark), then the
-    naive tier (autograd through every op); never triton, whose backwards are all first
-    order. An explicit first-order tier is refused there with that advice; but vmap
-    alone may run the triton tier (a custom op, batched by torch's per-sample fallback).
+    Under a torch.func transform (grad, vmap, jacrev, ...) or inside a forward-mode AD
+    dual_level, which differentiate with create_graph=True or need jvps, `auto` takes
+    the reference tier unless its backward is first order only (scratch/_autograd.py's
+    first_order mark), then the naive tier (autograd through every op); never triton,
+    whose backwards are all first order. An explicit first-order tier is refused under a
+    transform or for a dual `x`, with that advice (with a plain `x` and dual weights,
+    torch's own error says the tier has no jvp); vmap alone may run the triton tier (a
+    custom op, batched by torch's per-sample fallback).
     """
     requested = layer_backend if layer_backend is not None else get_backend()
-    under_transform = transformed() or dual(x)
-    if under_transform and requested == "auto":
+    # auto: any open dual_level, as the tangent may come through the weights
+    if requested == "auto" and (transformed() or forward_ad()):
         return next(fn for tier in ("reference", "naive")
                     if (fn := impls.get(tier)) is not None and not getattr(fn, "first_order", False))
     tier = resolve(layer_backend, x)
     fn = impls.get(tier)
-    if (fn is not None and under_transform and getattr(fn, "first_order", False)
+    if (fn is not None and (transformed() or dual(x)) and getattr(fn, "first_order", False)
             and (tier != "triton" or differentiating())):
         raise RuntimeError(f"{op} on the {tier} tier has a hand-written first-order backward, which torch.func "
                            f"transforms (grad, vmap, jacrev, ...) and forward-mode AD cannot go through; use "

@@ -86,7 +86,7 @@ def _times(x: torch.Tensor, value: float) -> torch.Tensor:
 
 # torch.export records a Function's forward ops in its graph, not its backward, and
 # autograd differentiates that graph: through 1 / (1 + exp(-x)) where exp overflows it
-# would give 0 * inf = nan. While exporting, σ and tanh are torch's, whose autograd
+# would give 0 * inf = nan. While exporting, ReLU, σ and tanh are torch's, whose autograd
 # formulas use the output, as this tier's backward does.
 
 def sigmoid_values(x: torch.Tensor) -> torch.Tensor:
@@ -108,6 +108,8 @@ def tanh_values(x: torch.Tensor) -> torch.Tensor:
 def relu_values(x: torch.Tensor) -> torch.Tensor:
     """max(x, 0): not x * (x > 0), as -inf * 0 is nan; and on a CPU torch.where with a
     scalar is 30x slower than maximum with a 0-d tensor."""
+    if torch.compiler.is_exporting():  # see above: autograd gives maximum's tie at 0 a 1/2
+        return torch.relu(x)
     return torch.maximum(x, x.new_zeros(()))
 
 
