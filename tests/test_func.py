@@ -163,22 +163,19 @@ def test_naive_rnn_differentiates_twice(cell, kwargs):
     assert torch.autograd.gradgradcheck(lambda x: layer(x)[0], (x,))
 
 
-def _batched_backward_cases():
-    """(name, layer, input shape): every layer type, the RNNs' first output taken."""
-    yield "relu", lambda b: tritonlab.ReLU(backend=b), (3, 4)
-    yield "sigmoid", lambda b: tritonlab.Sigmoid(backend=b), (3, 4)
-    yield "tanh", lambda b: tritonlab.Tanh(backend=b), (3, 4)
-    yield "dropout", lambda b: tritonlab.Dropout(0.5, backend=b), (3, 4)
-    yield "softmax", lambda b: tritonlab.Softmax(-1, backend=b), (3, 4)
-    yield "softmax_dropout", lambda b: tritonlab.SoftmaxDropout(0.3, backend=b), (3, 4)
-    yield "linear", lambda b: tritonlab.Linear(4, 3, backend=b), (3, 4)
-    yield "attention", lambda b: tritonlab.MultiheadAttention(4, 2, dropout=0.5, batch_first=True, backend=b), (1, 3, 4)
-    yield "conv2d", lambda b: tritonlab.Conv2d(2, 3, 3, padding=1, backend=b), (1, 2, 4, 4)
-    yield "gru", lambda b: tritonlab.GRU(4, 3, backend=b), (2, 1, 4)
-    yield "lstm", lambda b: tritonlab.LSTM(4, 3, backend=b), (2, 1, 4)
-
-
-BATCHED_BACKWARD = {name: (make, shape) for name, make, shape in _batched_backward_cases()}
+BATCHED_BACKWARD = {  # name: (layer for a backend, input shape); the RNNs' first output is taken
+    "relu": (lambda b: tritonlab.ReLU(backend=b), (3, 4)),
+    "sigmoid": (lambda b: tritonlab.Sigmoid(backend=b), (3, 4)),
+    "tanh": (lambda b: tritonlab.Tanh(backend=b), (3, 4)),
+    "dropout": (lambda b: tritonlab.Dropout(0.5, backend=b), (3, 4)),
+    "softmax": (lambda b: tritonlab.Softmax(-1, backend=b), (3, 4)),
+    "softmax_dropout": (lambda b: tritonlab.SoftmaxDropout(0.3, backend=b), (3, 4)),
+    "linear": (lambda b: tritonlab.Linear(4, 3, backend=b), (3, 4)),
+    "attention": (lambda b: tritonlab.MultiheadAttention(4, 2, dropout=0.5, batch_first=True, backend=b), (1, 3, 4)),
+    "conv2d": (lambda b: tritonlab.Conv2d(2, 3, 3, padding=1, backend=b), (1, 2, 4, 4)),
+    "gru": (lambda b: tritonlab.GRU(4, 3, backend=b), (2, 1, 4)),
+    "lstm": (lambda b: tritonlab.LSTM(4, 3, backend=b), (2, 1, 4)),
+}
 HAND_WRITTEN_FOR_PLAIN_TENSORS = {"conv2d", "gru", "lstm"}  # reference backwards with out= writes
 
 

@@ -232,10 +232,12 @@ def evaluate(model, data: torch.Tensor, batch: int, seq: int) -> float:
 def _check_amp(amp: bool, device: torch.device) -> None:
     """bfloat16 needs compute capability 8.0 (Ampere) or newer: torch.cuda.is_bf16_supported()
     also says yes where bfloat16 is only emulated (V100, T4), far slower than float32."""
-    if amp and device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):
+    if not amp or device.type != "cuda":
+        return
+    major, minor = torch.cuda.get_device_capability(device)
+    if major < 8:
         raise ValueError(f"amp trains in bfloat16, which {torch.cuda.get_device_name(device)} (compute "
-                         f"capability {'.'.join(map(str, torch.cuda.get_device_capability(device)))}) "
-                         f"does not support natively; train without amp")
+                         f"capability {major}.{minor}) does not support natively; train without amp")
 
 
 def _autocast(device: torch.device, amp: bool):

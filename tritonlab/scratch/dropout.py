@@ -36,11 +36,12 @@ def keep_mask(seed: torch.Tensor, shape, p: float, device) -> torch.Tensor:
         # torch._vmap_internals makes (the first probes the depth); tried only after a
         # refusal, as they cost 3% of an eager dropout forward+backward.
         depth = torch._C._vmapmode_increment_nesting() - 1
-        for _ in range(depth + 1):
+        torch._C._vmapmode_decrement_nesting()
+        if depth == 0:  # not a legacy vmap's refusal
+            raise
+        for _ in range(depth):
             torch._C._vmapmode_decrement_nesting()
         try:
-            if depth == 0:
-                raise
             return _draw(seed, shape, p, device)
         finally:
             for _ in range(depth):

@@ -197,8 +197,6 @@ class _GRU(torch.autograd.Function):
 
 
 def _gru_run(xp, state, w, sizes, reverse):
-    if torch.compiler.is_exporting():
-        return _gru_exported(xp, state, w, sizes, reverse)
     out, h = _GRU.apply(xp, state[0], w[1], w[3], sizes, reverse)
     return out, (h,)
 
@@ -331,8 +329,6 @@ def _lstm_inference(xp, h0, c0, w_hh, w_hr, sizes, reverse):
 
 def _lstm_run(xp, state, w, sizes, reverse):
     args = (xp, *state, w[1], w[4])
-    if torch.compiler.is_exporting():
-        return _lstm_exported(xp, state, w, sizes, reverse)
     if wants_grad(*args):
         out, h, c = _LSTM.apply(*args, sizes, reverse)
     else:
@@ -364,31 +360,8 @@ def _stepwise(step: Callable[[torch.Tensor, State, Weights], State]):
     return run
 
 
-# ---- reference, under torch.export --------------------------------------------------
-# torch.export records a Function's forward ops in its graph and differentiates that
-# graph with autograd, which refuses the out= writes above. While exporting, the
-# reference tier steps through differentiable ops instead: the input projection still
-# hoisted, one matmul per step for all gates, each step recorded by autograd.
-
-def _gru_step_exported(xp_t, state, w):
-    (h,) = state
-    x_r, x_z, x_n = xp_t.chunk(3, 1)  # x W_ihᵀ + b_ih (_gru_project)
-    h_r, h_z, h_n = _affine(h, w[1], w[3]).chunk(3, 1)
-    r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
-    return (torch.lerp(torch.tanh(x_n + r * h_n), h, z),)  # (1 - z) n + z h
-
-
-def _lstm_step_exported(xp_t, state, w):
-    h, c = state
-    i, f, g, o = (xp_t + h @ w[1].t()).chunk(4, 1)  # both biases are in xp (_lstm_project)
-    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-    h = torch.sigmoid(o) * torch.tanh(c)
-    return (h if w[4] is None else h @ w[4].t()), c
-
-
 GRU_NAIVE = Cell(lambda x, w: x, _stepwise(_gru_step_naive), _gru_sizes)
 LSTM_NAIVE = Cell(lambda x, w: x, _stepwise(_lstm_step_naive), _lstm_sizes)
-_gru_exported, _lstm_exported = _stepwise(_gru_step_exported), _stepwise(_lstm_step_exported)
 GRU_REFERENCE = Cell(_gru_project, _gru_run, _gru_sizes)
 LSTM_REFERENCE = Cell(_lstm_project, _lstm_run, _lstm_sizes)
 
@@ -449,6 +422,10 @@ def _gru(cell: Cell, x, h0, weights, options):
     return out, h_n
 
 
+# While torch.export traces, the reference entry points run the naive cells: export
+# keeps a Function's forward ops, never its backward, and autograd cannot differentiate
+# the reference loops' out= writes; the naive steps are autograd through every op.
+#
 # Options (keyword-only, torch.nn's defaults): bidirectional, batch_first, dropout,
 # training, dropout_fn(x, p, training) -> x, batch_sizes (None unless x is packed rows).
 # x is (T, B, I), (B, T, I) with batch_first, (T, I) unbatched, or packed rows (N, I).
@@ -461,7 +438,7 @@ def gru_naive(x, h0, weights, **options):
 @first_order
 def gru_reference(x, h0, weights, **options):
     """GRU, vectorized tier; returns (output, h_n) shaped like torch.nn.GRU's."""
-    return _gru(GRU_REFERENCE, x, h0, weights, options)
+    return _gru(GRU_NAIVE if torch.compiler.is_exporting() else GRU_REFERENCE, x, h0, weights, options)
 
 
 def lstm_naive(x, hx, weights, **options):
@@ -472,4 +449,4 @@ def lstm_naive(x, hx, weights, **options):
 @first_order
 def lstm_reference(x, hx, weights, **options):
     """LSTM, vectorized tier; hx is (h0, c0) or None; returns (output, (h_n, c_n))."""
-    return _rnn(LSTM_REFERENCE, x, hx, weights, **options)
+    return _rnn(LSTM_NAIVE if torch.compiler.is_exporting() else LSTM_REFERENCE, x, hx, weights, **options)
