@@ -361,6 +361,17 @@ def test_mha_matches_torch(case, need_weights, tier):
     assert_mha_matches(tier, need_weights=need_weights, **MHA_CASES[case])
 
 
+@pytest.mark.parametrize("tier", TIERS)
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_mha_sequence_first_output_is_contiguous_as_torchs(need_weights, tier):
+    """torch's (L, N, E) output is contiguous, so code that .view()s it must work here too."""
+    lab, ref = tritonlab.MultiheadAttention(8, 2, backend=tier), nn.MultiheadAttention(8, 2)
+    x = torch.randn(5, 3, 8, requires_grad=True)
+    out, ref_out = lab(x, x, x, need_weights=need_weights)[0], ref(x, x, x, need_weights=need_weights)[0]
+    assert ref_out.is_contiguous() and out.is_contiguous()
+    assert out.view(15, 8).shape == (15, 8)
+
+
 @pytest.mark.parametrize("need_weights", [True, False])
 @pytest.mark.parametrize("key_padding", [False, True])
 def test_mha_is_causal_hint(key_padding, need_weights):

@@ -323,8 +323,8 @@ def test_eager_call_refuses_a_second_derivative(triton_device):
 
 def test_jit_trace_and_vmap_go_through_the_registered_op(triton_device):
     """Their tensors look plain, but a tracer must see the op: torch.jit.trace records
-    tritonlab::activation and replays it on new inputs; vmap batches it (torch's
-    fallback loops over the batch) instead of handing the kernel a batched tensor."""
+    tritonlab::activation and replays it on new inputs; vmap batches it (its vmap
+    rule) instead of handing the kernel a batched tensor."""
     from tritonlab.layers.functions.activations import activation_op
     x = torch.randn(3, 5, device=triton_device)
     traced = torch.jit.trace(lambda t: activation_op(t, "tanh"), x)

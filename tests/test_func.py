@@ -80,6 +80,9 @@ def test_an_explicit_first_order_reference_tier_is_refused_under_torch_func(name
     with pytest.raises(RuntimeError, match=f"{name} on the reference tier .* torch.func .* backend='naive'"):
         grad(run)(x)
     assert torch.isfinite(run(x))  # outside a transform the tier runs
+    with pytest.raises(RuntimeError, match=f"{name} on the reference tier .* torch.vmap cannot batch; "
+                                           "use backend='triton'"):
+        vmap(run)(x.expand(2, *shape))  # vmap alone: refused as unbatchable, not as a derivative
 
 
 TWICE = {  # reference-tier entry points whose backward autograd differentiates again
@@ -119,7 +122,7 @@ def test_second_derivatives_and_every_torch_func_transform(name):
 
 def test_an_explicit_triton_tier_is_refused_under_torch_func_but_runs_under_vmap(triton_device):
     """grad differentiates with create_graph=True, which the triton backwards refuse;
-    vmap alone batches the triton ops sample by sample (torch's fallback), and the
+    vmap alone batches the triton ops (their vmap rules, test_triton_vmap.py), and the
     ordinary backward through its output is the per-sample one."""
     torch.manual_seed(0)
     layer = tritonlab.Linear(4, 3, backend="triton").to(triton_device)

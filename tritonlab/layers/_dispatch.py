@@ -23,7 +23,7 @@ def pick(op: str, impls: dict[str, Callable], layer_backend: str | None, x: torc
     whose backwards are all first order. An explicit first-order tier is refused under a
     transform or for a dual `x`, with that advice (with a plain `x` and dual weights,
     torch's own error says the tier has no jvp); vmap alone may run the triton tier (a
-    custom op, batched by torch's per-sample fallback).
+    custom op with a vmap rule, functions/_vmap.py).
     """
     requested = layer_backend if layer_backend is not None else get_backend()
     # auto: any open dual_level, as the tangent may come through the weights
@@ -34,6 +34,10 @@ def pick(op: str, impls: dict[str, Callable], layer_backend: str | None, x: torc
     fn = impls.get(tier)
     if (fn is not None and (transformed() or dual(x)) and getattr(fn, "first_order", False)
             and (tier != "triton" or differentiating())):
+        if not differentiating():  # vmap alone: the reference Function has no vmap support
+            raise RuntimeError(f"{op} on the {tier} tier is a hand-written autograd.Function that torch.vmap "
+                               f"cannot batch; use backend='triton' (its kernels take the batch), 'naive', or "
+                               f"'auto', which takes the naive tier under a transform")
         raise RuntimeError(f"{op} on the {tier} tier has a hand-written first-order backward, which torch.func "
                            f"transforms (grad, vmap, jacrev, ...) and forward-mode AD cannot go through; use "
                            f"backend='naive', or 'auto', which takes the naive tier under a transform")

@@ -317,11 +317,10 @@ class MultiheadAttention(LabLayer, nn.MultiheadAttention):
                 weights = weights.squeeze(0)
         else:
             out = _attention_4d(q, k, v, mask, p, causal, 1 / math.sqrt(D), self.backend)
-        out = _linear(self.backend, out.transpose(1, 2).reshape(N, L, self.embed_dim),
+        # heads merged in the output's own order: (L, N, E) comes out contiguous, as torch's
+        seq_first = batched and not self.batch_first
+        rows = out.permute(2, 0, 1, 3) if seq_first else out.transpose(1, 2)
+        out = _linear(self.backend, rows.reshape(*rows.shape[:2], self.embed_dim),
                       self.out_proj.weight, self.out_proj.bias)
-        if not batched:
-            out = out.squeeze(0)
-        elif not self.batch_first:
-            out = out.transpose(0, 1)
-        return out, weights
+        return (out if batched else out.squeeze(0)), weights
 

@@ -155,7 +155,7 @@ _PLAIN = (torch.Tensor, torch.nn.Parameter)
 def _tracing() -> bool:
     """A tracer or transform is watching whose tensors look plain: Dynamo/export,
     torch.jit.trace, or a torch.func transform (vmap, grad). Through the registered op
-    it records the op (or batches it by torch's fallback); the bare body would launch
+    it records the op (or vmap batches it); the bare body would launch
     Triton on its proxies, which the tracer never sees."""
     return torch.compiler.is_compiling() or torch.jit.is_tracing() or transformed()
 

@@ -33,6 +33,11 @@ def _(x, activation):
     return torch.empty_like(x) if is_dense(x) else x.new_empty(x.shape)
 
 
+@activation_op.register_vmap
+def _(info, in_dims, x, activation):
+    return activation_op(x, activation), in_dims[0]  # elementwise: the batch dim stays where it is
+
+
 @custom_op("activation_backward", "(Tensor y, Tensor dy, str activation) -> Tensor")
 def activation_backward_op(y, dy, activation):
     return activation_backward(y, dy, activation)

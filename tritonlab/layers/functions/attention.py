@@ -18,6 +18,7 @@ import torch
 from ...backend import interpreter_enabled
 from ...kernels.attention import DTYPES, attention_backward, attention_forward
 from ...scratch._autograd import custom_op, register_backward
+from ._vmap import front, one_seed, per_sample
 from .softmax import draw_seed
 
 
@@ -32,6 +33,22 @@ def _(q, k, v, mask, dropout_p, is_causal, scale, seed):
     B, Hq, L, _ = q.shape
     return (q.new_empty((B, Hq, L, v.shape[-1])),
             q.new_empty((B, Hq, L), dtype=torch.float64 if q.dtype == torch.float64 else torch.float32))
+
+
+@attention_op.register_vmap
+def _(info, in_dims, q, k, v, mask, dropout_p, is_causal, scale, seed):
+    """Samples of (N, H, len, dim) fold into one batch of B*N, unless the mask differs
+    by sample or by N (folding would copy it B times) or all samples share one dropout
+    mask (randomness="same")."""
+    args = (q, k, v, mask, dropout_p, is_causal, scale, seed)
+    shared_mask = mask is None or (in_dims[3] is None and (mask.dim() < 4 or mask.shape[0] == 1))
+    if not shared_mask or (seed is not None and in_dims[7] is None):
+        return per_sample(attention_op, info, in_dims, *args)
+    B = info.batch_size
+    q, k, v = (front(t, d, B).flatten(0, 1) for t, d in zip((q, k, v), in_dims))
+    out, lse = attention_op(q, k, v, mask, dropout_p, is_causal, scale,
+                            None if seed is None else one_seed(seed, in_dims[7]))
+    return (out.unflatten(0, (B, -1)), lse.unflatten(0, (B, -1))), (0, 0)
 
 
 @custom_op("attention_backward", "(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor? mask, Tensor out, "

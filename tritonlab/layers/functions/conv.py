@@ -31,6 +31,7 @@ from ...kernels._math import ACTIVATIONS
 from ...kernels.gemm import matmul
 from ..conv import Conv2d, _strides_like_channels_last
 from ...scratch._autograd import custom_op, needs, register_backward
+from ._vmap import front, per_sample
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -148,6 +149,16 @@ def conv2d_op(x, weight, bias, stride, padding, dilation, groups, activation, al
 @conv2d_op.register_fake
 def _(x, weight, bias, stride, padding, dilation, groups, activation, algo):
     return _empty(_out_shape(x, weight, stride, _padding(padding), dilation), _strides_like_channels_last(x), x)
+
+
+@conv2d_op.register_vmap
+def _(info, in_dims, x, weight, bias, *geometry):
+    if in_dims[1:3] != (None, None):  # per-sample filters (an ensemble): one conv each
+        return per_sample(conv2d_op, info, in_dims, x, weight, bias, *geometry)
+    # samples of N images each fold into one batch of B*N images: a view when vmap's
+    # batch dim sits outside N, as it does for stacked inputs
+    y = conv2d_op(front(x, in_dims[0], info.batch_size).flatten(0, 1), weight, bias, *geometry)
+    return y.unflatten(0, (info.batch_size, -1)), 0
 
 
 @custom_op("conv2d_backward", "(Tensor dy, Tensor? x, Tensor? weight, Tensor? y, int[] x_shape, "

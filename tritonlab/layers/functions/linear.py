@@ -27,6 +27,7 @@ import torch
 from ...kernels.gemm import DTYPES, epilogue_grad, matmul
 from ...kernels._math import ACTIVATIONS
 from ...scratch._autograd import custom_op, needs, register_backward
+from ._vmap import front, per_sample
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -43,6 +44,13 @@ def linear_op(x, weight, bias, activation):
 @linear_op.register_fake
 def _(x, weight, bias, activation):
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+@linear_op.register_vmap
+def _(info, in_dims, x, weight, bias, activation):
+    if in_dims[1:3] != (None, None):  # per-sample weights (an ensemble): one GEMM each
+        return per_sample(linear_op, info, in_dims, x, weight, bias, activation)
+    return linear_op(front(x, in_dims[0], info.batch_size), weight, bias, activation), 0
 
 
 @custom_op("linear_backward", "(Tensor dy, Tensor? x, Tensor? weight, Tensor? y, str? activation, "

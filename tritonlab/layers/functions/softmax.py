@@ -14,6 +14,7 @@ import torch
 
 from ...kernels.softmax import softmax_dropout_backward, softmax_dropout_forward
 from ...scratch._autograd import custom_op, register_backward
+from ._vmap import front, one_seed, per_sample
 from .activations import check_dtype
 
 
@@ -111,6 +112,37 @@ softmax_dropout_backward_op.register_fake(lambda x, lse, dout, *args: _like(dout
 register_backward(softmax_op, _softmax_backward, _softmax_setup)
 register_backward(softmax_dropout_op, _softmax_dropout_backward, _softmax_dropout_setup)
 register_backward(dropout_op, _dropout_backward, _dropout_setup)
+
+
+# ---- vmap rules (see _vmap.py): one launch over the whole vmapped batch -------------
+
+def _physical(dim: int, rank: int, bdim: int) -> int:
+    """The dim of a batched tensor (batch at `bdim`) that is logical `dim` of rank `rank`."""
+    dim %= rank
+    return dim + (dim >= bdim)
+
+
+@softmax_op.register_vmap
+def _(info, in_dims, x, dim):
+    if x.dim() == 1:  # 0-d samples: each is its own row of one
+        return softmax_op(x.unsqueeze(-1), -1).squeeze(-1), 0
+    return softmax_op(x, _physical(dim, x.dim() - 1, in_dims[0])), in_dims[0]
+
+
+@dropout_op.register_vmap
+def _(info, in_dims, x, p, seed):
+    if in_dims[2] is None:  # randomness="same": one mask, so one call per sample
+        return per_sample(dropout_op, info, in_dims, x, p, seed)
+    return dropout_op(front(x, in_dims[0], info.batch_size), p, one_seed(seed, in_dims[2])), 0
+
+
+@softmax_dropout_op.register_vmap
+def _(info, in_dims, x, dim, p, seed):
+    if in_dims[3] is None or x.dim() == 1:  # one mask for all, or 0-d samples
+        return per_sample(softmax_dropout_op, info, in_dims, x, dim, p, seed)
+    x = front(x, in_dims[0], info.batch_size)  # batch first: lse then holds its rows sample by sample
+    y, lse = softmax_dropout_op(x, _physical(dim, x.dim() - 1, 0), p, one_seed(seed, in_dims[3]))
+    return (y, lse.view(info.batch_size, -1)), (0, 0)
 
 
 def softmax_triton(x: torch.Tensor, dim: int) -> torch.Tensor:
