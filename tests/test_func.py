@@ -46,6 +46,20 @@ def test_per_sample_gradients_through_every_layer_on_auto():
             torch.testing.assert_close(per_sample[name][i], p.grad, msg=lambda m: f"{name}, sample {i}: {m}")
 
 
+def test_per_sample_gradients_of_channels_last_images():
+    """A channels_last input answers in channels_last outside a transform; under vmap,
+    which cannot re-lay out a batched tensor, the layer leaves the layout be."""
+    conv = tritonlab.Conv2d(3, 4, 3).double()
+    images = torch.randn(2, 2, 6, 6, 3, dtype=torch.float64).permute(0, 1, 4, 2, 3)  # channels innermost
+    params = {name: p.detach() for name, p in conv.named_parameters()}
+    per_sample = vmap(grad(lambda p, x: functional_call(conv, p, (x,)).square().sum()), in_dims=(None, 0))(
+        params, images)
+    for i, batch in enumerate(images):
+        assert conv(batch).is_contiguous(memory_format=torch.channels_last)
+        expected = torch.autograd.grad(conv(batch).square().sum(), conv.weight)[0]
+        torch.testing.assert_close(per_sample["weight"][i], expected)
+
+
 def test_grad_of_a_training_model_with_dropout_matches_autograd():
     """torch.func.grad with every dropout on, under the same seed as an autograd run."""
     model = EveryLayer().double().train()

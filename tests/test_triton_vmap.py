@@ -58,6 +58,9 @@ CASES = {
     "linear of vectors": (lambda: _layer(tritonlab.Linear, 5, 6), [(B, 5)], (0,)),
     "conv": (lambda: _layer(tritonlab.Conv2d, 3, 4, 3, padding=1), [(B, 2, 3, 6, 6)], (0,)),
     "conv, batch dim 3": (lambda: _layer(tritonlab.Conv2d, 3, 4, 3, stride=2), [(2, 3, 7, B, 6)], (3,)),
+    "conv of channels_last samples": (lambda: _layer(tritonlab.Conv2d, 3, 4, 3),
+                                      [lambda device: torch.randn(B, 2, 6, 6, 3, device=device).permute(0, 1, 4, 2, 3)],
+                                      (0,)),
     "conv of unbatched images": (lambda: _layer(tritonlab.Conv2d, 3, 4, 3, groups=1), [(B, 3, 6, 6)], (0,)),
     "attention, shared k": (lambda: lambda q, k, v: scaled_dot_product_attention(q, k, v, is_causal=True, backend="triton"),
                             [(B, 2, 2, 5, 8), (2, 2, 7, 8), (B, 2, 2, 7, 8)], (0, None, 0)),
@@ -74,7 +77,7 @@ def test_vmap_equals_one_call_per_sample(case, triton_device):
     fn = make()
     if isinstance(fn, torch.nn.Module):
         fn = fn.to(triton_device)
-    _check(fn, [torch.randn(s, device=triton_device) for s in shapes], in_dims)
+    _check(fn, [s(triton_device) if callable(s) else torch.randn(s, device=triton_device) for s in shapes], in_dims)
 
 
 def test_a_folded_vmap_is_one_launch(triton_device, monkeypatch):

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..scratch import conv as scratch
+from ..scratch._autograd import transformed
 from . import _autocast
 from ._base import LabLayer
 from ._checks import check_input, check_like, check_size
@@ -90,7 +91,7 @@ class Conv2d(LabLayer, nn.Conv2d):
         conv = pick_for_dtype("conv2d", _CONV[self.algo], self.backend, x)
         y = _autocast.call(_autocast.MATMUL, conv, x, self.weight, self.bias, self.stride, padding, self.dilation,
                            self.groups)
-        if channels_last:
+        if channels_last and not transformed():  # vmap cannot re-lay out a batched tensor
             y = y.contiguous(memory_format=torch.channels_last)
         return y.squeeze(0) if unbatched else y
 
