@@ -30,6 +30,7 @@ CASES = {  # name: (layer for a backend, input shape)
     "lstm": (lambda b: tritonlab.LSTM(5, 4, num_layers=2, dropout=0.5, backend=b), (6, 2, 5)),
     "lstm_proj": (lambda b: tritonlab.LSTM(5, 4, proj_size=3, bidirectional=True, backend=b), (6, 2, 5)),
     "gru": (lambda b: tritonlab.GRU(5, 4, bidirectional=True, backend=b), (6, 2, 5)),
+    "gru_no_bias": (lambda b: tritonlab.GRU(5, 4, num_layers=2, bias=False, backend=b), (6, 2, 5)),
     "attention": (SelfAttention, (2, 5, 4)),
 }
 TRITON_CASES = [name for name in CASES if name not in ("flatten", "lstm_proj")]  # no kernels
