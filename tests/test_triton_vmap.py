@@ -81,18 +81,24 @@ def test_vmap_equals_one_call_per_sample(case, triton_device):
 
 
 def test_a_folded_vmap_is_one_launch(triton_device, monkeypatch):
-    """The rule hands the kernels the whole batch at once (the fallback launched B times)."""
-    from tritonlab.layers.functions import activations, conv
+    """The rules hand the kernels the whole batch at once (the fallback launched B
+    times), a mask shared by the samples included."""
+    from tritonlab.layers.functions import activations, attention, conv
     calls = []
 
     def counted(fn):
         return lambda *args: calls.append(fn.__name__) or fn(*args)
 
     monkeypatch.setattr(activations, "activation_forward", counted(activations.activation_forward))
+    monkeypatch.setattr(attention, "attention_forward", counted(attention.attention_forward))
     monkeypatch.setitem(conv._PATHS, "implicit", counted(conv._PATHS["implicit"]))
     model = torch.nn.Sequential(_layer(tritonlab.Conv2d, 3, 4, 3), _layer(tritonlab.ReLU)).to(triton_device)
     vmap(model)(torch.randn(B, 2, 3, 6, 6, device=triton_device))
-    assert calls == ["_implicit", "activation_forward"]
+    mask = torch.rand(5, 5, device=triton_device) > 0.5
+    mask[:, 0] = True
+    vmap(lambda q: scaled_dot_product_attention(q, q, q, attn_mask=mask, backend="triton"))(
+        torch.randn(B, 2, 2, 5, 8, device=triton_device))
+    assert calls == ["_implicit", "activation_forward", "attention_forward"]
 
 
 def test_an_ensemble_of_layers_runs_each_models_weights(triton_device):

@@ -41,6 +41,8 @@ def _(info, in_dims, q, k, v, mask, dropout_p, is_causal, scale, seed):
     by sample or by N (folding would copy it B times) or all samples share one dropout
     mask (randomness="same")."""
     args = (q, k, v, mask, dropout_p, is_causal, scale, seed)
+    if mask is not None and in_dims[3] is None and mask.dim() == 4 and mask.stride(0) == 0:
+        mask = mask[:1]  # broadcast over N (as the layers pass it): over B*N as well
     shared_mask = mask is None or (in_dims[3] is None and (mask.dim() < 4 or mask.shape[0] == 1))
     if not shared_mask or (seed is not None and in_dims[7] is None):
         return per_sample(attention_op, info, in_dims, *args)
