@@ -1,12 +1,14 @@
 """tritonlab.train and the `tritonlab train` / `tritonlab sample` commands on a small slice
 of the genome: loss goes down, resume continues exactly, sampling, checkpoints, bad input."""
 import os
+import warnings
 
 import pytest
 import torch
 
 from tritonlab.cli import main
-from tritonlab.train import TrainConfig, load_checkpoint, load_model, sample, save_checkpoint, train
+from tritonlab.train import (TrainConfig, load_checkpoint, load_model, resume_config, sample, save_checkpoint,
+                             train)
 
 
 def cfg(dna, out, model="lstm", sizes=None, **kw):
@@ -89,6 +91,37 @@ def test_resuming_with_a_different_amp_setting_warns(dna, tmp_path):
     train(cfg(dna, tmp_path, steps=2, amp=True))
     with pytest.warns(UserWarning, match="amp=True.*resumed with amp=False"):
         train(cfg(dna, tmp_path, steps=3, resume=True))
+
+
+def test_cli_resume_takes_the_checkpoints_settings(dna, tmp_path, capsys):
+    """`train --resume` names only what changes: batch, seq, lr, data and backend come
+    from the checkpoint, so two halves give the losses of one run, without a warning."""
+    args = ["train", "--data", str(dna), "--batch", "4", "--seq", "16", "--hidden", "8", "--lr", "0.01",
+            "--backend", "reference", "--eval-every", "2"]
+    assert main([*args, "--steps", "4", "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--steps", "2", "--out", str(tmp_path / "b")]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["train", "--resume", "--steps", "4", "--out", str(tmp_path / "b")]) == 0
+    a, b = (load_checkpoint(tmp_path / p / "checkpoint.pt") for p in "ab")
+    assert b["losses"] == a["losses"] and b["val"] == a["val"]
+    assert b["train_config"] == {**a["train_config"], "out": str(tmp_path / "b"), "resume": True}
+
+    assert main(["train", "--resume", "--steps", "5", "--hidden", "16", "--out", str(tmp_path / "b")]) == 2
+    assert "holds a model with hidden=8" in capsys.readouterr().err  # sizes are the checkpoint's
+
+
+def test_resume_with_changed_settings_applies_them_and_warns(dna, tmp_path):
+    """A resume may change batch or lr (say, to fit memory or to anneal by hand): the new
+    values are used and recorded, and the warning says the run is no longer one run."""
+    train(cfg(dna, tmp_path, steps=2))
+    with pytest.warns(UserWarning, match=r"batch=8 and is resumed with batch=4; lr=0.003 and is resumed with lr=0.001"):
+        train(cfg(dna, tmp_path, steps=3, batch=4, lr=1e-3, resume=True))
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["train_config"]["batch"] == 4 and ckpt["train_config"]["lr"] == 1e-3
+    assert [g["lr"] for g in ckpt["optimizer"]["param_groups"]] == [1e-3]
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        resume_config(tmp_path / "empty")
 
 
 def test_checkpoint_contents(dna, tmp_path):

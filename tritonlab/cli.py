@@ -112,26 +112,32 @@ def _bench(args) -> int:
     return 0
 
 
+# the training options that default to the checkpoint's with --resume, TrainConfig's otherwise
+_SETTINGS = ("model", "data", "steps", "batch", "seq", "lr", "eval_every", "alphabet", "unknown", "device",
+             "backend", "amp", "seed")
 # the model options that only some kinds take
 _APPLIES = {"hidden": ("lstm", "gru", "transformer"), "channels": ("cnn",), "heads": ("transformer",),
             "positions": ("transformer",)}
 
 
 def _train(args) -> int:
-    from .train import TrainConfig, train
+    from .train import TrainConfig, resume_config, train
 
     sizes = {k: v for k, v in (("embed", args.embed), ("hidden", args.hidden), ("channels", args.channels),
                                ("layers", args.layers), ("dropout", args.dropout), ("heads", args.heads),
                                ("positions", args.positions)) if v is not None}
-    wrong = [k for k in sizes if args.model not in _APPLIES.get(k, (args.model,))]
-    if wrong:
-        print(f"--{wrong[0]} does not apply to --model {args.model}", file=sys.stderr)
+    model = args.model or "lstm"
+    wrong = [k for k in sizes if model not in _APPLIES.get(k, (model,))]
+    if wrong and not args.resume:  # a resume checks sizes against the checkpoint's own
+        print(f"--{wrong[0]} does not apply to --model {model}", file=sys.stderr)
         return 2
-    cfg = TrainConfig(model=args.model, data=args.data, steps=args.steps, batch=args.batch, seq=args.seq,
-                      lr=args.lr, eval_every=args.eval_every, alphabet=args.alphabet, unknown=args.unknown,
-                      device=args.device, backend=args.backend, amp=args.amp, seed=args.seed, out=args.out,
-                      resume=args.resume, model_config=sizes)
+    # only what the command line names: a resume takes the rest from the checkpoint
+    given = {k: getattr(args, k) for k in _SETTINGS if getattr(args, k) is not None}
     try:
+        if args.resume:
+            cfg = resume_config(args.out or Path("out") / f"train-{model}", model_config=sizes, **given)
+        else:
+            cfg = TrainConfig(**given, out=args.out, model_config=sizes)
         result = train(cfg)
     except (OSError, ValueError) as e:
         print(f"tritonlab train: {e}", file=sys.stderr)
@@ -181,24 +187,28 @@ def _add_model_parsers(sub) -> None:
     t = sub.add_parser("train", help="train a char-level LSTM/GRU/CNN/transformer on a FASTA or text file",
                        description="Train a char-level model (AdamW, gradient clipping), report validation "
                                    "bits per base and keep an atomically written checkpoint in --out.")
-    t.add_argument("--model", choices=MODEL_KINDS, default="lstm")
+    # The settings default to None: TrainConfig's default for a new run, the checkpoint's on --resume
+    t.add_argument("--model", choices=MODEL_KINDS, help="default: lstm")
     t.add_argument("--data", help="FASTA or text file (default: the chloroplast genome in data/)")
-    t.add_argument("--steps", type=int, default=800, help="total steps (with --resume: up to this step)")
-    t.add_argument("--batch", type=int, default=64)
-    t.add_argument("--seq", type=int, default=128,
-                   help="bases per training window (for a new transformer also its context, the longest window)")
-    t.add_argument("--lr", type=float, default=3e-3)
-    t.add_argument("--eval-every", type=int, default=500, help="validate and checkpoint every N steps")
-    t.add_argument("--alphabet", choices=("dna", "chars"), default="dna")
-    t.add_argument("--unknown", choices=("error", "drop", "map"), default="error",
-                   help="letters that are not A/C/G/T (dna alphabet)")
-    t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    t.add_argument("--steps", type=int, help="total steps (default: 800; with --resume: up to this step)")
+    t.add_argument("--batch", type=int, help="default: 64")
+    t.add_argument("--seq", type=int,
+                   help="bases per training window (default: 128; for a new transformer also its context, "
+                        "the longest window)")
+    t.add_argument("--lr", type=float, help="default: 3e-3")
+    t.add_argument("--eval-every", type=int, help="validate and checkpoint every N steps (default: 500)")
+    t.add_argument("--alphabet", choices=("dna", "chars"), help="default: dna")
+    t.add_argument("--unknown", choices=("error", "drop", "map"),
+                   help="letters that are not A/C/G/T (dna alphabet; default: error)")
+    t.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cpu)")
     t.add_argument("--backend", choices=BACKENDS, help="tier for every layer (default: the global auto)")
-    t.add_argument("--amp", action="store_true",
+    t.add_argument("--amp", action=argparse.BooleanOptionalAction,
                    help="mixed precision: forward and loss under torch.autocast in bfloat16, float32 weights")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, help="default: 0")
     t.add_argument("--out", help="folder for checkpoint.pt (default: out/train-<model>)")
-    t.add_argument("--resume", action="store_true", help="continue from --out's checkpoint.pt")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from --out's checkpoint.pt with its settings, except those given here "
+                        "(a changed batch, lr, ... applies, with a warning; sizes cannot change)")
     t.add_argument("--embed", type=int)
     t.add_argument("--hidden", type=int, help="LSTM/GRU hidden size; the transformer's MLP width")
     t.add_argument("--channels", type=int, help="CNN channels")

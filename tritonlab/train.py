@@ -48,7 +48,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .data import Vocab, default_genome_path, get_batch, iter_batches, load_sequence, split
 from .models import MODEL_KINDS, build_model
 
-__all__ = ["TrainConfig", "train", "evaluate", "save_checkpoint", "load_checkpoint", "load_model",
+__all__ = ["TrainConfig", "train", "resume_config", "evaluate", "save_checkpoint", "load_checkpoint", "load_model",
            "sample", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -94,8 +94,10 @@ class _Group:
 def train(cfg: TrainConfig) -> dict:
     """Run (or, with `cfg.resume`, continue from `out/checkpoint.pt`) training up to
     `cfg.steps` steps in all. A resumed run takes the model kind's sizes, the vocabulary,
-    the optimizer state (learning rate included) and the random state from the
-    checkpoint; `model_config` is ignored. Under torchrun it trains data-parallel (see
+    the optimizer state and the random state from the checkpoint (`model_config` is
+    ignored) and the other settings from `cfg`: one that differs from the checkpoint's
+    (batch, lr, data, ...) applies, with a warning that the run no longer equals an
+    uninterrupted one; `resume_config(out, ...)` builds a cfg from the checkpoint's. Under torchrun it trains data-parallel (see
     the module docstring). `amp`: the forward passes and the loss (training and
     validation) run under torch.autocast in bfloat16, the weights and optimizer stay
     float32; bfloat16 keeps float32's exponent range, so no loss scaling is needed
@@ -127,9 +129,8 @@ def _train(cfg: TrainConfig, group: _Group, device: torch.device, t0: float) -> 
 
     _check_amp(cfg.amp, device)
     ckpt = load_checkpoint(ckpt_path, expect_kind=cfg.model) if cfg.resume else None
-    if ckpt is not None and ckpt.get("train_config", {}).get("amp", False) != cfg.amp:
-        warnings.warn(f"{ckpt_path} was trained with amp={not cfg.amp} and is resumed with amp={cfg.amp}: "
-                      f"the run goes on, but no longer equals one uninterrupted run", stacklevel=3)
+    if ckpt is not None:
+        _warn_changed(ckpt_path, ckpt.get("train_config", {}), cfg)
     seq = load_sequence(data_path, alphabet=cfg.alphabet, unknown=cfg.unknown)
     if ckpt is not None:
         vocab = Vocab(ckpt["vocab"])
@@ -153,6 +154,8 @@ def _train(cfg: TrainConfig, group: _Group, device: torch.device, t0: float) -> 
     if ckpt is not None:
         net.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        for pg in optimizer.param_groups:  # the checkpoint's, unless the resume changed them
+            pg.update(lr=cfg.lr, weight_decay=cfg.weight_decay)
         losses, val = list(ckpt["losses"]), [tuple(v) for v in ckpt["val"]]
         _set_rng(ckpt["rng"], batches, group, device, _rank_seed(cfg.seed, group.rank, len(losses)))
     elif group.rank:
@@ -220,6 +223,46 @@ def _train(cfg: TrainConfig, group: _Group, device: torch.device, t0: float) -> 
     return {"losses": losses, "val": val, "checkpoint": ckpt_path,
             "order0": order0, "seconds": time.perf_counter() - t0,
             "rank": group.rank, "world_size": group.world}
+
+
+# the settings that decide the batches and the updates: a resume that changes one goes
+# on, but no longer equals one uninterrupted run
+_RUN_SETTINGS = ("data", "batch", "seq", "lr", "weight_decay", "clip", "val_fraction", "alphabet", "unknown",
+                 "seed", "amp")
+
+
+def _warn_changed(ckpt_path: Path, saved: dict, cfg: TrainConfig) -> None:
+    def same(name, a, b):
+        if name == "data":  # None is the genome in data/; a path may be spelled two ways
+            return Path(a or default_genome_path()).resolve() == Path(b or default_genome_path()).resolve()
+        return a == b
+
+    changed = [f"{k}={saved[k]!r} and is resumed with {k}={getattr(cfg, k)!r}" for k in _RUN_SETTINGS
+               if k in saved and not same(k, saved[k], getattr(cfg, k))]
+    if changed:
+        warnings.warn(f"{ckpt_path} was trained with {'; '.join(changed)}: the run goes on, but no longer "
+                      f"equals one uninterrupted run (resume_config(out) resumes with the checkpoint's "
+                      f"settings)", stacklevel=4)
+
+
+def resume_config(out, **changes) -> TrainConfig:
+    """The TrainConfig that the checkpoint in `out` was trained with, with resume=True and
+    `changes` applied: what `tritonlab train --resume` runs, so that a resume names only
+    what it changes (`train(resume_config(out, steps=1600))` continues a run exactly).
+    `model_config` in `changes` must agree with the checkpoint's sizes: a resume keeps
+    the model it loads, so a size it cannot honour is an error, not silently dropped."""
+    path = Path(out) / CHECKPOINT_NAME
+    ckpt = load_checkpoint(path, expect_kind=changes.get("model"))
+    sizes = changes.pop("model_config", None) or {}
+    clash = {k: v for k, v in sizes.items() if ckpt["config"].get(k) != v}
+    if clash:
+        have = ", ".join(f"{k}={ckpt['config'].get(k)!r}" for k in clash)
+        raise ValueError(f"{path} holds a model with {have}; a resume keeps the checkpoint's sizes, so "
+                         f"{', '.join(f'{k}={v!r}' for k, v in clash.items())} cannot apply (leave it out, "
+                         f"or train anew in another --out)")
+    known = TrainConfig.__dataclass_fields__
+    saved = {k: v for k, v in ckpt.get("train_config", {}).items() if k in known}
+    return TrainConfig(**{**saved, "model": ckpt["kind"], **changes, "out": str(out), "resume": True})
 
 
 def evaluate(model, data: torch.Tensor, batch: int, seq: int) -> float:
