@@ -30,6 +30,8 @@ def test_lesson_runs_and_every_version_validates(lesson):
         ran = df[~df["status"].str.startswith("skipped")]
         assert len(ran) >= 2, f"{path.name}: a ladder needs at least two versions that run"
         assert (ran["status"] == "ok").all(), df[["version", "status"]].to_string()
+    for name in (k for k in scope if k.endswith("_match")):  # a printed check kept as {version: bool}
+        assert scope[name] and all(scope[name].values()), f"{path.name}: {name} = {scope[name]}"
 
 
 def test_lesson_is_a_percent_notebook(lesson):
@@ -50,3 +52,11 @@ def test_exercise_checks_tell_right_from_wrong(lesson):
         assert scope[name](scope[f"exercise_{k}"]) is None, f"{name}: the stub counts as attempted"
         assert scope[name](solution[f"exercise_{k}"]) is True, f"{name}: the solution fails its check"
         assert scope[name](solution[f"wrong_{k}"]) is False, f"{name}: a wrong answer passes its check"
+        # a learner reruns the exercise cell, then the check cell: check_k() sees the new exercise_k
+        namespace = scope[name].__globals__
+        stub, namespace[f"exercise_{k}"] = namespace[f"exercise_{k}"], solution[f"exercise_{k}"]
+        try:
+            assert scope[name]() is True, f"{name}() still checks the exercise it was defined with"
+        finally:
+            namespace[f"exercise_{k}"] = stub
+

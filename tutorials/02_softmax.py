@@ -348,7 +348,8 @@ def exercise_1(x: torch.Tensor) -> torch.Tensor:
 x1 = 60 * torch.randn(64, 300, generator=torch.Generator().manual_seed(1)).to(device())
 
 
-def check_1(fn=exercise_1):
+def check_1(fn=None):
+    fn = fn or exercise_1  # looked up now, so a rerun exercise cell counts
     return exercise("1: log-softmax", lambda: fn(x1), expected=torch.log_softmax(x1, 1))
 
 
@@ -370,7 +371,8 @@ def exercise_2(x: torch.Tensor) -> torch.Tensor:
 x2 = torch.randn(37, 50, generator=torch.Generator().manual_seed(2)).to(device())
 
 
-def check_2(fn=exercise_2):
+def check_2(fn=None):
+    fn = fn or exercise_2  # looked up now, so a rerun exercise cell counts
     return exercise("2: softmax over dim 0", lambda: fn(x2), expected=torch.softmax(x2, 0))
 
 
@@ -396,7 +398,8 @@ _g3 = torch.Generator().manual_seed(3)
 x3 = (torch.linspace(0, 20, 1000)[None, :] + torch.randn(8, 1000, generator=_g3)).to(device())
 
 
-def check_3(fn=exercise_3):
+def check_3(fn=None):
+    fn = fn or exercise_3  # looked up now, so a rerun exercise cell counts
     return exercise("3: online log-sum-exp", lambda: fn(x3), expected=torch.logsumexp(x3, 1))
 
 

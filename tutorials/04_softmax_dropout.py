@@ -567,7 +567,8 @@ def exercise_1(x: torch.Tensor, dout: torch.Tensor, t: float, p: float, seed: in
     raise NotImplementedError
 
 
-def check_1(fn=exercise_1):
+def check_1(fn=None):
+    fn = fn or exercise_1  # looked up now, so a rerun exercise cell counts
     g = torch.Generator().manual_seed(3)
     x1 = torch.randn(16, 100, generator=g).to(device())
     d1 = torch.randn(16, 100, generator=g).to(device())
@@ -594,7 +595,8 @@ def exercise_2(x: torch.Tensor) -> torch.Tensor:
     raise NotImplementedError
 
 
-def check_2(fn=exercise_2):
+def check_2(fn=None):
+    fn = fn or exercise_2  # looked up now, so a rerun exercise cell counts
     x2 = 40 * torch.randn(24, 333, generator=torch.Generator().manual_seed(4)).to(device())
     return exercise("2: row log-sum-exp", lambda: fn(x2), expected=torch.logsumexp(x2, dim=-1))
 

@@ -604,7 +604,8 @@ def exercise_1(a, b, bias):
     raise NotImplementedError
 
 
-def check_1(fn=exercise_1):
+def check_1(fn=None):
+    fn = fn or exercise_1  # looked up now, so a rerun exercise cell counts
     g = torch.Generator().manual_seed(1)
     dt = pick(cpu=torch.float32, gpu=torch.float16)
     a1, b1, bias1 = (torch.randn(*s, generator=g).to(dev, dt) for s in ((37, 45), (45, 50), (50,)))
@@ -629,7 +630,8 @@ def exercise_2(a, b):
     raise NotImplementedError
 
 
-def check_2(fn=exercise_2):
+def check_2(fn=None):
+    fn = fn or exercise_2  # looked up now, so a rerun exercise cell counts
     g = torch.Generator().manual_seed(2)
     dt = pick(cpu=torch.float32, gpu=torch.float16)
     a2, b2 = (torch.randn(*s, generator=g).to(dev, dt) for s in ((3, 33, 20), (3, 20, 40)))
@@ -655,7 +657,8 @@ def exercise_3(num_pid_m, num_pid_n, group_n):
     raise NotImplementedError
 
 
-def check_3(fn=exercise_3):
+def check_3(fn=None):
+    fn = fn or exercise_3  # looked up now, so a rerun exercise cell counts
     pm, pn, gn = 5, 7, 3
     # the mirror image of v2's order: swap the roles of rows and columns
     want = torch.tensor([tile_of(pid, pn, pm, gn)[::-1] for pid in range(pm * pn)], dtype=torch.int64)

@@ -376,7 +376,8 @@ def exercise_1(x, kernel_size, stride, pad):
     raise NotImplementedError
 
 
-def check_1(fn=exercise_1):
+def check_1(fn=None):
+    fn = fn or exercise_1  # looked up now, so a rerun exercise cell counts
     g = torch.Generator().manual_seed(1)
     x1 = torch.randn(2, 3, 7, 6, generator=g).to(dev)
     k1, st1, pad1 = 3, 2, 1
@@ -402,7 +403,8 @@ def exercise_2(x, weight, bias, stride, pad, dilation):
     raise NotImplementedError
 
 
-def check_2(fn=exercise_2):
+def check_2(fn=None):
+    fn = fn or exercise_2  # looked up now, so a rerun exercise cell counts
     g = torch.Generator().manual_seed(2)
     dt = pick(cpu=torch.float32, gpu=torch.float16)
     x2 = torch.randn(2, 4, 11, 10, generator=g).to(dev, dt)
@@ -431,7 +433,8 @@ def exercise_3(x, weight, bias):
     raise NotImplementedError
 
 
-def check_3(fn=exercise_3):
+def check_3(fn=None):
+    fn = fn or exercise_3  # looked up now, so a rerun exercise cell counts
     g = torch.Generator().manual_seed(3)
     dt = pick(cpu=torch.float32, gpu=torch.float16)
     x3 = torch.randn(2, 8, 5, 6, generator=g).to(dev, dt).to(memory_format=torch.channels_last)

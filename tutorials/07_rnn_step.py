@@ -449,7 +449,8 @@ def exercise_1(gx, gh, h):
     raise NotImplementedError
 
 
-def check_1(fn=exercise_1):
+def check_1(fn=None):
+    fn = fn or exercise_1  # looked up now, so a rerun exercise cell counts
     g = torch.Generator().manual_seed(1)
     cell = nn.GRUCell(8, 20)
     xt, h = torch.randn(3, 8, generator=g), torch.randn(3, 20, generator=g)
@@ -487,7 +488,8 @@ def exercise_2(x, w_ih, w_hh, b_ih, b_hh):
     raise NotImplementedError
 
 
-def check_2(fn=exercise_2):
+def check_2(fn=None):
+    fn = fn or exercise_2  # looked up now, so a rerun exercise cell counts
     g = torch.Generator().manual_seed(2)
     rnn = nn.RNN(8, 40)
     xs = torch.randn(4, 5, 8, generator=g)

@@ -557,7 +557,8 @@ def exercise_1(x, w_ih, w_hh, b_ih, b_hh):
     raise NotImplementedError
 
 
-def check_1(fn=exercise_1):
+def check_1(fn=None):
+    fn = fn or exercise_1  # looked up now, so a rerun exercise cell counts
     g = torch.Generator().manual_seed(3)
     rnn = nn.RNN(8, 40)
     xs = torch.randn(5, 3, 8, generator=g)
@@ -596,7 +597,8 @@ CASES_2 = [(1, 256, 132), (4, 64, 132), (16, 200, 132), (8, 1024, 132), (17, 300
 ANSWERS_2 = [[16, 1], [16, 1], [16, 1], [16, 0], [16, 0], [16, 0], [64, 0], [128, 0], [0, 0], [32, 0]]
 
 
-def check_2(fn=exercise_2):
+def check_2(fn=None):
+    fn = fn or exercise_2  # looked up now, so a rerun exercise cell counts
     return exercise("2: will the grid barrier fit?", lambda: torch.stack([torch.as_tensor(fn(*c)) for c in CASES_2]),
                     expected=torch.tensor(ANSWERS_2))
 
