@@ -176,6 +176,20 @@ def test_cli_train_resume_and_sample(dna, tmp_path, capsys):
     assert line.startswith("GATTACA") and len(line) == 37 and set(line) <= set("ACGT")
 
 
+@pytest.mark.parametrize("command", ["train", "sample", "viz"])
+def test_cli_refuses_a_device_or_backend_it_cannot_run_in_one_line(dna, tmp_path, capsys, monkeypatch, command):
+    args = ["--data", str(dna), "--out", str(tmp_path)] if command == "train" else [str(tmp_path / "c.pt")]
+    assert main([command, *args, "--device", "cuda:99"]) == 2
+    assert "--device cuda:99 asked for, but torch sees" in capsys.readouterr().err
+    assert main([command, *args, "--device", "gpu"]) == 2
+    assert "expected cpu, cuda or cuda:N" in capsys.readouterr().err
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert main([command, *args, "--backend", "triton"]) == 2
+    err = capsys.readouterr().err
+    assert "set TRITON_INTERPRET=1" in err and "Traceback" not in err
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
 def test_bad_inputs(dna, tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="nope.fasta"):
         train(cfg(tmp_path / "nope.fasta", tmp_path))

@@ -33,6 +33,30 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _device_problem(device: str, backend: str | None) -> str | None:
+    """Why `device` and `backend` cannot run here, in one line; None when they can."""
+    import torch
+
+    from .backend import interpreter_enabled, triton_available
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        return f"--device {device!r} is not a device; expected cpu, cuda or cuda:N"
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return f"--device {device} asked for, but torch sees no CUDA device (use --device cpu)"
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        return f"--device {device} asked for, but torch sees {torch.cuda.device_count()} CUDA device(s)"
+    if dev.type not in ("cpu", "cuda"):
+        return f"--device {device}: expected cpu, cuda or cuda:N"
+    if backend == "triton" and not triton_available():
+        return "--backend triton needs the triton package (pip install triton)"
+    if backend == "triton" and dev.type == "cpu" and not interpreter_enabled():
+        return ("--backend triton on the CPU runs Triton's interpreter: set TRITON_INTERPRET=1 before the "
+                "command (slow; meant for tests), or use --device cuda")
+    return None
+
+
 def _print_table(df) -> None:
     print(f"\nmedian ms on {df['device'].iloc[0]}, {df['dtype'].iloc[0]} (– = not run; see summary.md for why)")
     if df["ms_p50"].isna().all():
@@ -138,6 +162,9 @@ def _train(args) -> int:
             cfg = resume_config(args.out or Path("out") / f"train-{model}", model_config=sizes, **given)
         else:
             cfg = TrainConfig(**given, out=args.out, model_config=sizes)
+        problem = _device_problem(cfg.device, cfg.backend)
+        if problem:
+            raise ValueError(problem)
         result = train(cfg)
     except (OSError, ValueError) as e:
         print(f"tritonlab train: {e}", file=sys.stderr)
@@ -154,6 +181,10 @@ def _train(args) -> int:
 def _sample(args) -> int:
     from .train import load_model, sample
 
+    problem = _device_problem(args.device, args.backend)
+    if problem:
+        print(f"tritonlab sample: {problem}", file=sys.stderr)
+        return 2
     try:
         model, vocab, _ = load_model(args.checkpoint, device=args.device, backend=args.backend)
         prime = args.prime if args.prime is not None else vocab.itos[0]
@@ -169,6 +200,10 @@ def _viz(args) -> int:
     from .viz import visualize
 
     out = args.out or Path(args.checkpoint).parent / "viz"
+    problem = _device_problem(args.device, args.backend)
+    if problem:
+        print(f"tritonlab viz: {problem}", file=sys.stderr)
+        return 2
     try:
         paths = visualize(args.checkpoint, out, data=args.data, length=args.length, start=args.start,
                           device=args.device, backend=args.backend)
