@@ -49,10 +49,26 @@ def test_empty_tensor():
             assert cls(backend=tier)(torch.empty(0, 3)).shape == (0, 3)
 
 
-@pytest.mark.parametrize("cls", [c for c, _ in LAYERS], ids=lambda c: c.__name__)
-def test_integer_input_is_a_type_error(cls):
-    with pytest.raises(TypeError, match="floating-point.*torch.int64"):
-        cls()(torch.arange(5))
+@pytest.mark.parametrize("tier", ["naive", "reference", None])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int8, torch.uint8, torch.bool])
+@pytest.mark.parametrize("lab_cls,torch_cls", LAYERS, ids=lambda c: c.__name__)
+def test_integer_input_does_what_torch_does(lab_cls, torch_cls, dtype, tier):
+    """A swapped-in layer takes what torch.nn's takes: ReLU keeps integers (and refuses
+    bool, as torch does); Sigmoid and Tanh promote to the default float dtype."""
+    x = torch.tensor([-3, -1, 0, 2, 5]).to(dtype)
+    try:
+        want = torch_cls()(x)
+    except RuntimeError as e:
+        with pytest.raises(RuntimeError, match=str(e)):
+            lab_cls(backend=tier)(x)
+        return
+    got = lab_cls(backend=tier)(x)
+    torch.testing.assert_close(got, want)  # dtype included; the tiers round as the float tests allow
+
+
+def test_complex_input_is_a_type_error():
+    with pytest.raises(TypeError, match="floating-point.*torch.complex64"):
+        tritonlab.Sigmoid()(torch.zeros(3, dtype=torch.complex64))
 
 
 @pytest.mark.parametrize("tier", ["naive", "reference"])

@@ -18,6 +18,12 @@ _TANH = {"naive": scratch.tanh_naive, "reference": scratch.tanh_reference,
          "triton": lazy(_FUNCTIONS, "tanh_triton")}
 
 
+def _integral(x) -> bool:
+    """An integer or bool tensor: torch.nn's activations take one (no gradient flows
+    through it); the tiers are floating-point kernels, so the layers do as torch does."""
+    return isinstance(x, torch.Tensor) and not (x.is_floating_point() or x.is_complex())
+
+
 class ReLU(LabLayer, nn.ReLU):
     """torch.nn.ReLU; `inplace=True` writes the result back into the input, as torch does."""
 
@@ -26,6 +32,8 @@ class ReLU(LabLayer, nn.ReLU):
         self._set_backend(backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _integral(x):  # torch's own op: an integer result, and torch's error for bool
+            return torch.relu_(x) if self.inplace else torch.relu(x)
         check_input(x, "ReLU", (), "")
         y = pick("relu", _RELU, self.backend, x)(x)
         return x.copy_(y) if self.inplace else y
@@ -37,6 +45,8 @@ class Sigmoid(LabLayer, nn.Sigmoid):
         self._set_backend(backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _integral(x):
+            x = x.to(torch.get_default_dtype())  # torch's promotion: a default-dtype result
         check_input(x, "Sigmoid", (), "")
         return pick("sigmoid", _SIGMOID, self.backend, x)(x)
 
@@ -47,5 +57,7 @@ class Tanh(LabLayer, nn.Tanh):
         self._set_backend(backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _integral(x):
+            x = x.to(torch.get_default_dtype())  # torch's promotion: a default-dtype result
         check_input(x, "Tanh", (), "")
         return pick("tanh", _TANH, self.backend, x)(x)
