@@ -1,6 +1,8 @@
 """Options of the pytest-benchmark suite (`pytest benchmarks/ --benchmark-only`)."""
 import os
 
+import pytest
+
 
 def pytest_addoption(parser):
     group = parser.getgroup("tritonlab")
@@ -14,6 +16,17 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise RuntimeError("the benchmark suite refuses to run under TRITON_INTERPRET=1; unset it")
+
+
+@pytest.fixture(autouse=True)
+def _same_tf32():
+    """Convolutions and cuDNN's RNNs under the matmul's TF32 setting, as in `tritonlab bench`."""
+    import torch
+
+    from tritonlab.bench import runner
+
+    with runner.same_tf32(torch.backends.cuda.matmul.allow_tf32):
+        yield
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):

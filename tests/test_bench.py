@@ -101,6 +101,23 @@ def test_cli_time_budget_refuses_a_negative_and_says_when_nothing_ran(tmp_path, 
     assert "nothing was timed: skipped: the run's time budget (0 s) was spent" in capsys.readouterr().out
 
 
+def _tf32_flags():
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
+@pytest.mark.parametrize("matmul, cudnn", [(False, True), (True, False)])
+def test_both_tf32_flags_follow_the_matmul_flag_while_timing_then_the_callers_return(monkeypatch, matmul, cudnn):
+    """Convolutions follow cudnn.allow_tf32 (True by default), not the matmul flag the
+    tf32 column reports: the runner sets both alike, for every provider."""
+    seen, timed = [], runner._time
+    monkeypatch.setattr(runner, "_time", lambda *a: (seen.append(_tf32_flags()), timed(*a))[1])
+    with runner.same_tf32(False):  # this session's flags back after the test
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+        runner.run([_tiny("relu", {"shape": (3, 5)})], quick=True, providers=("reference", "torch"), progress=False)
+        assert seen and set(seen) == {(matmul, matmul)}
+        assert _tf32_flags() == (matmul, cudnn)
+
+
 def test_compile_and_graph_rows_say_why_they_did_not_run():
     df, _ = runner.run([_tiny("flatten", {"shape": (2, 3, 4)}), _tiny("lstm", {"b": 2, "t": 3, "i": 4, "h": 5})],
                        quick=True, providers=("compile", "graph"), progress=False)

@@ -65,6 +65,16 @@ def test_a_provider_that_raises_is_recorded_and_the_run_goes_on(monkeypatch):
     assert "| cnn | swapped-reference | failed: RuntimeError: kernel exploded |" in md
 
 
+def test_tf32_flags_alike_while_training_then_the_callers_return(monkeypatch):
+    seen, bench = [], training._bench
+    flags = lambda: (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)  # noqa: E731
+    monkeypatch.setattr(training, "_bench", lambda *a: (seen.append(flags()), bench(*a))[1])
+    with training.same_tf32(False):  # this session's flags back after the test
+        torch.backends.cudnn.allow_tf32 = True  # torch's default: convolutions on TF32
+        training.run_training("cpu", models=["cnn"], steps=1, quick=True)
+        assert seen == [(False, False)] * 2 and flags() == (False, True)
+
+
 def test_markdown_section(quick_run):
     md = training.training_markdown(quick_run)
     lines = md.splitlines()

@@ -10,6 +10,7 @@ as `first_call_ms`.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib.metadata
 import platform
@@ -81,8 +82,23 @@ def _cuda_versions() -> dict:
     return {"cuda_version": torch.version.cuda or "none", "driver_version": driver or "unknown"}
 
 
+@contextlib.contextmanager
+def same_tf32(enabled: bool):
+    """Both of torch's TF32 switches set to `enabled` meanwhile, the caller's restored
+    after: matmuls follow torch.backends.cuda.matmul.allow_tf32, but convolutions and
+    cuDNN's RNNs follow torch.backends.cudnn.allow_tf32 (True by default), so setting
+    only the first would time them with TF32 in a run labelled without."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def common_columns(device: torch.device, dtype: torch.dtype) -> dict:
-    """What every row of a run carries: dtype, device, versions, TF32, time stamp."""
+    """What every row of a run carries: dtype, device, versions, TF32 (the matmul flag,
+    every op's under same_tf32), time stamp."""
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     return {"dtype": str(dtype).removeprefix("torch."), "device": device_name(device),
             "torch_version": torch.__version__, "triton_version": _triton_version(), "timestamp": stamp,
@@ -147,7 +163,8 @@ def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=None,
     `quick` runs each op's quick case, `full` every case (the default skips those
     marked full). `time_budget_s`: once the run has taken that long, no provider starts
     on a new case; the rows left are recorded as skipped, so a run with a hard time
-    limit (a lent GPU) still ends with a report."""
+    limit (a lent GPU) still ends with a report. TF32: every op (convolutions too) runs
+    as torch.backends.cuda.matmul.allow_tf32 says (see same_tf32)."""
     refuse_interpreter()
     started = _clock()  # the budget counts the ceilings' measurement too
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -160,47 +177,48 @@ def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=None,
     bad = sorted(set(providers) - set(PROVIDERS))
     if bad:
         raise ValueError(f"unknown provider(s) {bad}; choose from {list(PROVIDERS)}")
-    limits = ceil.measure(device, dtype, quick)
-    common = common_columns(device, dtype)
-    kind = "cuda" if device.type == "cuda" else "cpu"
-    work = [(op, case) for op in chosen for case in op.cases
-            if case.device == kind and (case.quick if quick else full or not case.full)]
-    rows = []
-    budget = 0.2 if quick else 0.5
-    for op, case in tqdm(work, desc="bench", disable=not progress, unit="case"):
-        torch.manual_seed(0)
-        ref = op.torch(case.params).to(device=device, dtype=dtype)
-        inputs = [t.to(device=device, dtype=dtype) for t in op.inputs(case.params)]
-        es = inputs[0].element_size()
-        for provider in prov.for_op(op, providers):
-            checked = mod = None  # the module and its forward check, once per provider
-            if time_budget_s is not None and _clock() - started > time_budget_s:
-                checked = {"status": f"skipped: the run's time budget ({time_budget_s:g} s) was spent"}
-            for mode in modes:
-                cost = cost_of(op, case.params, mode, es)
-                row = {"op": op.name, "provider": provider, "mode": mode, "case": case.label, "size": case.size,
-                       "size_unit": op.size_unit, "bytes": cost.bytes, "flops": cost.flops,
-                       "scratch_bytes": op.scratch_bytes(case.params, provider, es) if mode != "bwd" else 0.0,
-                       **common}
-                reason = skip_reason(op, case.params, provider, mode, device)
-                try:
-                    if reason is not None:
-                        row["status"] = reason
-                    else:
-                        if checked is None:
-                            mod = prov.build(op, case.params, provider, ref, device, dtype)
-                            checked = check(op, mod, ref, inputs, dtype, device)
-                            if getattr(mod, "fallback", None):  # e.g. torch's SDPA off its flash backend
-                                checked["note"] = mod.fallback
-                        row.update(checked)
-                        if row["status"] == "ok":
-                            row.update(_time(mod, inputs, mode, device, budget))
-                except Exception as e:  # recorded, so one broken provider does not end the run
-                    row["status"] = _outcome(e, provider)
-                    if checked is None and row["status"].startswith("failed"):
-                        checked = {"status": row["status"]}  # the build or check failed: so would other modes
-                rows.append(row)
-            del mod
+    with same_tf32(torch.backends.cuda.matmul.allow_tf32):  # the caller's matmul setting, for every op
+        limits = ceil.measure(device, dtype, quick)
+        common = common_columns(device, dtype)
+        kind = "cuda" if device.type == "cuda" else "cpu"
+        work = [(op, case) for op in chosen for case in op.cases
+                if case.device == kind and (case.quick if quick else full or not case.full)]
+        rows = []
+        budget = 0.2 if quick else 0.5
+        for op, case in tqdm(work, desc="bench", disable=not progress, unit="case"):
+            torch.manual_seed(0)
+            ref = op.torch(case.params).to(device=device, dtype=dtype)
+            inputs = [t.to(device=device, dtype=dtype) for t in op.inputs(case.params)]
+            es = inputs[0].element_size()
+            for provider in prov.for_op(op, providers):
+                checked = mod = None  # the module and its forward check, once per provider
+                if time_budget_s is not None and _clock() - started > time_budget_s:
+                    checked = {"status": f"skipped: the run's time budget ({time_budget_s:g} s) was spent"}
+                for mode in modes:
+                    cost = cost_of(op, case.params, mode, es)
+                    row = {"op": op.name, "provider": provider, "mode": mode, "case": case.label, "size": case.size,
+                           "size_unit": op.size_unit, "bytes": cost.bytes, "flops": cost.flops,
+                           "scratch_bytes": op.scratch_bytes(case.params, provider, es) if mode != "bwd" else 0.0,
+                           **common}
+                    reason = skip_reason(op, case.params, provider, mode, device)
+                    try:
+                        if reason is not None:
+                            row["status"] = reason
+                        else:
+                            if checked is None:
+                                mod = prov.build(op, case.params, provider, ref, device, dtype)
+                                checked = check(op, mod, ref, inputs, dtype, device)
+                                if getattr(mod, "fallback", None):  # e.g. torch's SDPA off its flash backend
+                                    checked["note"] = mod.fallback
+                            row.update(checked)
+                            if row["status"] == "ok":
+                                row.update(_time(mod, inputs, mode, device, budget))
+                    except Exception as e:  # recorded, so one broken provider does not end the run
+                        row["status"] = _outcome(e, provider)
+                        if checked is None and row["status"].startswith("failed"):
+                            checked = {"status": row["status"]}  # the build or check failed: so would other modes
+                    rows.append(row)
+                del mod
     return derive(pd.DataFrame(rows), limits), limits
 
 

@@ -32,7 +32,7 @@ from ..data import Vocab, default_genome_path, get_batch, load_sequence
 from ..models import MODEL_KINDS, build_model
 from ..train import TrainConfig
 from .report import _fmt, _table
-from .runner import common_columns
+from .runner import common_columns, same_tf32
 from .timing import refuse_interpreter, time_fn
 
 PROVIDERS = {"cuda": ("torch", "swapped-triton", "swapped-reference"), "cpu": ("torch", "swapped-reference")}
@@ -79,7 +79,8 @@ def run_training(device=None, dtype=torch.float32, models=MODEL_KINDS, steps: in
         for provider in PROVIDERS[device.type]:
             row = {"model": kind, "provider": provider, "batch": batch, "seq": seq, **common}
             try:
-                row.update(_bench(_provider_model(base, provider), ids, batch, seq, steps, device, budget))
+                with same_tf32(torch.backends.cuda.matmul.allow_tf32):  # the CNN's convolutions too
+                    row.update(_bench(_provider_model(base, provider), ids, batch, seq, steps, device, budget))
                 row["status"] = "ok"
             except Exception as e:  # recorded, so one broken provider does not end the run
                 msg = str(e).strip().split("\n")[0][:200]
