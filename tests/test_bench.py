@@ -204,6 +204,27 @@ def test_dropout_checked_under_its_own_mask():
     assert (df["max_abs_err"] < 1e-6).all()
 
 
+class _DropsAll(torch.nn.Dropout):
+    def forward(self, x):
+        return torch.zeros_like(x)
+
+
+class _KeepsAll(torch.nn.Dropout):
+    def forward(self, x):
+        return x / (1 - self.p)
+
+
+@pytest.mark.parametrize("broken, kept", [(_DropsAll, "0.000"), (_KeepsAll, "1.000")])
+def test_dropout_keeping_too_few_or_too_many_is_wrong_not_timed(broken, kept):
+    """Under its own mask (all dropped, or none) such an output matches torch exactly: the
+    kept share has to be near 1 - p too (0.9 ± 6 standard deviations of 4096 draws)."""
+    op = dataclasses.replace(_tiny("dropout", {"shape": (64, 64)}), lab=lambda p: broken(0.1))
+    df, _ = runner.run([op], quick=True, providers=("reference", "torch"), progress=False)
+    bad, good = df[df["provider"] == "reference"], df[df["provider"] == "torch"]
+    assert (bad["status"] == f"wrong: kept {kept} of the elements, expected 0.900 ± 0.028").all()
+    assert bad["ms_p50"].isna().all() and (good["status"] == "ok").all()
+
+
 def test_refuses_under_the_interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     with pytest.raises(RuntimeError, match="refusing to time under TRITON_INTERPRET=1"):

@@ -55,7 +55,8 @@ def summary(df: pd.DataFrame, limits: Ceilings) -> str:
            "cache and the FLOP ceiling torch's own matmul; on a CPU, repeated runs keep a small "
            "case's data in cache, and a tuned kernel (oneDNN's convolution) can beat the matmul "
            "measured, so a roofline share above 100% is possible there. Dropout ops are checked against torch's "
-           "output without dropout times this provider's own mask / (1 - p).",
+           "output without dropout times this provider's own mask / (1 - p), and the share of elements "
+           "they keep against 1 - p.",
            ""]
     for op, g in df.groupby("op", sort=False):
         out += [f"## {op}", ""]

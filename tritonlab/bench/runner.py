@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import importlib.metadata
+import math
 import platform
 import subprocess
 import time
@@ -224,7 +225,8 @@ def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=None,
 
 def check(op, mod, ref, inputs, dtype, device) -> dict:
     """Forward once (timed: compile and autotune happen here) and compare with torch:
-    `ok` within the dtype's tolerance (scaled by the output's magnitude), else `wrong`."""
+    `ok` within the dtype's tolerance (scaled by the output's magnitude), else `wrong`
+    (for a dropout op also when it keeps too few or too many elements)."""
     _sync(device)
     start = time.perf_counter()
     with torch.no_grad():
@@ -233,8 +235,24 @@ def check(op, mod, ref, inputs, dtype, device) -> dict:
     first_ms = (time.perf_counter() - start) * 1e3
     err = _error(op, out, ref, inputs)
     scale = max(1.0, out.abs().max().item()) if out.numel() else 1.0
-    return {"max_abs_err": err, "first_call_ms": first_ms,
-            "status": "ok" if err <= TOLERANCE[dtype] * scale else "wrong"}
+    status = "ok" if err <= TOLERANCE[dtype] * scale else "wrong"
+    if status == "ok":
+        status = _kept_problem(op, out) or status
+    return {"max_abs_err": err, "first_call_ms": first_ms, "status": status}
+
+
+def _kept_problem(op, out: torch.Tensor) -> str | None:
+    """Why a dropout op's share of kept (nonzero) elements is not 1 - p, or None: the
+    error against torch is measured under the provider's own mask, so it passes any
+    mask, dropping everything too. Allowed: six standard deviations of the binomial
+    share, so a right mask fails about once in 10^9 checks."""
+    if not op.random or not out.numel():
+        return None
+    kept, want = (out != 0).double().mean().item(), 1 - DROPOUT_P
+    tolerance = 6 * math.sqrt(DROPOUT_P * want / out.numel())
+    if abs(kept - want) <= tolerance:
+        return None
+    return f"wrong: kept {kept:.3f} of the elements, expected {want:.3f} ± {tolerance:.3f}"
 
 
 def _sync(device) -> None:
