@@ -118,6 +118,15 @@ def test_both_tf32_flags_follow_the_matmul_flag_while_timing_then_the_callers_re
         assert _tf32_flags() == (matmul, cudnn)
 
 
+def test_cli_records_the_training_step_skipped_by_a_spent_budget(tmp_path, capsys):
+    assert cli.main(["bench", "--quick", "--time-budget", "0", "--out", str(tmp_path)]) == 0
+    training = pd.read_csv(tmp_path / "training.csv")
+    assert len(training) and (training["status"] == "skipped: the run's time budget (0 s) was spent").all()
+    section = (tmp_path / "summary.md").read_text().split("## Training step")[1]
+    assert section.count("| skipped: the run's time budget (0 s) was spent |") == len(training)
+    assert "skipped: the run's time budget" in capsys.readouterr().out.split("\n\n")[-2]
+
+
 def test_compile_and_graph_rows_say_why_they_did_not_run():
     df, _ = runner.run([_tiny("flatten", {"shape": (2, 3, 4)}), _tiny("lstm", {"b": 2, "t": 3, "i": 4, "h": 5})],
                        quick=True, providers=("compile", "graph"), progress=False)

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from tritonlab.bench import training
+from tritonlab.bench import runner, training
 from tritonlab.layers import linear as lab_linear
 
 
@@ -73,6 +73,17 @@ def test_tf32_flags_alike_while_training_then_the_callers_return(monkeypatch):
         torch.backends.cudnn.allow_tf32 = True  # torch's default: convolutions on TF32
         training.run_training("cpu", models=["cnn"], steps=1, quick=True)
         assert seen == [(False, False)] * 2 and flags() == (False, True)
+
+
+def test_a_spent_time_budget_skips_the_providers_left_and_says_so(monkeypatch):
+    clock = iter(range(0, 1000, 10))  # each reading of the budget's clock 10 s later than the last
+    monkeypatch.setattr(runner, "_clock", lambda: next(clock))
+    df = training.run_training("cpu", models=["cnn", "gru"], steps=1, quick=True, time_budget_s=25)
+    status = df.set_index(["model", "provider"])["status"]
+    assert (status.loc["cnn"] == "ok").all()  # started within the budget
+    assert (status.loc["gru"] == "skipped: the run's time budget (25 s) was spent").all()
+    assert df.loc[df["model"] == "gru", "ms_p50"].isna().all()
+    assert "| gru | torch | skipped: the run's time budget (25 s) was spent |" in training.training_markdown(df)
 
 
 def test_markdown_section(quick_run):

@@ -156,6 +156,14 @@ def _outcome(e: Exception, provider: str) -> str:
 _clock = time.perf_counter  # the time budget's clock (tests replace it)
 
 
+def budget_spent(started: float, time_budget_s: float | None) -> str | None:
+    """The status of work not started because the run's time budget, counted from the
+    `_clock()` reading `started`, is spent; None while some is left (or there is none)."""
+    if time_budget_s is not None and _clock() - started > time_budget_s:
+        return f"skipped: the run's time budget ({time_budget_s:g} s) was spent"
+    return None
+
+
 def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=None, modes=None,
         progress=True, full=False, time_budget_s: float | None = None) -> tuple[pd.DataFrame, ceil.Ceilings]:
     """Benchmark `ops` (names or Op objects; all of OPS by default) on the cases sized
@@ -193,8 +201,9 @@ def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=None,
             es = inputs[0].element_size()
             for provider in prov.for_op(op, providers):
                 checked = mod = None  # the module and its forward check, once per provider
-                if time_budget_s is not None and _clock() - started > time_budget_s:
-                    checked = {"status": f"skipped: the run's time budget ({time_budget_s:g} s) was spent"}
+                spent = budget_spent(started, time_budget_s)
+                if spent:
+                    checked = {"status": spent}
                 for mode in modes:
                     cost = cost_of(op, case.params, mode, es)
                     row = {"op": op.name, "provider": provider, "mode": mode, "case": case.label, "size": case.size,

@@ -31,6 +31,7 @@ from ..swap import swap, unswap
 from ..data import Vocab, default_genome_path, get_batch, load_sequence
 from ..models import MODEL_KINDS, build_model
 from ..train import TrainConfig
+from . import runner
 from .report import _fmt, _table
 from .runner import common_columns, same_tf32
 from .timing import refuse_interpreter, time_fn
@@ -53,11 +54,16 @@ COLUMNS = ["model", "provider", "batch", "seq", "ms_p50", "ms_p20", "ms_p80", "b
 
 
 def run_training(device=None, dtype=torch.float32, models=MODEL_KINDS, steps: int | None = None,
-                 quick: bool = False) -> pd.DataFrame:
+                 quick: bool = False, time_budget_s: float | None = None,
+                 started: float | None = None) -> pd.DataFrame:
     """One row per model x provider (see the module docstring) with COLUMNS and
     runner.common_columns. `steps`: training steps before timing (default 20, 5 if
-    quick). A provider that raises gets a row whose status names the error."""
+    quick). A provider that raises gets a row whose status names the error.
+    `time_budget_s`, counted from the runner._clock() reading `started` (default: this
+    call; `tritonlab bench` passes its own start): once spent, no provider starts and
+    the rows left say so."""
     refuse_interpreter()
+    started = runner._clock() if started is None else started
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     models = (models,) if isinstance(models, str) else tuple(models)
     _check(device, dtype, models)
@@ -78,6 +84,10 @@ def run_training(device=None, dtype=torch.float32, models=MODEL_KINDS, steps: in
         base = base.to(device=device, dtype=dtype)
         for provider in PROVIDERS[device.type]:
             row = {"model": kind, "provider": provider, "batch": batch, "seq": seq, **common}
+            row["status"] = runner.budget_spent(started, time_budget_s)
+            if row["status"]:
+                rows.append(row)
+                continue
             try:
                 with same_tf32(torch.backends.cuda.matmul.allow_tf32):  # the CNN's convolutions too
                     row.update(_bench(_provider_model(base, provider), ids, batch, seq, steps, device, budget))
