@@ -262,6 +262,26 @@ def test_cli_quick_writes_report(tmp_path, capsys):
     assert "median ms" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("below", ["", "sub/folder"])
+def test_cli_refuses_an_out_it_cannot_write_before_timing_anything(tmp_path, capsys, monkeypatch, below):
+    def no_run(*a, **kw):
+        raise AssertionError("timed before checking --out")
+    monkeypatch.setattr(runner, "run", no_run)
+    afile = tmp_path / "results.txt"
+    afile.write_text("x")
+    out = afile / below if below else afile
+    assert cli.main(["bench", "--quick", "--ops", "relu", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"bad --out: {afile} is a file, not a folder\n"
+
+
+def test_prepare_says_when_the_folder_cannot_be_written(tmp_path, monkeypatch):
+    def refuse(*a, **kw):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(report.tempfile, "TemporaryFile", refuse)
+    with pytest.raises(OSError, match=f"cannot create the folder {tmp_path} or write in it: Permission denied"):
+        report.prepare(tmp_path)
+
+
 def test_cli_rejects_unknown_op(capsys):
     assert cli.main(["bench", "--ops", "nope"]) == 2
     assert "unknown op" in capsys.readouterr().err

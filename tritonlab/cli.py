@@ -84,6 +84,18 @@ def _compare(paths: list[str]) -> int:
     return 0
 
 
+def _writable(out: Path) -> bool:
+    """Whether the report can go to `out` (created if need be); if not, says why in one line."""
+    from .bench.report import prepare
+
+    try:
+        prepare(out)
+    except OSError as e:
+        print(f"bad --out: {e}", file=sys.stderr)
+        return False
+    return True
+
+
 def _bench(args) -> int:
     if args.action:
         if args.action[0] != "compare":
@@ -107,6 +119,8 @@ def _bench(args) -> int:
                   file=sys.stderr)
             return 2
         out = Path(args.out) if args.out else _default_out(df["device"].iloc[0])
+        if not _writable(out):
+            return 2
     else:
         unknown = sorted(set(args.ops or ()) - set(OPS))
         if unknown:
@@ -116,6 +130,9 @@ def _bench(args) -> int:
         if device.type == "cuda" and not torch.cuda.is_available():
             print("--device cuda asked for, but torch sees no CUDA device", file=sys.stderr)
             return 2
+        out = Path(args.out) if args.out else _default_out(runner.device_name(device))
+        if not _writable(out):  # before the run, not after minutes of it
+            return 2
         started = runner._clock()  # the budget's start, for the training step too
         df, limits = runner.run(args.ops, getattr(torch, args.dtype), device, args.quick,
                                 providers=args.providers, modes=args.modes, full=args.full,
@@ -124,7 +141,6 @@ def _bench(args) -> int:
             from .bench.training import run_training
             training = run_training(device, getattr(torch, args.dtype), quick=args.quick,
                                     time_budget_s=args.time_budget, started=started)
-        out = Path(args.out) if args.out else _default_out(runner.device_name(device))
     files = report.write(df, limits, out, training)
     _print_table(df)
     if training is not None:

@@ -4,6 +4,7 @@ and PNG plots (throughput vs size per op, and one roofline chart)."""
 from __future__ import annotations
 
 import math
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -141,6 +142,19 @@ def _roofline(ok: pd.DataFrame, out: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def prepare(out: Path) -> None:
+    """Create the folder `out` and write a scratch file in it, so that a bad output
+    folder fails before a run rather than after it; else OSError with a one-line reason."""
+    blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise NotADirectoryError(f"{blocking} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as e:
+        raise OSError(f"cannot create the folder {out} or write in it: {e.strerror or e}") from e
 
 
 def write(df: pd.DataFrame, limits: Ceilings, out: Path, training: pd.DataFrame | None = None) -> dict[str, Path]:
