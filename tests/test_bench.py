@@ -282,6 +282,16 @@ def test_prepare_says_when_the_folder_cannot_be_written(tmp_path, monkeypatch):
         report.prepare(tmp_path)
 
 
+def test_repeated_ops_providers_and_modes_run_once(tmp_path):
+    relu, tanh = _tiny("relu", {"shape": (3, 5)}), _tiny("tanh", {"shape": (3, 5)})
+    df, _ = runner.run([relu, tanh, relu], providers=("torch", "reference", "torch"), modes=("fwd", "fwd"),
+                       progress=False)
+    assert list(zip(df["op"], df["provider"])) == [(o, p) for o in ("relu", "tanh") for p in ("torch", "reference")]
+    assert cli.main(["bench", "--quick", "--ops", "relu", "relu", "--providers", "torch", "torch",
+                     "--out", str(tmp_path)]) == 0
+    assert len(pd.read_csv(tmp_path / "results.csv")) == len(runner.QUICK_MODES)
+
+
 def test_cli_rejects_unknown_op(capsys):
     assert cli.main(["bench", "--ops", "nope"]) == 2
     assert "unknown op" in capsys.readouterr().err

@@ -181,8 +181,9 @@ def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=None,
     unknown = [o for o in chosen if not isinstance(o, Op)]
     if unknown:
         raise ValueError(f"unknown op(s) {unknown}; choose from {sorted(OPS)}")
-    providers = providers or prov.DEFAULT[device.type]
-    modes = modes or (QUICK_MODES if quick else MODES)
+    chosen = _once(chosen, key=lambda op: op.name)
+    providers = _once(providers or prov.DEFAULT[device.type])
+    modes = _once(modes or (QUICK_MODES if quick else MODES))
     bad = sorted(set(providers) - set(PROVIDERS))
     if bad:
         raise ValueError(f"unknown provider(s) {bad}; choose from {list(PROVIDERS)}")
@@ -230,6 +231,15 @@ def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=None,
                     rows.append(row)
                 del mod
     return derive(pd.DataFrame(rows), limits), limits
+
+
+def _once(items, key=lambda item: item) -> list:
+    """`items` without repeats, in first-seen order: `--ops relu relu` is one op, and
+    rows keyed twice would break the speed-up's lookup of torch's time."""
+    first = {}
+    for item in items:
+        first.setdefault(key(item), item)
+    return list(first.values())
 
 
 def check(op, mod, ref, inputs, dtype, device) -> dict:
