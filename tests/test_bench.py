@@ -329,6 +329,38 @@ def test_compare_rejects_what_is_not_a_results_csv(tmp_path, capsys):
     assert cli.main(["bench", "frobnicate"]) == 2
 
 
+EXPECTED_CSV = "a tritonlab results.csv (columns op, case, mode, provider, ms_p50)"
+
+
+@pytest.mark.parametrize("content, why", [
+    (b"", "is empty; expected " + EXPECTED_CSV),
+    (b"\x89PNG\r\n\x1a\n\x00\xff", f"is not {EXPECTED_CSV}: it does not read as CSV ('utf-8' codec can't decode"),
+    (b'{"benchmarks": []}\n', f"is not {EXPECTED_CSV}: no column 'op'"),
+    (b"op,case,mode,provider,ms_p50\nrelu,4x4,fwd,torch,fast\n", "ms_p50 holds text, not times in ms"),
+    (b"op,case,mode,provider,ms_p50\nrelu,4x4,fwd,torch,1\nrelu,4x4,fwd,torch,2\n",
+     "2 rows share their op/case/mode/provider (e.g. op=relu, case=4x4, mode=fwd, provider=torch); expected one "
+     "row each"),
+    (None, "no such file; expected " + EXPECTED_CSV),
+])
+def test_compare_names_the_bad_file_and_what_it_expected(tmp_path, capsys, content, why):
+    good = _csv(tmp_path / "good.csv", [["relu", "4x4", "fwd", "torch", 1.0]])
+    bad = tmp_path / "bad.csv"
+    if content is not None:
+        bad.write_bytes(content)
+    assert cli.main(["bench", "compare", good, str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(str(bad)) and why in err and err.count("\n") == 1
+
+
+def test_compare_with_no_common_rows_says_so_and_fails(tmp_path, capsys):
+    a = _csv(tmp_path / "a.csv", [["relu", "4x4", "fwd", "torch", 1.0]])
+    b = _csv(tmp_path / "b.csv", [["relu", "8x8", "fwd", "torch", 1.0]])
+    assert cli.main(["bench", "compare", a, b]) == 1
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == f"no row was timed in both {a} and {b} (rows match on op, case, mode and " \
+        "provider)\n"
+
+
 def test_pytest_benchmark_suite_to_report(tmp_path):
     """The pytest-benchmark suite on one tiny selection, then its JSON through the CLI."""
     import os

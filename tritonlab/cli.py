@@ -77,6 +77,10 @@ def _compare(paths: list[str]) -> int:
     except (OSError, ValueError) as e:
         print(e, file=sys.stderr)
         return 2
+    if both.empty:
+        print(f"no row was timed in both {paths[0]} and {paths[1]} (rows match on op, case, mode and provider)",
+              file=sys.stderr)
+        return 1
     print(f"ratio = time in {paths[0]} / time in {paths[1]} (above 1: the second is faster)")
     if both.attrs.get("note"):
         print(both.attrs["note"].rstrip())

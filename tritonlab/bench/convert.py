@@ -33,19 +33,42 @@ def from_pytest_json(path: str | Path) -> tuple[pd.DataFrame, Ceilings]:
     return derive(pd.DataFrame(rows), Ceilings(**meta["ceilings"])), Ceilings(**meta["ceilings"])
 
 
+def read_results(path: str | Path) -> pd.DataFrame:
+    """A results.csv (or a report folder's), or a ValueError naming the file and what
+    was expected of it: readable CSV text, the KEY columns and ms_p50 in numbers, one
+    row per KEY."""
+    path = Path(path)
+    if path.is_dir():  # a report folder
+        path = path / "results.csv"
+    expected = f"a tritonlab results.csv (columns {', '.join(KEY)}, ms_p50)"
+    try:
+        df = pd.read_csv(path)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file; expected {expected}") from None
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path} is empty; expected {expected}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not {expected}: it does not read as CSV ({str(e).strip()})") from None
+    missing = [c for c in KEY + ["ms_p50"] if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path} is not {expected}: no column {missing[0]!r}")
+    if not pd.api.types.is_numeric_dtype(df["ms_p50"]):
+        raise ValueError(f"{path} is not {expected}: ms_p50 holds text, not times in ms")
+    twice = df[df.duplicated(KEY, keep=False)]
+    if len(twice):
+        first = ", ".join(f"{k}={twice.iloc[0][k]}" for k in KEY)
+        raise ValueError(f"{path} is not {expected}: {len(twice)} rows share their {'/'.join(KEY)} "
+                         f"(e.g. {first}); expected one row each, as one run writes")
+    return df
+
+
 def compare(a: str | Path, b: str | Path) -> pd.DataFrame:
     """Rows timed in both runs (results.csv files or report folders), with ms in each and
     ratio = A's time / B's (above 1: B is faster), e.g. before/after a change or one GPU
     against another. A difference in dtype or device is noted in `attrs["note"]`."""
     runs, frames = [], []
     for path in (a, b):
-        path = Path(path)
-        if path.is_dir():  # a report folder
-            path = path / "results.csv"
-        df = pd.read_csv(path)
-        missing = [c for c in KEY + ["ms_p50"] if c not in df.columns]
-        if missing:
-            raise ValueError(f"{path} is not a tritonlab results.csv (no column {missing[0]!r})")
+        df = read_results(path)
         frames.append(df)
         runs.append(df[df["ms_p50"].notna()].set_index(KEY)["ms_p50"])
     both = pd.concat(runs, axis=1, keys=["ms_a", "ms_b"], join="inner").reset_index()
