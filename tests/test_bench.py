@@ -178,6 +178,15 @@ def test_report_files(tiny_run, tmp_path):
     assert all(p.stat().st_size > 1000 for p in files["plots"])
 
 
+def test_conv_plot_has_a_line_per_provider_and_layout(tiny_run):
+    conv = pd.DataFrame({"provider": ["torch", "torch", "torch", "reference"],
+                         "case": ["N8 16->32 32x32 k3/1 nchw", "N8 64->64 28x28 k3/1 nchw", "N8 64->64 28x28 k3/1 nhwc",
+                                  "N8 64->64 28x28 k3/1 nhwc"]})
+    assert {k: len(v) for k, v in report.lines(conv)} == {"torch nchw": 2, "torch nhwc": 1, "reference nhwc": 1}
+    df, _ = tiny_run
+    assert {k for k, _ in report.lines(df)} == set(df["provider"])  # no layout: a line per provider
+
+
 def test_report_carries_the_training_step_and_drops_a_stale_one(tiny_run, tmp_path):
     from tritonlab.bench.training import run_training
     df, limits = tiny_run

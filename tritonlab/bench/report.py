@@ -94,6 +94,18 @@ def _throughput_column(g: pd.DataFrame) -> tuple[str, str]:
     return ("tflops", "TFLOP/s") if g["flops"].max() > 10 * g["bytes"].max() else ("gbps", "GB/s")
 
 
+LAYOUTS = ("nchw", "nhwc")  # the last word of a conv2d case's label
+
+
+def lines(g: pd.DataFrame):
+    """The rows of one plot grouped into its lines: one per provider, and per memory
+    layout where the case labels name one (conv2d's NCHW and NHWC cases are two series,
+    not points of one)."""
+    layout = g["case"].str.split().str[-1]
+    label = g["provider"].where(~layout.isin(LAYOUTS), g["provider"] + " " + layout)
+    return g.groupby(label)
+
+
 def plots(df: pd.DataFrame, out: Path) -> list[Path]:
     written = []
     ok = df[df["status"] == "ok"]
@@ -101,12 +113,14 @@ def plots(df: pd.DataFrame, out: Path) -> list[Path]:
         col, unit = _throughput_column(g)
         if g[col].isna().all():
             continue
-        modes = list(g["mode"].unique())
+        modes, providers = list(g["mode"].unique()), sorted(g["provider"].unique())
         fig, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 3.6), squeeze=False)
         for ax, mode in zip(axes[0], modes):
-            for provider, p in g[g["mode"] == mode].groupby("provider"):
+            for label, p in lines(g[g["mode"] == mode]):
                 p = p.sort_values("size")
-                ax.plot(p["size"], p[col], marker="o", label=provider)
+                color = f"C{providers.index(p['provider'].iloc[0]) % 10}"  # a provider's layouts share it
+                ax.plot(p["size"], p[col], marker="o", color=color, ls="--" if label.endswith("nchw") else "-",
+                        label=label)
             ax.set(xscale="log", yscale="log", xlabel=f"case size ({g['size_unit'].iloc[0]})", ylabel=unit, title=f"{op} {mode}")
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
