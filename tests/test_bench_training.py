@@ -86,6 +86,19 @@ def test_a_spent_time_budget_skips_the_providers_left_and_says_so(monkeypatch):
     assert "| gru | torch | skipped: the run's time budget (25 s) was spent |" in training.training_markdown(df)
 
 
+def test_the_torch_baselines_rnn_weights_are_flattened_after_the_copy(monkeypatch):
+    """A deep copy gives every weight its own tensor; cuDNN then copies them into one
+    chunk on every call unless flatten_parameters() runs (a no-op on CPU)."""
+    from tritonlab.models import build_model
+    from tritonlab.swap import unswap
+    base = build_model("lstm", vocab_size=4, embed=8, hidden=16, layers=1)
+    unswap(base)
+    flattened = []
+    monkeypatch.setattr(torch.nn.RNNBase, "flatten_parameters", lambda self: flattened.append(self))
+    model = training._provider_model(base, "torch")
+    assert flattened and flattened == [m for m in model.modules() if isinstance(m, torch.nn.RNNBase)]
+
+
 def test_markdown_section(quick_run):
     md = training.training_markdown(quick_run)
     lines = md.splitlines()
