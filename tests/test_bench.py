@@ -388,6 +388,15 @@ def test_pytest_benchmark_suite_to_report(tmp_path):
     assert len(pd.read_csv(tmp_path / "rep" / "results.csv")) == len(df)
 
 
+@pytest.mark.parametrize("options", [["--ops", "relu"], ["--dtype", "float32"], ["--quick"],
+                                     ["--providers", "torch", "reference"], ["--time-budget", "0"]])
+def test_from_pytest_json_refuses_the_options_of_a_run(tmp_path, capsys, options):
+    assert cli.main(["bench", "--from-pytest-json", str(tmp_path / "bench.json"), *options]) == 2
+    err = capsys.readouterr().err  # refused before the file is read
+    assert err.startswith(f"--from-pytest-json reports the runs in the file as they are, so {options[0]} would be "
+                          "ignored;") and err.count("\n") == 1
+
+
 def test_im2col_buffer_bytes_are_reported():
     params = {"n": 2, "c": 3, "o": 4, "h": 6, "k": 3, "stride": 1, "padding": 1, "layout": "nchw"}
     df, _ = runner.run([_tiny("conv2d", params)], quick=True, providers=("triton",), progress=False)

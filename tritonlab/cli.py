@@ -100,6 +100,10 @@ def _writable(out: Path) -> bool:
     return True
 
 
+# what chooses the work of a run: refused with --from-pytest-json, whose runs are made
+_RUN_ONLY = ("ops", "dtype", "device", "providers", "modes", "quick", "full", "no_training", "time_budget")
+
+
 def _bench(args) -> int:
     if args.action:
         if args.action[0] != "compare":
@@ -115,6 +119,12 @@ def _bench(args) -> int:
 
     training = None
     if args.from_pytest_json:
+        given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+                 if k in _RUN_ONLY and v is not None and v is not False]  # not the defaults (0 s is a budget)
+        if given:
+            print(f"--from-pytest-json reports the runs in the file as they are, so {', '.join(given)} would be "
+                  "ignored; choose what the suite runs with its --bench-* options and -k", file=sys.stderr)
+            return 2
         from .bench.convert import from_pytest_json
         try:
             df, limits = from_pytest_json(args.from_pytest_json)
@@ -137,13 +147,14 @@ def _bench(args) -> int:
         out = Path(args.out) if args.out else _default_out(runner.device_name(device))
         if not _writable(out):  # before the run, not after minutes of it
             return 2
+        dtype = getattr(torch, args.dtype or "float32")
         started = runner._clock()  # the budget's start, for the training step too
-        df, limits = runner.run(args.ops, getattr(torch, args.dtype), device, args.quick,
+        df, limits = runner.run(args.ops, dtype, device, args.quick,
                                 providers=args.providers, modes=args.modes, full=args.full,
                                 time_budget_s=args.time_budget)
         if not (args.ops or args.no_training):  # a whole run also times the char models' training step
             from .bench.training import run_training
-            training = run_training(device, getattr(torch, args.dtype), quick=args.quick,
+            training = run_training(device, dtype, quick=args.quick,
                                     time_budget_s=args.time_budget, started=started)
     files = report.write(df, limits, out, training)
     _print_table(df)
@@ -313,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                     "of two runs.")
     bench.add_argument("action", nargs="*", help="`compare A.csv B.csv`, or nothing to run the benchmark")
     bench.add_argument("--ops", nargs="+", metavar="OP", help="ops to run (default: all)")
-    bench.add_argument("--dtype", choices=DTYPES, default="float32")
+    bench.add_argument("--dtype", choices=DTYPES, help="default: float32")
     bench.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when there is one")
     bench.add_argument("--providers", nargs="+", choices=BASE, metavar="P",
                        help=f"of {', '.join(BASE)} (default: all on a GPU; no compile or graph on a CPU)")
@@ -330,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                             "benchmark too: a report even under a hard time limit")
     bench.add_argument("--out", help="output folder (default: out/<device>-<date>)")
     bench.add_argument("--from-pytest-json", metavar="FILE",
-                       help="write the report from `pytest benchmarks/ --benchmark-json FILE` instead of running")
+                       help="write the report from `pytest benchmarks/ --benchmark-json FILE` instead of running; "
+                            "takes --out only (what runs is chosen by the suite's --bench-* options and -k)")
     bench.set_defaults(run=_bench)
     _add_model_parsers(sub)
     args = parser.parse_args(argv)
