@@ -265,6 +265,37 @@ def test_cost_model_flops_match_torch_flop_counter(name):
         assert op.cost(case.params, "fwd", 4).flops == counter.get_total_flops(), case.label
 
 
+@pytest.mark.parametrize("groups", [1, 4, 8])
+def test_conv_cost_counts_the_input_channels_of_a_group(groups):
+    """Against torch's FLOP counter: the forward; forward+backward (dgrad and wgrad, each
+    the forward's FLOPs) ungrouped only, as the counter takes a grouped wgrad for an
+    ungrouped one (groups times too many)."""
+    op, p = OPS["conv2d"], {"n": 2, "c": 8, "o": 16, "h": 9, "k": 3, "stride": 2, "padding": 1, "layout": "nchw",
+                            "groups": groups}
+    with torch.device("meta"):
+        mod, (x,) = op.torch(p), op.inputs(p)
+    with FlopCounterMode(display=False) as fwd:
+        y = mod(x.requires_grad_())
+    with FlopCounterMode(display=False) as bwd:
+        y.backward(torch.ones_like(y))
+    assert op.cost(p, "fwd", 4).flops == fwd.get_total_flops() == 2 * 2 * 16 * 5 * 5 * (8 // groups) * 9
+    assert op.cost(p, "fwd+bwd", 4).flops == 3 * fwd.get_total_flops()
+    assert groups > 1 or bwd.get_total_flops() == 2 * fwd.get_total_flops()
+    assert op.cost(p, "fwd", 4).bytes == (2 * 8 * 81 + 16 * (8 // groups) * 9 + 2 * 16 * 25) * 4
+
+
+# per element, (forward, forward + backward), as the lessons count them (tutorials/01-04)
+ELEMENTWISE_FLOPS = {"relu": (1, 2), "sigmoid": (4, 7), "tanh": (5, 8), "softmax": (5, 9), "dropout": (2, 4),
+                     "softmax_dropout": (7, 13)}
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE_FLOPS)
+def test_elementwise_flops_per_element(name):
+    p = {"shape": (3, 7)}
+    fwd, both = ELEMENTWISE_FLOPS[name]
+    assert OPS[name].cost(p, "fwd", 4).flops == fwd * 21 and OPS[name].cost(p, "fwd+bwd", 4).flops == both * 21
+
+
 def test_cli_quick_writes_report(tmp_path, capsys):
     assert cli.main(["bench", "--quick", "--ops", "relu", "flatten", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "results.csv").exists() and (tmp_path / "summary.md").exists()

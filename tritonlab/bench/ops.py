@@ -60,10 +60,24 @@ def _numel(shape) -> int:
     return math.prod(shape)
 
 
-def _elementwise_cost(p, mode, es):
-    n = _numel(p["shape"])
-    fwd = Cost(2 * n * es, 4 * n)
-    return fwd if mode == "fwd" else Cost(fwd.bytes + 3 * n * es, fwd.flops + 4 * n)
+def _elementwise_cost(fwd_flops: int, bwd_flops: int):
+    """Read x, write y; the backward reads y and dy and writes dx. FLOPs per element,
+    forward and backward, as the lessons count them (an exp counts one)."""
+    def cost(p, mode, es):
+        n = _numel(p["shape"])
+        fwd = Cost(2 * n * es, fwd_flops * n)
+        return fwd if mode == "fwd" else Cost(fwd.bytes + 3 * n * es, (fwd_flops + bwd_flops) * n)
+    return cost
+
+
+# FLOPs per element (forward, backward):
+RELU = (1, 1)        # a compare-select each way
+SIGMOID = (4, 3)     # 1 / (1 + exp(-x)): negate, exp, add, divide; dy * y * (1 - y)
+TANH = (5, 3)        # (1 - e) / (1 + e), e = exp(-2|x|): scale, exp, subtract, add, divide (|x| and the
+                     # sign are bit operations); dy * (1 - y * y)
+SOFTMAX = (5, 4)     # max, subtract, exp, sum, divide; y * (dy - sum(y * dy)): multiply, add, subtract, multiply
+DROPOUT = (2, 2)     # compare with the random draw, scale (the draw itself is integer work); the same backward
+SOFTMAX_DROPOUT = tuple(a + b for a, b in zip(SOFTMAX, DROPOUT))
 
 
 def _rows(shape) -> int:
@@ -85,10 +99,11 @@ QUICK = ((256, 1024), (4096, 4096), (8192, 4096))
 FULL = ((8192, 8192), (8192, 1024))
 
 
-def _elementwise(name, lab, ref, shapes, naive_steps=_rows, **kw):
-    """An op on one tensor of `shape`: lab and ref build the modules, with no parameters."""
+def _elementwise(name, lab, ref, shapes, flops, naive_steps=_rows, **kw):
+    """An op on one tensor of `shape`: lab and ref build the modules, with no parameters;
+    `flops`: per element, (forward, backward)."""
     return Op(name, _shape_cases(shapes, QUICK), lambda p: lab(), lambda p: ref(),
-              lambda p: (torch.randn(p["shape"]),), _elementwise_cost, lambda p: naive_steps(p["shape"]), **kw)
+              lambda p: (torch.randn(p["shape"]),), _elementwise_cost(*flops), lambda p: naive_steps(p["shape"]), **kw)
 
 
 def _linear_cost(p, mode, es):
@@ -105,9 +120,11 @@ def _conv_out(p):
 
 
 def _conv_cost(p, mode, es):
+    """Each output sums over its group's C/groups input channels (and the weight holds that many)."""
     oh, ow = _conv_out(p)
-    flops = 2 * p["n"] * p["o"] * oh * ow * p["c"] * p["k"] * p["k"]
-    data = (p["n"] * p["c"] * p["h"] ** 2 + p["o"] * p["c"] * p["k"] ** 2 + p["n"] * p["o"] * oh * ow) * es
+    cg = p["c"] // p.get("groups", 1)
+    flops = 2 * p["n"] * p["o"] * oh * ow * cg * p["k"] * p["k"]
+    data = (p["n"] * p["c"] * p["h"] ** 2 + p["o"] * cg * p["k"] ** 2 + p["n"] * p["o"] * oh * ow) * es
     return Cost(data, flops) if mode == "fwd" else Cost(3 * data, 3 * flops)
 
 
@@ -293,13 +310,13 @@ def _attention_inputs(p):
 
 
 OPS: dict[str, Op] = {op.name: op for op in [
-    _elementwise("relu", tritonlab.ReLU, nn.ReLU, ELEMENTWISE),
-    _elementwise("sigmoid", tritonlab.Sigmoid, nn.Sigmoid, ELEMENTWISE),
-    _elementwise("tanh", tritonlab.Tanh, nn.Tanh, ELEMENTWISE),
-    _elementwise("softmax", lambda: tritonlab.Softmax(-1), lambda: nn.Softmax(-1), ROWS),
-    _elementwise("dropout", lambda: tritonlab.Dropout(0.1), lambda: nn.Dropout(0.1), ROWS, random=True),
+    _elementwise("relu", tritonlab.ReLU, nn.ReLU, ELEMENTWISE, RELU),
+    _elementwise("sigmoid", tritonlab.Sigmoid, nn.Sigmoid, ELEMENTWISE, SIGMOID),
+    _elementwise("tanh", tritonlab.Tanh, nn.Tanh, ELEMENTWISE, TANH),
+    _elementwise("softmax", lambda: tritonlab.Softmax(-1), lambda: nn.Softmax(-1), ROWS, SOFTMAX),
+    _elementwise("dropout", lambda: tritonlab.Dropout(0.1), lambda: nn.Dropout(0.1), ROWS, DROPOUT, random=True),
     _elementwise("softmax_dropout", lambda: tritonlab.SoftmaxDropout(0.1, -1), _softmax_dropout, ROWS,
-                 naive_steps=lambda s: 2 * _rows(s), random=True),
+                 SOFTMAX_DROPOUT, naive_steps=lambda s: 2 * _rows(s), random=True),
     Op("flatten", _flatten_cases(), lambda p: tritonlab.Flatten(), lambda p: nn.Flatten(),
        lambda p: (torch.randn(p["shape"]),), lambda p, mode, es: Cost(0, 0), lambda p: 1, compiled=False),
     Op("linear", _linear_cases(),
@@ -310,8 +327,8 @@ OPS: dict[str, Op] = {op.name: op for op in [
        lambda p: tritonlab.LinearActivation(p["k"], p["n"], "relu"), lambda p: _LinearReLU(p["k"], p["n"]),
        lambda p: (torch.randn(p["m"], p["k"]),), _linear_cost, lambda p: p["m"], size_unit="FLOPs"),
     Op("conv2d", CONV_CASES,
-       lambda p: tritonlab.Conv2d(p["c"], p["o"], p["k"], p["stride"], p["padding"]),
-       lambda p: nn.Conv2d(p["c"], p["o"], p["k"], p["stride"], p["padding"]),
+       lambda p: tritonlab.Conv2d(p["c"], p["o"], p["k"], p["stride"], p["padding"], groups=p.get("groups", 1)),
+       lambda p: nn.Conv2d(p["c"], p["o"], p["k"], p["stride"], p["padding"], groups=p.get("groups", 1)),
        _conv_input, _conv_cost, lambda p: _conv_out(p)[0] * _conv_out(p)[1], size_unit="FLOPs",
        variants={"triton-im2col": {"algo": "im2col"}, "triton-implicit": {"algo": "implicit"}},
        scratch_bytes=_im2col_bytes),
