@@ -200,6 +200,18 @@ def test_report_carries_the_training_step_and_drops_a_stale_one(tiny_run, tmp_pa
     assert "## Training step" not in (tmp_path / "summary.md").read_text()
 
 
+def test_report_names_the_autotuned_picks_and_drops_a_stale_list(tiny_run, tmp_path):
+    from tritonlab.bench.autotune import COLUMNS
+    df, limits = tiny_run
+    picks = pd.DataFrame([["gemm._matmul_tuned", "M_BUCKET=7 N=64", "torch.float16", "BLOCK_M=64", 4, 3]],
+                         columns=COLUMNS)
+    files = report.write(df, limits, tmp_path, autotune=picks)
+    assert pd.read_csv(files["autotune"]).equals(picks)
+    assert "1 (kernel, key) pairs, are in autotune.csv" in files["summary"].read_text()
+    report.write(df, limits, tmp_path, autotune=picks.iloc[:0])  # nothing tuned (a CPU run): no file
+    assert not (tmp_path / "autotune.csv").exists()
+
+
 def test_wrong_provider_is_marked_not_timed(monkeypatch):
     monkeypatch.setitem(lab_linear._LINEAR, "reference", lambda x, w, b: x @ w.t())  # forgets the bias
     df, _ = runner.run([_tiny("linear", {"m": 3, "k": 4, "n": 2})], quick=True, providers=("reference", "torch"),

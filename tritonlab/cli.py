@@ -114,7 +114,7 @@ def _bench(args) -> int:
 
     import torch
 
-    from .bench import report, runner
+    from .bench import autotune, report, runner
     from .bench.ops import OPS
 
     training = None
@@ -156,7 +156,7 @@ def _bench(args) -> int:
             from .bench.training import run_training
             training = run_training(device, dtype, quick=args.quick,
                                     time_budget_s=args.time_budget, started=started)
-    files = report.write(df, limits, out, training)
+    files = report.write(df, limits, out, training, None if args.from_pytest_json else autotune.winners())
     _print_table(df)
     if training is not None:
         print(training.to_string(index=False, columns=["model", "provider", "ms_p50", "bases_per_s", "speedup_vs_torch",

@@ -171,14 +171,16 @@ def prepare(out: Path) -> None:
         raise OSError(f"cannot create the folder {out} or write in it: {e.strerror or e}") from e
 
 
-def write(df: pd.DataFrame, limits: Ceilings, out: Path, training: pd.DataFrame | None = None) -> dict[str, Path]:
+def write(df: pd.DataFrame, limits: Ceilings, out: Path, training: pd.DataFrame | None = None,
+          autotune: pd.DataFrame | None = None) -> dict[str, Path]:
     """Write the three outputs into `out` (and `training.csv` plus a "Training step"
-    section when `training` rows are given); files an earlier run left there that this
-    run does not write are removed first, so every file in the folder belongs to this run."""
+    section when `training` rows are given, `autotune.csv` when `autotune` rows are:
+    bench.autotune.winners()); files an earlier run left there that this run does not
+    write are removed first, so every file in the folder belongs to this run."""
     from .training import training_markdown
 
     out.mkdir(parents=True, exist_ok=True)
-    for old in [*out.glob("*.png"), out / "training.csv"]:
+    for old in [*out.glob("*.png"), out / "training.csv", out / "autotune.csv"]:
         old.unlink(missing_ok=True)
     df = df.reindex(columns=COLUMNS + [c for c in df.columns if c not in COLUMNS])  # a missing column: empty
     df.to_csv(out / "results.csv", index=False)
@@ -188,5 +190,10 @@ def write(df: pd.DataFrame, limits: Ceilings, out: Path, training: pd.DataFrame 
         training.to_csv(out / "training.csv", index=False)
         text += "\n\n" + training_markdown(training)
         files["training"] = out / "training.csv"
+    if autotune is not None and len(autotune):
+        autotune.to_csv(out / "autotune.csv", index=False)
+        text += (f"\n\nThe autotuned kernels' picks, {len(autotune)} (kernel, key) pairs, are in "
+                 f"autotune.csv.")
+        files["autotune"] = out / "autotune.csv"
     (out / "summary.md").write_text(text + "\n")
     return {**files, "plots": plots(df, out)}
