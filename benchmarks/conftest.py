@@ -1,7 +1,7 @@
 """Options of the pytest-benchmark suite (`pytest benchmarks/ --benchmark-only`)."""
-import os
-
 import pytest
+
+from tritonlab.backend import interpreter_enabled
 
 
 def pytest_addoption(parser):
@@ -14,7 +14,7 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    if interpreter_enabled():
         raise RuntimeError("the benchmark suite refuses to run under TRITON_INTERPRET=1; unset it")
 
 

@@ -47,6 +47,13 @@ def test_triton_on_cpu_without_interpreter_says_how(monkeypatch):
         tritonlab.Linear(3, 2, backend="triton")(torch.randn(1, 3))
 
 
+def test_triton_interpret_is_read_as_triton_reads_it(monkeypatch):
+    triton = pytest.importorskip("triton")
+    for value in ("1", "true", "TRUE", "yes", "on", "y", "0", "", "false", "off", "no", "2", " 1"):
+        monkeypatch.setenv("TRITON_INTERPRET", value)
+        assert tritonlab.backend.interpreter_enabled() == triton.knobs.runtime.interpret, repr(value)
+
+
 def test_triton_without_a_kernel_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     monkeypatch.setattr(tritonlab.backend, "triton_available", lambda: True)

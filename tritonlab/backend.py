@@ -51,8 +51,9 @@ class use_backend:
 
 
 def interpreter_enabled() -> bool:
-    """True when Triton kernels run on CPU tensors through the interpreter."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """True when Triton kernels run on CPU tensors through the interpreter: TRITON_INTERPRET
+    read as Triton reads it (1, true, yes, on or y, any case), so that "false" is off."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on", "y")
 
 
 def triton_available() -> bool:
