@@ -112,6 +112,16 @@ def test_cli_prints_the_paths(checkpoints, tmp_path, capsys):
                                                for name in PICTURES["cnn"]]
 
 
+def test_transformer_window_defaults_to_its_context_and_refuses_more(checkpoints, tmp_path):
+    """The default 100 bases would exceed a context of 48: the default shrinks to it, and
+    an explicit longer window is refused before any picture is written."""
+    paths = visualize(checkpoints["transformer"], tmp_path / "viz")
+    assert [p.name for p in paths] == PICTURES["transformer"]
+    with pytest.raises(ValueError, match="length 60 exceeds the transformer's context of 48"):
+        visualize(checkpoints["transformer"], tmp_path / "more", length=60)
+    assert not (tmp_path / "more").exists()
+
+
 def test_moved_training_data_needs_data_option(checkpoints, dna, tmp_path, capsys):
     ckpt = torch.load(checkpoints["cnn"], weights_only=True)
     ckpt["train_config"]["data"] = str(tmp_path / "moved.fasta")

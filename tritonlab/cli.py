@@ -303,7 +303,8 @@ def _add_model_parsers(sub) -> None:
     v.add_argument("--out", help="folder for the PNGs (default: viz/ beside the checkpoint)")
     v.add_argument("--data", help="FASTA or text file (default: the checkpoint's training data, else the "
                                   "genome in data/)")
-    v.add_argument("--length", type=int, default=100, help="bases shown (1 to 400)")
+    v.add_argument("--length", type=int, help="bases shown (1 to 400; default: 100, or a transformer's context if "
+                                               "shorter)")
     v.add_argument("--start", type=int, default=0, help="first base shown, counted from the start of the "
                                                          "validation part")
     v.add_argument("--device", default="cpu")

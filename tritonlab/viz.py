@@ -97,22 +97,29 @@ def rnn_gates(rnn: nn.Module, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
     return layers
 
 
-def visualize(checkpoint, out, data=None, length: int = 100, start: int = 0, device="cpu",
+def visualize(checkpoint, out, data=None, length: int | None = None, start: int = 0, device="cpu",
               backend: str | None = None) -> list[Path]:
     """Write the pictures of `checkpoint` into the folder `out`; return their paths.
 
-    The sequence shown is `length` bases of the validation part (the tail the model never
+    The sequence shown is `length` bases (default 100, or a transformer's context if
+    that is shorter: it reads no more) of the validation part (the tail the model never
     trained on) from `start` on, cut as in training from `data`: by default the file the
     checkpoint was trained on, else the genome in data/. Raises FileNotFoundError /
     ValueError for a missing or foreign checkpoint, a missing data file, or a window that
     does not fit."""
+    model, vocab, ckpt = load_model(checkpoint, device=device, backend=backend)
+    context = ckpt["config"].get("context") if ckpt["kind"] == "transformer" else None
+    if length is None:
+        length = min(100, context or 100)
     for name, value, low in (("length", length, 1), ("start", start, 0)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if length > MAX_LENGTH:
         raise ValueError(f"length must be at most {MAX_LENGTH} bases (so each base's letter stays "
                          f"readable), got {length}")
-    model, vocab, ckpt = load_model(checkpoint, device=device, backend=backend)
+    if context is not None and length > context:
+        raise ValueError(f"length {length} exceeds the transformer's context of {context} bases, the most "
+                         f"it reads at once; pass a length of at most {context}")
     tc = ckpt.get("train_config") or {}
     path = Path(data or tc.get("data") or default_genome_path())
     if not path.is_file():
