@@ -111,6 +111,72 @@ def test_cli_resume_takes_the_checkpoints_settings(dna, tmp_path, capsys):
     assert "holds a model with hidden=8" in capsys.readouterr().err  # sizes are the checkpoint's
 
 
+def test_a_new_run_does_not_replace_a_checkpoint_unless_asked(dna, tmp_path, capsys):
+    train(cfg(dna, tmp_path, steps=3))
+    with pytest.raises(FileExistsError, match="holds a run already: resume it"):
+        train(cfg(dna, tmp_path, steps=2))
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3
+    args = ["train", "--data", str(dna), "--steps", "2", "--batch", "4", "--seq", "16", "--hidden", "8",
+            "--out", str(tmp_path)]
+    assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
+    assert "overwrite" not in load_checkpoint(tmp_path / "checkpoint.pt")["train_config"]  # not a setting to resume
+
+
+def test_resume_from_another_folder_finds_the_data_or_says_where_it_was(dna, tmp_path, monkeypatch, capsys):
+    """The data path is recorded absolute; a moved file is named with the way out."""
+    data = tmp_path / "d" / "genome.fasta"
+    data.parent.mkdir()
+    data.write_bytes(dna.read_bytes())
+    monkeypatch.chdir(data.parent)
+    train(cfg("genome.fasta", tmp_path / "run", steps=2))
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["train_config"]["data"] == str(data)
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same file: no "changed data" warning
+        train(resume_config(tmp_path / "run", steps=3, data="d/genome.fasta"))
+    data.rename(tmp_path / "moved.fasta")
+    with pytest.raises(FileNotFoundError, match="genome.fasta, the file .* was trained on, is not there"):
+        resume_config(tmp_path / "run", steps=4)
+    assert main(["train", "--resume", "--steps", "4", "--out", str(tmp_path / "run"),
+                 "--data", str(tmp_path / "moved.fasta")]) == 0
+
+
+def test_resume_refuses_a_new_seed_and_says_when_there_is_nothing_to_train(dna, tmp_path, capsys):
+    train(cfg(dna, tmp_path, steps=3))
+    with pytest.raises(ValueError, match="trained with seed=0, and a resume carries on its random state"):
+        train(cfg(dna, tmp_path, steps=4, seed=5, resume=True))
+    with pytest.warns(UserWarning, match="at step 3 already, at or past steps=2: nothing to train"):
+        result = train(cfg(dna, tmp_path, steps=2, resume=True))
+    assert len(result["losses"]) == 3
+    assert main(["train", "--resume", "--steps", "2", "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("tritonlab train: warning: ") and "nothing to train" in err and ".py:" not in err
+
+
+def test_cli_resume_says_which_settings_do_not_fit(dna, tmp_path, capsys, monkeypatch):
+    train(cfg(dna, tmp_path / "g", model="gru", steps=1))
+    assert main(["train", "--resume", "--out", str(tmp_path / "g"), "--channels", "8"]) == 2
+    assert "channels does not apply to the 'gru' model" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)  # out/train-lstm does not exist here
+    assert main(["train", "--resume"]) == 2
+    assert "(pass --model KIND or --out DIR)" in capsys.readouterr().err
+
+
+def test_cli_interrupt_says_where_the_run_stands(dna, tmp_path, capsys, monkeypatch):
+    import tritonlab.train as train_module
+    train(cfg(dna, tmp_path, steps=2))
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "train", interrupted)
+    assert main(["train", "--resume", "--steps", "9", "--out", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.strip() == (f"tritonlab train: interrupted; {tmp_path / 'checkpoint.pt'} holds "
+                                               f"step 2: continue with --resume")
+
+
 def test_resume_with_changed_settings_applies_them_and_warns(dna, tmp_path):
     """A resume may change batch or lr (say, to fit memory or to anneal by hand): the new
     values are used and recorded, and the warning says the run is no longer one run."""
@@ -174,6 +240,9 @@ def test_cli_train_resume_and_sample(dna, tmp_path, capsys):
                  "--seed", "0"]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith("GATTACA") and len(line) == 37 and set(line) <= set("ACGT")
+    assert main(["sample", str(tmp_path / "checkpoint.pt"), "--prime", "gattaca", "--length", "30",
+                 "--seed", "0"]) == 0  # DNA is read in any case
+    assert capsys.readouterr().out.strip() == line
 
 
 @pytest.mark.parametrize("command", ["train", "sample", "viz"])

@@ -175,7 +175,9 @@ _APPLIES = {"hidden": ("lstm", "gru", "transformer"), "channels": ("cnn",), "hea
 
 
 def _train(args) -> int:
-    from .train import TrainConfig, resume_config, train
+    import warnings
+
+    from .train import TrainConfig, load_checkpoint, resume_config, train
 
     sizes = {k: v for k, v in (("embed", args.embed), ("hidden", args.hidden), ("channels", args.channels),
                                ("layers", args.layers), ("dropout", args.dropout), ("heads", args.heads),
@@ -187,18 +189,33 @@ def _train(args) -> int:
         return 2
     # only what the command line names: a resume takes the rest from the checkpoint
     given = {k: getattr(args, k) for k in _SETTINGS if getattr(args, k) is not None}
-    try:
-        if args.resume:
-            cfg = resume_config(args.out or Path("out") / f"train-{model}", model_config=sizes, **given)
-        else:
-            cfg = TrainConfig(**given, out=args.out, model_config=sizes)
-        problem = _device_problem(cfg.device, cfg.backend)
-        if problem:
-            raise ValueError(problem)
-        result = train(cfg)
-    except (OSError, ValueError) as e:
-        print(f"tritonlab train: {e}", file=sys.stderr)
-        return 2
+    out = Path(args.out or Path("out") / f"train-{model}")
+    with warnings.catch_warnings():
+        # a warning is one line of the command's own, not a Python source location
+        warnings.showwarning = lambda message, *_, **__: print(
+            f"tritonlab train: warning: {message}", file=sys.stderr)
+        try:
+            if args.resume:
+                cfg = resume_config(out, model_config=sizes, **given)
+            else:
+                cfg = TrainConfig(**given, out=args.out, model_config=sizes, overwrite=args.overwrite)
+            problem = _device_problem(cfg.device, cfg.backend)
+            if problem:
+                raise ValueError(problem + (" (the checkpoint's setting)" if args.resume else ""))
+            result = train(cfg)
+        except KeyboardInterrupt:
+            try:
+                saved = f"{out / 'checkpoint.pt'} holds step {load_checkpoint(out / 'checkpoint.pt')['step']}: " \
+                        f"continue with --resume"
+            except (OSError, ValueError):
+                saved = "no checkpoint was written yet (one is, every --eval-every steps)"
+            print(f"tritonlab train: interrupted; {saved}", file=sys.stderr)
+            return 130
+        except (OSError, ValueError) as e:
+            hint = " (pass --model KIND or --out DIR)" if args.resume and not (args.out or args.model) \
+                and isinstance(e, FileNotFoundError) and not out.exists() else ""
+            print(f"tritonlab train: {e}{hint}", file=sys.stderr)
+            return 2
     if result["rank"] != 0:  # under torchrun every rank holds the same result; one prints it
         return 0
     step, bpb = result["val"][-1]
@@ -218,6 +235,8 @@ def _sample(args) -> int:
     try:
         model, vocab, _ = load_model(args.checkpoint, device=args.device, backend=args.backend)
         prime = args.prime if args.prime is not None else vocab.itos[0]
+        if "".join(vocab.itos) == "ACGT":  # DNA is read in any case, so a prime may be too
+            prime = prime.upper()
         text = sample(model, vocab, prime, args.length, temperature=args.temperature, seed=args.seed)
     except (OSError, ValueError) as e:
         print(f"tritonlab sample: {e}", file=sys.stderr)
@@ -254,8 +273,10 @@ def _add_model_parsers(sub) -> None:
                                    "bits per base and keep an atomically written checkpoint in --out.")
     # The settings default to None: TrainConfig's default for a new run, the checkpoint's on --resume
     t.add_argument("--model", choices=MODEL_KINDS, help="default: lstm")
-    t.add_argument("--data", help="FASTA or text file (default: the chloroplast genome in data/)")
-    t.add_argument("--steps", type=int, help="total steps (default: 800; with --resume: up to this step)")
+    t.add_argument("--data", help="FASTA file, or a text file with --alphabet chars (default: the chloroplast "
+                                  "genome in data/)")
+    t.add_argument("--steps", type=int, help="total steps (default: 800; with --resume: up to this step, by "
+                                             "default the checkpoint's own target)")
     t.add_argument("--batch", type=int, help="default: 64")
     t.add_argument("--seq", type=int,
                    help="bases per training window (default: 128; for a new transformer also its context, "
@@ -271,16 +292,21 @@ def _add_model_parsers(sub) -> None:
                    help="mixed precision: forward and loss under torch.autocast in bfloat16, float32 weights")
     t.add_argument("--seed", type=int, help="default: 0")
     t.add_argument("--out", help="folder for checkpoint.pt (default: out/train-<model>)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start anew in an --out that holds a checkpoint (refused without it or --resume)")
     t.add_argument("--resume", action="store_true",
                    help="continue from --out's checkpoint.pt with its settings, except those given here "
                         "(a changed batch, lr, ... applies, with a warning; sizes cannot change)")
-    t.add_argument("--embed", type=int)
-    t.add_argument("--hidden", type=int, help="LSTM/GRU hidden size; the transformer's MLP width")
-    t.add_argument("--channels", type=int, help="CNN channels")
-    t.add_argument("--heads", type=int, help="transformer attention heads (--embed must be a multiple)")
-    t.add_argument("--positions", choices=("learned", "sinusoidal"), help="transformer position encoding")
-    t.add_argument("--layers", type=int)
-    t.add_argument("--dropout", type=float)
+    # the model's settings (fixed for a run: a resume takes the checkpoint's); defaults per models.py
+    t.add_argument("--embed", type=int, help="embedding width (default: 16; transformer 64)")
+    t.add_argument("--hidden", type=int, help="LSTM/GRU hidden size (default: 64); the transformer's MLP width "
+                                              "(default: 256)")
+    t.add_argument("--channels", type=int, help="CNN channels (default: 64)")
+    t.add_argument("--heads", type=int, help="transformer attention heads (default: 4; --embed must be a multiple)")
+    t.add_argument("--positions", choices=("learned", "sinusoidal"),
+                   help="transformer position encoding (default: learned)")
+    t.add_argument("--layers", type=int, help="layers (default: LSTM/GRU 1, CNN 3, transformer 2)")
+    t.add_argument("--dropout", type=float, help="dropout probability (default: 0.2; transformer 0.1)")
     t.set_defaults(run=_train)
 
     s = sub.add_parser("sample", help="draw text from a trained checkpoint",

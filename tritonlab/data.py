@@ -303,7 +303,7 @@ def _dna_sequence(path, numbered, unknown: str, map_to: str, seed: int) -> str:
                 raise ValueError(
                     f"{path}: line {n}, column {col}: {ch!r} is not a DNA base (A, C, G, T); "
                     f"pass unknown='drop' or unknown='map' (tritonlab train --unknown drop|map) to accept "
-                    f"such letters"
+                    f"such letters, or alphabet='chars' (--alphabet chars) for text that is not DNA"
                 )
             else:
                 parts.append(replacement)

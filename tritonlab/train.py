@@ -37,7 +37,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -78,6 +78,7 @@ class TrainConfig:
     seed: int = 0
     out: str | None = None
     resume: bool = False
+    overwrite: bool = False  # a new run may replace a checkpoint in `out` (else that is refused)
     progress: bool = True
     model_config: dict = field(default_factory=dict)
 
@@ -93,12 +94,13 @@ class _Group:
 
 def train(cfg: TrainConfig) -> dict:
     """Run (or, with `cfg.resume`, continue from `out/checkpoint.pt`) training up to
-    `cfg.steps` steps in all. A resumed run takes the model kind's sizes, the vocabulary,
-    the optimizer state and the random state from the checkpoint (`model_config` is
-    ignored) and the other settings from `cfg`: one that differs from the checkpoint's
-    (batch, lr, data, ...) applies, with a warning that the run no longer equals an
-    uninterrupted one; `resume_config(out, ...)` builds a cfg from the checkpoint's. Under torchrun it trains data-parallel (see
-    the module docstring). `amp`: the forward passes and the loss (training and
+    `cfg.steps` steps in all. A new run refuses an `out` that holds a checkpoint unless
+    `cfg.overwrite`. A resumed run takes the model kind's sizes, the vocabulary, the
+    optimizer state and the random state (so the seed too) from the checkpoint
+    (`model_config` is ignored) and the other settings from `cfg`: one that differs from
+    the checkpoint's (batch, lr, data, ...) applies, with a warning that the run no longer
+    equals an uninterrupted one; `resume_config(out, ...)` builds a cfg from the
+    checkpoint's. Under torchrun it trains data-parallel (see the module docstring). `amp`: the forward passes and the loss (training and
     validation) run under torch.autocast in bfloat16, the weights and optimizer stay
     float32; bfloat16 keeps float32's exponent range, so no loss scaling is needed
     (float16 would need a GradScaler, and is not offered). Returns, on every process,
@@ -107,8 +109,9 @@ def train(cfg: TrainConfig) -> dict:
     (the order-0 baseline a model must beat), "seconds": wall time, "rank", "world_size"}."""
     if cfg.model not in MODEL_KINDS:
         raise ValueError(f"model must be one of {MODEL_KINDS}, got {cfg.model!r}")
-    if not isinstance(cfg.amp, bool):
-        raise ValueError(f"amp must be True or False, got {cfg.amp!r}")
+    for name in ("amp", "resume", "overwrite"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ValueError(f"{name} must be True or False, got {getattr(cfg, name)!r}")
     for name in ("steps", "batch", "seq", "eval_every"):
         value = getattr(cfg, name)
         if not isinstance(value, int) or value < 1:
@@ -125,12 +128,19 @@ def train(cfg: TrainConfig) -> dict:
 def _train(cfg: TrainConfig, group: _Group, device: torch.device, t0: float) -> dict:
     out = Path(cfg.out) if cfg.out else Path("out") / f"train-{cfg.model}"
     ckpt_path = out / CHECKPOINT_NAME
+    if cfg.data:  # recorded as an absolute path: a resume or viz from another folder finds it
+        cfg = replace(cfg, data=str(Path(cfg.data).resolve()))
     data_path = cfg.data or default_genome_path()
 
     _check_amp(cfg.amp, device)
+    if not cfg.resume and not cfg.overwrite and ckpt_path.exists():
+        raise FileExistsError(f"{ckpt_path} holds a run already: resume it (--resume, resume=True), start "
+                              f"anew over it (--overwrite, overwrite=True) or pick another out folder")
     ckpt = load_checkpoint(ckpt_path, expect_kind=cfg.model) if cfg.resume else None
-    if ckpt is not None:
-        _warn_changed(ckpt_path, ckpt.get("train_config", {}), cfg)
+    saved = ckpt.get("train_config", {}) if ckpt is not None else {}
+    if saved.get("seed", cfg.seed) != cfg.seed:
+        raise ValueError(f"{ckpt_path} was trained with seed={saved['seed']}, and a resume carries on its "
+                         f"random state, so seed={cfg.seed} cannot apply; leave the seed out")
     seq = load_sequence(data_path, alphabet=cfg.alphabet, unknown=cfg.unknown)
     if ckpt is not None:
         vocab = Vocab(ckpt["vocab"])
@@ -147,6 +157,11 @@ def _train(cfg: TrainConfig, group: _Group, device: torch.device, t0: float) -> 
         if cfg.seq > model_config["context"]:
             raise ValueError(f"seq {cfg.seq} exceeds the transformer's context of {model_config['context']} "
                              f"positions; train with seq <= {model_config['context']}")
+    if ckpt is not None:
+        _warn_changed(ckpt_path, saved, cfg)
+        if len(ckpt["losses"]) >= cfg.steps:
+            warnings.warn(f"{ckpt_path} is at step {len(ckpt['losses'])} already, at or past steps={cfg.steps}: "
+                          f"nothing to train", stacklevel=3)
     net = build_model(cfg.model, backend=cfg.backend, **model_config).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batches = torch.Generator().manual_seed(cfg.seed)  # the global batch: the same on every rank
@@ -228,7 +243,7 @@ def _train(cfg: TrainConfig, group: _Group, device: torch.device, t0: float) -> 
 # the settings that decide the batches and the updates: a resume that changes one goes
 # on, but no longer equals one uninterrupted run
 _RUN_SETTINGS = ("data", "batch", "seq", "lr", "weight_decay", "clip", "val_fraction", "alphabet", "unknown",
-                 "seed", "amp")
+                 "amp")
 
 
 def _warn_changed(ckpt_path: Path, saved: dict, cfg: TrainConfig) -> None:
@@ -241,8 +256,7 @@ def _warn_changed(ckpt_path: Path, saved: dict, cfg: TrainConfig) -> None:
                if k in saved and not same(k, saved[k], getattr(cfg, k))]
     if changed:
         warnings.warn(f"{ckpt_path} was trained with {'; '.join(changed)}: the run goes on, but no longer "
-                      f"equals one uninterrupted run (resume_config(out) resumes with the checkpoint's "
-                      f"settings)", stacklevel=4)
+                      f"equals one uninterrupted run", stacklevel=4)
 
 
 def resume_config(out, **changes) -> TrainConfig:
@@ -254,14 +268,21 @@ def resume_config(out, **changes) -> TrainConfig:
     path = Path(out) / CHECKPOINT_NAME
     ckpt = load_checkpoint(path, expect_kind=changes.get("model"))
     sizes = changes.pop("model_config", None) or {}
-    clash = {k: v for k, v in sizes.items() if ckpt["config"].get(k) != v}
+    foreign = [k for k in sizes if k not in ckpt["config"]]
+    if foreign:
+        raise ValueError(f"{', '.join(foreign)} does not apply to the {ckpt['kind']!r} model in {path}")
+    clash = {k: v for k, v in sizes.items() if ckpt["config"][k] != v}
     if clash:
-        have = ", ".join(f"{k}={ckpt['config'].get(k)!r}" for k in clash)
-        raise ValueError(f"{path} holds a model with {have}; a resume keeps the checkpoint's sizes, so "
-                         f"{', '.join(f'{k}={v!r}' for k, v in clash.items())} cannot apply (leave it out, "
-                         f"or train anew in another --out)")
+        have = ", ".join(f"{k}={ckpt['config'][k]!r}" for k in clash)
+        raise ValueError(f"{path} holds a model with {have}; a resume keeps the checkpoint's model settings, "
+                         f"so {', '.join(f'{k}={v!r}' for k, v in clash.items())} cannot apply (leave it out, "
+                         f"or train anew in another out folder)")
     known = TrainConfig.__dataclass_fields__
     saved = {k: v for k, v in ckpt.get("train_config", {}).items() if k in known}
+    data = saved.get("data")
+    if "data" not in changes and data and not Path(data).is_file():
+        raise FileNotFoundError(f"{data}, the file {path} was trained on, is not there; pass its new place "
+                                f"(--data FILE, data=...)")
     return TrainConfig(**{**saved, "model": ckpt["kind"], **changes, "out": str(out), "resume": True})
 
 
@@ -328,7 +349,7 @@ def save_checkpoint(path, model, vocab: Vocab, optimizer, losses, val, batches: 
         "format": _FORMAT, "kind": model.kind, "config": dict(model.config),
         "model": model.state_dict(), "vocab": list(vocab.itos), "optimizer": optimizer.state_dict(),
         "step": len(losses), "losses": list(losses), "val": [list(v) for v in val],
-        "rng": rng, "train_config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
+        "rng": rng, "train_config": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "overwrite")},
         "world_size": len(rank_rng) if rank_rng is not None else 1, "order0": order0,
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
