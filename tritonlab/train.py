@@ -100,10 +100,11 @@ def train(cfg: TrainConfig) -> dict:
     (`model_config` is ignored) and the other settings from `cfg`: one that differs from
     the checkpoint's (batch, lr, data, ...) applies, with a warning that the run no longer
     equals an uninterrupted one; `resume_config(out, ...)` builds a cfg from the
-    checkpoint's. Under torchrun it trains data-parallel (see the module docstring). `amp`: the forward passes and the loss (training and
-    validation) run under torch.autocast in bfloat16, the weights and optimizer stay
-    float32; bfloat16 keeps float32's exponent range, so no loss scaling is needed
-    (float16 would need a GradScaler, and is not offered). Returns, on every process,
+    checkpoint's. Under torchrun it trains data-parallel (see the module docstring).
+    `amp`: the forward passes and the loss (training and validation) run under
+    torch.autocast in bfloat16, the weights and optimizer stay float32; bfloat16 keeps
+    float32's exponent range, so no loss scaling is needed (float16 would need a
+    GradScaler, and is not offered). Returns, on every process,
     {"losses": per-step training loss, "val": [(step, bits per base)], "checkpoint": path,
     "order0": bits per base on validation of the training part's character frequencies
     (the order-0 baseline a model must beat), "seconds": wall time, "rank", "world_size"}."""
