@@ -389,6 +389,7 @@ EXPECTED_CSV = "a tritonlab results.csv (columns op, case, mode, provider, ms_p5
     (b"\x89PNG\r\n\x1a\n\x00\xff", f"is not {EXPECTED_CSV}: it does not read as CSV ('utf-8' codec can't decode"),
     (b'{"benchmarks": []}\n', f"is not {EXPECTED_CSV}: no column 'op'"),
     (b"op,case,mode,provider,ms_p50\nrelu,4x4,fwd,torch,fast\n", "ms_p50 holds text, not times in ms"),
+    (b"op,case,mode,provider,ms_p50\n", "holds no rows, only a header; expected " + EXPECTED_CSV),
     (b"op,case,mode,provider,ms_p50\nrelu,4x4,fwd,torch,1\nrelu,4x4,fwd,torch,2\n",
      "2 rows share their op/case/mode/provider (e.g. op=relu, case=4x4, mode=fwd, provider=torch); expected one "
      "row each"),

@@ -52,6 +52,8 @@ def read_results(path: str | Path) -> pd.DataFrame:
     missing = [c for c in KEY + ["ms_p50"] if c not in df.columns]
     if missing:
         raise ValueError(f"{path} is not {expected}: no column {missing[0]!r}")
+    if df.empty:  # a header alone: pandas reads every column as text
+        raise ValueError(f"{path} holds no rows, only a header; expected {expected}")
     if not pd.api.types.is_numeric_dtype(df["ms_p50"]):
         raise ValueError(f"{path} is not {expected}: ms_p50 holds text, not times in ms")
     twice = df[df.duplicated(KEY, keep=False)]
