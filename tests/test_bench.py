@@ -494,3 +494,40 @@ def test_compare_folders_and_notes_a_dtype_difference(tmp_path):
 def test_from_pytest_json_bad_path(tmp_path, capsys):
     assert cli.main(["bench", "--from-pytest-json", str(tmp_path / "missing.json")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def _run_csv(path, rows, tf32=False):
+    """A results.csv of rows (op, case, mode, provider, ms_p50, status) in float32."""
+    df = pd.DataFrame(rows, columns=["op", "case", "mode", "provider", "ms_p50", "status"])
+    df.assign(dtype="float32", tf32=tf32).to_csv(path, index=False)
+    return str(path)
+
+
+def test_compare_lists_rows_timed_in_one_run_only_with_the_others_status(tmp_path, capsys):
+    """A regression that makes a row fail, skip or vanish must show, not drop the row."""
+    a = _run_csv(tmp_path / "a.csv", [["relu", "4x4", "fwd", "torch", 2.0, "ok"],
+                                      ["relu", "4x4", "fwd", "naive", 3.0, "ok"],
+                                      ["relu", "4x4", "fwd", "reference", 4.0, "ok"],
+                                      ["relu", "8x8", "fwd", "naive", None, "skipped: too slow"]])
+    b = _run_csv(tmp_path / "b.csv", [["relu", "4x4", "fwd", "torch", 1.0, "ok"],
+                                      ["relu", "4x4", "fwd", "naive", None, "failed: RuntimeError: boom"],
+                                      ["relu", "8x8", "fwd", "naive", 5.0, "ok"]], tf32=True)
+    both = convert.compare(a, b)
+    assert list(both["provider"]) == ["torch"] and both["ratio"].tolist() == [2.0]
+    assert both.attrs["note"] == (f"note: the runs differ in tf32: False vs True\n"
+                                  f"timed in one run only (A = {a}, B = {b}):\n"
+                                  "  relu 4x4 fwd naive: A 3.000 ms; B: failed: RuntimeError: boom\n"
+                                  "  relu 4x4 fwd reference: A 4.000 ms; B: no such row\n"
+                                  "  relu 8x8 fwd naive: B 5.000 ms; A: skipped: too slow\n")
+    assert cli.main(["bench", "compare", a, b]) == 0
+    assert both.attrs["note"] in capsys.readouterr().out
+
+
+def test_compare_with_no_common_rows_still_carries_what_differs(tmp_path):
+    a = _run_csv(tmp_path / "a.csv", [["relu", "4x4", "fwd", "torch", 2.0, "ok"]])
+    b = tmp_path / "b.csv"
+    pd.read_csv(a).assign(ms_p50=None, status="failed: x", dtype="float64").to_csv(b, index=False)
+    both = convert.compare(a, b)
+    assert both.empty and both.attrs["note"].splitlines() == [
+        "note: the runs differ in dtype: float32 vs float64", f"timed in one run only (A = {a}, B = {b}):",
+        "  relu 4x4 fwd torch: A 2.000 ms; B: failed: x"]

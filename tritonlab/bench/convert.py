@@ -67,17 +67,36 @@ def read_results(path: str | Path) -> pd.DataFrame:
 def compare(a: str | Path, b: str | Path) -> pd.DataFrame:
     """Rows timed in both runs (results.csv files or report folders), with ms in each and
     ratio = A's time / B's (above 1: B is faster), e.g. before/after a change or one GPU
-    against another. A difference in dtype or device is noted in `attrs["note"]`."""
-    runs, frames = [], []
-    for path in (a, b):
-        df = read_results(path)
-        frames.append(df)
-        runs.append(df[df["ms_p50"].notna()].set_index(KEY)["ms_p50"])
-    both = pd.concat(runs, axis=1, keys=["ms_a", "ms_b"], join="inner").reset_index()
+    against another. `attrs["note"]` says what else differs: dtype, device or TF32, and
+    each row timed in one run only, with the other's status (a regression that fails or
+    skips a row would otherwise just leave the table)."""
+    frames = [read_results(path) for path in (a, b)]
+    runs = pd.concat([_timings(f) for f in frames], axis=1, keys=["a", "b"], join="outer")
+    timed = runs.xs("ms_p50", axis=1, level=1).notna()
+    both = runs[timed.all(axis=1)].xs("ms_p50", axis=1, level=1).set_axis(["ms_a", "ms_b"], axis=1).reset_index()
     both["ratio"] = both["ms_a"] / both["ms_b"]
-    for col in ("dtype", "device"):  # what differs besides the code is worth saying
+    note = ""
+    for col in ("dtype", "device", "tf32"):  # what differs besides the code is worth saying
         values = [sorted(map(str, f[col].dropna().unique())) if col in f else [] for f in frames]
         if values[0] != values[1]:
-            both.attrs["note"] = (both.attrs.get("note", "") + f"note: the runs differ in {col}: "
-                                  f"{', '.join(values[0])} vs {', '.join(values[1])}\n")
+            note += f"note: the runs differ in {col}: {', '.join(values[0])} vs {', '.join(values[1])}\n"
+    one = runs[timed.any(axis=1) & ~timed.all(axis=1)]
+    if len(one):
+        note += f"timed in one run only (A = {a}, B = {b}):\n" + "".join(
+            _one_sided(key, r) + "\n" for key, r in one.iterrows())
+    both.attrs["note"] = note
     return both
+
+
+def _timings(df: pd.DataFrame) -> pd.DataFrame:
+    """ms_p50 and status by KEY; a row with no status column to say why is `not timed`."""
+    status = df["status"].fillna("not timed") if "status" in df else "not timed"
+    return df.assign(status=status).set_index(KEY)[["ms_p50", "status"]]
+
+
+def _one_sided(key: tuple, r: pd.Series) -> str:
+    """'  relu 4x4 fwd naive: A 3.000 ms; B: failed: ...' (B: 'no such row' if it has none)."""
+    timed, other = ("a", "b") if pd.notna(r[("a", "ms_p50")]) else ("b", "a")
+    status = r[(other, "status")]
+    return (f"  {' '.join(map(str, key))}: {timed.upper()} {r[(timed, 'ms_p50')]:.3f} ms; "
+            f"{other.upper()}: {'no such row' if pd.isna(status) else status}")
