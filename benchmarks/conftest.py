@@ -1,7 +1,7 @@
 """Options of the pytest-benchmark suite (`pytest benchmarks/ --benchmark-only`)."""
 import pytest
 
-from tritonlab.backend import interpreter_enabled
+from tritonlab.backend import interpreter_enabled, same_tf32, tf32_enabled
 
 
 def pytest_addoption(parser):
@@ -21,11 +21,7 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def _same_tf32():
     """Convolutions and cuDNN's RNNs under the matmul's TF32 setting, as in `tritonlab bench`."""
-    import torch
-
-    from tritonlab.bench import runner
-
-    with runner.same_tf32(torch.backends.cuda.matmul.allow_tf32):
+    with same_tf32(tf32_enabled()):
         yield
 
 

@@ -7,6 +7,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from tritonlab import cli
+from tritonlab.backend import tf32_enabled
 from tritonlab.bench import convert, report, runner
 from tritonlab.bench import providers as prov
 from tritonlab.bench.ops import OPS, Case
@@ -102,20 +103,37 @@ def test_cli_time_budget_refuses_a_negative_and_says_when_nothing_ran(tmp_path, 
 
 
 def _tf32_flags():
-    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    return tuple(tf32_enabled(kind) for kind in ("matmul", "conv", "rnn"))
 
 
+def _set_legacy(matmul, cudnn):
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
+def _set_precision(matmul, cudnn):  # torch >= 2.9's API: reading the legacy flags then raises
+    torch.backends.cuda.matmul.fp32_precision = "tf32" if matmul else "ieee"
+    torch.backends.cudnn.conv.fp32_precision = torch.backends.cudnn.rnn.fp32_precision = "tf32" if cudnn else "ieee"
+
+
+@pytest.mark.parametrize("api", [_set_legacy, _set_precision], ids=["allow_tf32", "fp32_precision"])
 @pytest.mark.parametrize("matmul, cudnn", [(False, True), (True, False)])
-def test_both_tf32_flags_follow_the_matmul_flag_while_timing_then_the_callers_return(monkeypatch, matmul, cudnn):
-    """Convolutions follow cudnn.allow_tf32 (True by default), not the matmul flag the
-    tf32 column reports: the runner sets both alike, for every provider."""
+def test_both_tf32_flags_follow_the_matmul_flag_while_timing_then_the_callers_return(monkeypatch, matmul, cudnn, api):
+    """Convolutions follow cudnn's TF32 switch (on by default), not the matmul one the
+    tf32 column reports: the runner sets both alike, for every provider, through
+    whichever of torch's two APIs the caller used, or as `tf32=` says."""
+    if api is _set_precision and not hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        pytest.skip("torch < 2.9 has no fp32_precision")
     seen, timed = [], runner._time
     monkeypatch.setattr(runner, "_time", lambda *a: (seen.append(_tf32_flags()), timed(*a))[1])
-    with runner.same_tf32(False):  # this session's flags back after the test
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
-        runner.run([_tiny("relu", {"shape": (3, 5)})], quick=True, providers=("reference", "torch"), progress=False)
-        assert seen and set(seen) == {(matmul, matmul)}
-        assert _tf32_flags() == (matmul, cudnn)
+    tiny = [_tiny("relu", {"shape": (3, 5)})]
+    with runner.same_tf32(False):  # this session's settings back after the test
+        api(matmul, cudnn)
+        runner.run(tiny, quick=True, providers=("reference", "torch"), progress=False)
+        assert seen and set(seen) == {(matmul,) * 3}
+        assert _tf32_flags() == (matmul, cudnn, cudnn)
+        seen.clear()
+        runner.run(tiny, quick=True, providers=("torch",), progress=False, tf32=not matmul)
+        assert set(seen) == {(not matmul,) * 3} and _tf32_flags() == (matmul, cudnn, cudnn)
 
 
 def test_cli_records_the_training_step_skipped_by_a_spent_budget(tmp_path, capsys):

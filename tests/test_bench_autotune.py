@@ -8,6 +8,7 @@ from tritonlab.bench.autotune import COLUMNS, tuned_kernels, winners  # noqa: E4
 
 
 def test_every_autotuned_kernel_is_found():
+    import tritonlab.kernels.attention, tritonlab.kernels.conv, tritonlab.kernels.gemm  # noqa: F401, E401
     found = tuned_kernels()
     for name in ("gemm._matmul_tuned", "conv._conv_fwd_tuned", "conv._conv_dgrad_tuned", "conv._conv_wgrad_tuned",
                  "attention._fwd_tuned", "attention._dkdv_tuned", "attention._dq_tuned"):

@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from tritonlab.backend import tf32_enabled
 from tritonlab.bench import runner, training
 from tritonlab.layers import linear as lab_linear
 
@@ -67,12 +68,14 @@ def test_a_provider_that_raises_is_recorded_and_the_run_goes_on(monkeypatch):
 
 def test_tf32_flags_alike_while_training_then_the_callers_return(monkeypatch):
     seen, bench = [], training._bench
-    flags = lambda: (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)  # noqa: E731
+    flags = lambda: (tf32_enabled("matmul"), tf32_enabled("conv"))  # noqa: E731
     monkeypatch.setattr(training, "_bench", lambda *a: (seen.append(flags()), bench(*a))[1])
     with training.same_tf32(False):  # this session's flags back after the test
         torch.backends.cudnn.allow_tf32 = True  # torch's default: convolutions on TF32
         training.run_training("cpu", models=["cnn"], steps=1, quick=True)
         assert seen == [(False, False)] * 2 and flags() == (False, True)
+        training.run_training("cpu", models=["cnn"], steps=1, quick=True, tf32=True)
+        assert seen[2:] == [(True, True)] * 2 and flags() == (False, True)
 
 
 def test_a_spent_time_budget_skips_the_providers_left_and_says_so(monkeypatch):

@@ -6,6 +6,7 @@ previous one on exit. A layer built with `backend=` overrides the global choice.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 
@@ -83,3 +84,56 @@ def resolve(layer_backend: str | None, x: torch.Tensor) -> str:
                 "in the environment before Python starts"
             )
     return name
+
+
+def _tf32_nodes(kind: str):
+    """(legacy switch holder, fp32_precision node or None) of torch's TF32 setting for
+    float32 matmuls ("matmul") or cuDNN's convolutions ("conv") and RNNs ("rnn")."""
+    if kind == "matmul":
+        return torch.backends.cuda.matmul, torch.backends.cuda.matmul
+    return torch.backends.cudnn, getattr(torch.backends.cudnn, kind, None)
+
+
+def tf32_enabled(kind: str = "matmul") -> bool:
+    """Whether torch lets float32 `kind` ("matmul", "conv", "rnn") use TF32 tensor cores.
+
+    torch >= 2.9 also takes the choice as fp32_precision settings ("tf32", "ieee"; "none"
+    until set), and once a program sets one, reading the legacy allow_tf32 flag raises.
+    So the op's own resolved setting is read first, the legacy flag only while it says
+    "none"."""
+    legacy, node = _tf32_nodes(kind)
+    precision = getattr(node, "fp32_precision", "none")
+    return precision == "tf32" if precision != "none" else bool(legacy.allow_tf32)
+
+
+@contextlib.contextmanager
+def same_tf32(enabled: bool):
+    """TF32 on or off for float32 matmuls, convolutions and cuDNN's RNNs alike meanwhile,
+    the caller's settings restored after. torch keeps two switches (matmuls follow
+    torch.backends.cuda.matmul, convolutions and RNNs torch.backends.cudnn, True by
+    default), so setting one alone times convolutions with TF32 in a run labelled
+    without. The legacy allow_tf32 flags are set while they read back (their setters
+    keep torch >= 2.9's fp32_precision settings in step, so code that reads either API
+    inside agrees); once a program has set the two APIs apart, reading the legacy flags
+    raises, and the fp32_precision settings are set instead. Every fp32_precision setting
+    (parents first) is restored after, so nothing is left pinned."""
+    nodes = [node for node in (torch.backends, torch.backends.cuda.matmul, torch.backends.cudnn,
+                               getattr(torch.backends.cudnn, "conv", None), getattr(torch.backends.cudnn, "rnn", None))
+             if hasattr(node, "fp32_precision")]
+    before = [node.fp32_precision for node in nodes]
+    try:
+        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    except RuntimeError:
+        saved = None
+    if saved is None:
+        for kind in ("matmul", "conv", "rnn"):
+            _tf32_nodes(kind)[1].fp32_precision = "tf32" if enabled else "ieee"
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        if saved is not None:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        for node, precision in zip(nodes, before):
+            node.fp32_precision = precision

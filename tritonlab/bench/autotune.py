@@ -8,8 +8,7 @@ kernels take fixed configs and nothing is tuned, so the table is empty there.
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
+import sys
 
 import pandas as pd
 
@@ -17,20 +16,18 @@ COLUMNS = ["kernel", "key", "dtypes", "config", "num_warps", "num_stages"]
 
 
 def tuned_kernels() -> dict[str, object]:
-    """{"module.name": Autotuner} for every autotuned kernel in tritonlab.kernels
-    (empty without triton)."""
+    """{"module.name": Autotuner} for every autotuned kernel of the tritonlab.kernels
+    modules imported so far: one never imported tuned nothing (and importing it here
+    would decorate its kernels for whatever TRITON_INTERPRET says now). Empty without
+    triton."""
     try:
         from triton.runtime.autotuner import Autotuner
     except ImportError:
         return {}
-    from .. import kernels
-
-    found = {}
-    for info in pkgutil.iter_modules(kernels.__path__):
-        module = importlib.import_module(f"{kernels.__name__}.{info.name}")
-        found.update({f"{info.name}.{name}": obj for name, obj in vars(module).items()
-                      if isinstance(obj, Autotuner)})
-    return found
+    prefix = f"{__package__.rpartition('.')[0]}.kernels."
+    return {f"{name.removeprefix(prefix)}.{attr}": obj
+            for name, module in sorted(sys.modules.items()) if name.startswith(prefix)
+            for attr, obj in vars(module).items() if isinstance(obj, Autotuner)}
 
 
 def winners() -> pd.DataFrame:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..backend import same_tf32, tf32_enabled
 from .timing import time_fn
 
 
@@ -36,8 +37,8 @@ def measure(device: torch.device, dtype: torch.dtype, quick: bool = False) -> Ce
     sizes = (4096, 8192) if gpu else ((512, 1024) if quick else (512, 1024, 2048))
     labels = {"float32": (torch.float32, False), "float32+tf32": (torch.float32, True),
               "float16": (torch.float16, False), "bfloat16": (torch.bfloat16, False)} if gpu else {}
-    run_label = _label(dtype, gpu and torch.backends.cuda.matmul.allow_tf32)
-    labels.setdefault(run_label, (dtype, gpu and torch.backends.cuda.matmul.allow_tf32))
+    run_label = _label(dtype, gpu and tf32_enabled())
+    labels.setdefault(run_label, (dtype, gpu and tf32_enabled()))
     matmul_all = {label: _matmul_tflops(device, dt, tf32, sizes) for label, (dt, tf32) in labels.items()}
     one = torch.zeros(1, device=device)
     ms, _, _ = time_fn(lambda: one.add_(0), device)
@@ -50,16 +51,12 @@ def _label(dtype: torch.dtype, tf32: bool) -> str:
 
 
 def _matmul_tflops(device, dtype, tf32: bool, sizes) -> float:
-    """Best matmul FLOP/s over `sizes`, with torch's TF32 flag set to `tf32` meanwhile."""
-    saved = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    try:
-        best = 0.0
+    """Best matmul FLOP/s over `sizes`, with torch's TF32 set to `tf32` meanwhile."""
+    best = 0.0
+    with same_tf32(tf32):
         for m in sizes:
             a = torch.randn(m, m, device=device).to(dtype)
             b = torch.randn(m, m, device=device).to(dtype)
             ms, _, _ = time_fn(lambda: a @ b, device)
             best = max(best, 2 * m ** 3 / (ms * 1e-3) / 1e12)
-        return best
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = saved
+    return best

@@ -10,7 +10,6 @@ as `first_call_ms`.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime
 import importlib.metadata
 import math
@@ -25,6 +24,7 @@ from tqdm import tqdm
 
 from . import ceilings as ceil
 from . import providers as prov
+from ..backend import same_tf32, tf32_enabled
 from .ops import OPS, Cost, Op
 from .timing import refuse_interpreter, time_fn
 
@@ -83,27 +83,13 @@ def _cuda_versions() -> dict:
     return {"cuda_version": torch.version.cuda or "none", "driver_version": driver or "unknown"}
 
 
-@contextlib.contextmanager
-def same_tf32(enabled: bool):
-    """Both of torch's TF32 switches set to `enabled` meanwhile, the caller's restored
-    after: matmuls follow torch.backends.cuda.matmul.allow_tf32, but convolutions and
-    cuDNN's RNNs follow torch.backends.cudnn.allow_tf32 (True by default), so setting
-    only the first would time them with TF32 in a run labelled without."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
 def common_columns(device: torch.device, dtype: torch.dtype) -> dict:
-    """What every row of a run carries: dtype, device, versions, TF32 (the matmul flag,
-    every op's under same_tf32), time stamp."""
+    """What every row of a run carries: dtype, device, versions, TF32 (every op's, under
+    same_tf32), time stamp."""
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     return {"dtype": str(dtype).removeprefix("torch."), "device": device_name(device),
             "torch_version": torch.__version__, "triton_version": _triton_version(), "timestamp": stamp,
-            "tf32": torch.backends.cuda.matmul.allow_tf32 if device.type == "cuda" else False,
+            "tf32": tf32_enabled() if device.type == "cuda" else False,
             **_cuda_versions()}
 
 
@@ -165,15 +151,17 @@ def budget_spent(started: float, time_budget_s: float | None) -> str | None:
 
 
 def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=None, modes=None,
-        progress=True, full=False, time_budget_s: float | None = None) -> tuple[pd.DataFrame, ceil.Ceilings]:
+        progress=True, full=False, time_budget_s: float | None = None,
+        tf32: bool | None = None) -> tuple[pd.DataFrame, ceil.Ceilings]:
     """Benchmark `ops` (names or Op objects; all of OPS by default) on the cases sized
     for `device`, and return (rows, the measured ceilings). `providers` defaults to
     providers.DEFAULT for the device, `modes` to all three (fwd and fwd+bwd if quick);
     `quick` runs each op's quick case, `full` every case (the default skips those
     marked full). `time_budget_s`: once the run has taken that long, no provider starts
     on a new case; the rows left are recorded as skipped, so a run with a hard time
-    limit (a lent GPU) still ends with a report. TF32: every op (convolutions too) runs
-    as torch.backends.cuda.matmul.allow_tf32 says (see same_tf32)."""
+    limit (a lent GPU) still ends with a report. TF32 for float32: on or off for every op
+    (convolutions and cuDNN's RNNs too, see same_tf32) as `tf32` says; None: as torch's
+    setting for float32 matmuls says."""
     refuse_interpreter()
     started = _clock()  # the budget counts the ceilings' measurement too
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -187,7 +175,7 @@ def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=None,
     bad = sorted(set(providers) - set(PROVIDERS))
     if bad:
         raise ValueError(f"unknown provider(s) {bad}; choose from {list(PROVIDERS)}")
-    with same_tf32(torch.backends.cuda.matmul.allow_tf32):  # the caller's matmul setting, for every op
+    with same_tf32(tf32_enabled() if tf32 is None else tf32):  # one setting for every op
         limits = ceil.measure(device, dtype, quick)
         common = common_columns(device, dtype)
         kind = "cuda" if device.type == "cuda" else "cpu"

@@ -33,7 +33,8 @@ from ..models import MODEL_KINDS, build_model
 from ..train import TrainConfig
 from . import runner
 from .report import _fmt, _table
-from .runner import common_columns, same_tf32
+from ..backend import same_tf32, tf32_enabled
+from .runner import common_columns
 from .timing import refuse_interpreter, time_fn
 
 PROVIDERS = {"cuda": ("torch", "swapped-triton", "swapped-reference"), "cpu": ("torch", "swapped-reference")}
@@ -55,13 +56,14 @@ COLUMNS = ["model", "provider", "batch", "seq", "ms_p50", "ms_p20", "ms_p80", "b
 
 def run_training(device=None, dtype=torch.float32, models=MODEL_KINDS, steps: int | None = None,
                  quick: bool = False, time_budget_s: float | None = None,
-                 started: float | None = None) -> pd.DataFrame:
+                 started: float | None = None, tf32: bool | None = None) -> pd.DataFrame:
     """One row per model x provider (see the module docstring) with COLUMNS and
     runner.common_columns. `steps`: training steps before timing (default 20, 5 if
     quick). A provider that raises gets a row whose status names the error.
     `time_budget_s`, counted from the runner._clock() reading `started` (default: this
     call; `tritonlab bench` passes its own start): once spent, no provider starts and
-    the rows left say so."""
+    the rows left say so. `tf32`: as in runner.run. Without the genome (an installed
+    wheel has no data/) every row is skipped and says why."""
     refuse_interpreter()
     started = runner._clock() if started is None else started
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -72,30 +74,36 @@ def run_training(device=None, dtype=torch.float32, models=MODEL_KINDS, steps: in
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     (batch, seq), rnn_sizes, cnn_sizes, transformer_sizes = SIZES[(device.type, quick)]
     vocab = Vocab.dna()
-    ids = vocab.encode(load_sequence(default_genome_path())).to(device)
-    common = common_columns(device, dtype)
-    budget = 0.2 if quick else 0.5
-    rows = []
-    for kind in models:
-        torch.manual_seed(0)
-        sizes = {"cnn": cnn_sizes, "transformer": transformer_sizes}.get(kind, rnn_sizes)
-        base = build_model(kind, vocab_size=len(vocab), **sizes)
-        unswap(base)  # torch.nn modules with the lab's initialisation
-        base = base.to(device=device, dtype=dtype)
-        for provider in PROVIDERS[device.type]:
-            row = {"model": kind, "provider": provider, "batch": batch, "seq": seq, **common}
-            row["status"] = runner.budget_spent(started, time_budget_s)
-            if row["status"]:
-                rows.append(row)
-                continue
-            try:
-                with same_tf32(torch.backends.cuda.matmul.allow_tf32):  # the CNN's convolutions too
+    setting = tf32_enabled() if tf32 is None else tf32
+    with same_tf32(setting):  # the CNN's convolutions too; the rows' tf32 column reads it
+        common = common_columns(device, dtype)
+        path = default_genome_path()
+        if not path.is_file():  # an installed wheel carries no data/: the op rows still get their report
+            return _derive(pd.DataFrame([{"model": kind, "provider": provider, "batch": batch, "seq": seq,
+                                          **common, "status": f"skipped: no training data ({path} is absent)"}
+                                         for kind in models for provider in PROVIDERS[device.type]]))
+        ids = vocab.encode(load_sequence(path)).to(device)
+        budget = 0.2 if quick else 0.5
+        rows = []
+        for kind in models:
+            torch.manual_seed(0)
+            sizes = {"cnn": cnn_sizes, "transformer": transformer_sizes}.get(kind, rnn_sizes)
+            base = build_model(kind, vocab_size=len(vocab), **sizes)
+            unswap(base)  # torch.nn modules with the lab's initialisation
+            base = base.to(device=device, dtype=dtype)
+            for provider in PROVIDERS[device.type]:
+                row = {"model": kind, "provider": provider, "batch": batch, "seq": seq, **common}
+                row["status"] = runner.budget_spent(started, time_budget_s)
+                if row["status"]:
+                    rows.append(row)
+                    continue
+                try:
                     row.update(_bench(_provider_model(base, provider), ids, batch, seq, steps, device, budget))
-                row["status"] = "ok"
-            except Exception as e:  # recorded, so one broken provider does not end the run
-                msg = str(e).strip().split("\n")[0][:200]
-                row["status"] = f"failed: {type(e).__name__}: {msg}"
-            rows.append(row)
+                    row["status"] = "ok"
+                except Exception as e:  # recorded, so one broken provider does not end the run
+                    msg = str(e).strip().split("\n")[0][:200]
+                    row["status"] = f"failed: {type(e).__name__}: {msg}"
+                rows.append(row)
     return _derive(pd.DataFrame(rows))
 
 

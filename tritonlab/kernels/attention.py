@@ -61,7 +61,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import interpreter_enabled
+from ..backend import interpreter_enabled, tf32_enabled
 from .softmax import _keep
 
 LOG2E = 1.4426950408889634  # the kernels spell it out: a plain global is no constexpr
@@ -489,7 +489,7 @@ def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
 def _meta(q, mask, dropout_p: float, is_causal: bool, e: int, ev: int) -> dict:
     """The compile-time flags shared by every kernel here. fp32 takes TF32 exactly when
     torch's matmul flag allows it, read at every call (as kernels/gemm.py)."""
-    tf32 = q.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
+    tf32 = q.dtype == torch.float32 and tf32_enabled("matmul")
     precision = "ieee" if q.dtype in (torch.float32, torch.float64) and not tf32 else "tf32"
     return dict(IS_CAUSAL=bool(is_causal), HAS_MASK=mask is not None, DROPOUT=dropout_p > 0,
                 PRECISION=precision, ACC=_acc(q.dtype), BLOCK_E=_pad(e), BLOCK_EV=_pad(ev))

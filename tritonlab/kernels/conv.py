@@ -18,7 +18,8 @@ gathered from x by the tile load itself, with masks for the padding.
 
 Precision: fp32 accumulation always. fp32 inputs use TF32 tensor cores when
 torch.backends.cudnn.allow_tf32 is True (torch's default for convolutions, so torch
-and this tier round the same way), full IEEE fp32 otherwise; fp16/bf16 inputs use
+and this tier round the same way; or cudnn.conv.fp32_precision, see
+backend.tf32_enabled), full IEEE fp32 otherwise; fp16/bf16 inputs use
 fp16/bf16 tensor cores. Under TRITON_INTERPRET the dot is exact numpy fp32.
 
 Napkin cost, forward (dgrad and wgrad move the same bytes and do the same FLOPs):
@@ -41,6 +42,7 @@ import triton
 import triton.language as tl
 
 from ..backend import interpreter_enabled as _interpreting
+from ..backend import tf32_enabled
 from ._math import ACTIVATIONS, activate, activate_grad
 
 _INT32_MAX = 2**31 - 1
@@ -51,7 +53,7 @@ FLAT_K_BELOW = 16
 
 def dot_precision(dtype: torch.dtype) -> str:
     """tl.dot's input_precision: TF32 for fp32 exactly when torch's cuDNN convs use it."""
-    if dtype == torch.float32 and not torch.backends.cudnn.allow_tf32:
+    if dtype == torch.float32 and not tf32_enabled("conv"):
         return "ieee"
     return "tf32"
 

@@ -4,8 +4,9 @@
 
 Precision: tiles accumulate in fp32. float16/bfloat16 inputs run on the tensor cores.
 float32 inputs use TF32 tensor cores exactly when `torch.backends.cuda.matmul.allow_tf32`
-is True (torch's own flag for its matmuls, False by default), full-precision fp32 FMA
-otherwise; the flag is read at every call. The interpreter ignores the choice (numpy fp32).
+is True (torch's own flag for its matmuls, False by default; or its successor
+`torch.backends.cuda.matmul.fp32_precision == "tf32"`, see backend.tf32_enabled),
+full-precision fp32 FMA otherwise; the setting is read at every call. The interpreter ignores the choice (numpy fp32).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import interpreter_enabled
+from ..backend import interpreter_enabled, tf32_enabled
 from ._math import ACTIVATIONS, activate, activate_grad
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -271,7 +272,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
     splits, k_per_split = _split_k(M, N, K, a.device, split_k)
     # split-K: raw fp32 partials go to an (S, M, N) workspace, the epilogue runs after
     c = out if splits == 1 else torch.empty((splits, M, N), device=a.device, dtype=torch.float32)
-    tf32 = a.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
+    tf32 = a.dtype == torch.float32 and tf32_enabled("matmul")
     bias_ptr = bias if bias is not None else out  # a placeholder pointer when there is no bias
     args = (
         a, b, c, bias_ptr, M, N, K, k_per_split, min(triton.next_power_of_2(M), _M_BUCKET_CAP),

@@ -42,7 +42,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import interpreter_enabled
+from ..backend import interpreter_enabled, tf32_enabled
 from ._math import sigmoid, tanh
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -516,7 +516,7 @@ def _launch(kernel, tensors, flags, sizes: list[int], B: int, H: int, reverse: b
         counts = torch.tensor(sizes, dtype=torch.int32)
         offs = (counts.cumsum(0) - counts).to(torch.int32).to(device)
         counts = counts.to(device)
-    tf32 = dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32
+    tf32 = dtype != torch.float32 or tf32_enabled("matmul")
     block_b, block_h, block_k, resident = _blocks(B, H, mode, device, dtype, w_tiles, contraction)
     meta = dict(REVERSE=reverse, PACKED=offs is not None, MODE=mode, PRECISION="tf32" if tf32 else "ieee",
                 W_RESIDENT=resident, BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k,

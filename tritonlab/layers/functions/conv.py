@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 
+from ...backend import tf32_enabled
 from ...kernels import conv as kernels
 from ...kernels import im2col as unfold
 from ...kernels._math import ACTIVATIONS
@@ -91,7 +92,7 @@ def _plain_gemm(x, weight, bias, y, stride, padding, groups, activation) -> bool
     would round fp32 to TF32 differently from torch's convolutions)."""
     if weight.shape[2:] != (1, 1) or stride != (1, 1) or padding != ((0, 0), (0, 0)) or groups != 1:
         return False
-    if x.dtype == torch.float32 and torch.backends.cudnn.allow_tf32 != torch.backends.cuda.matmul.allow_tf32:
+    if x.dtype == torch.float32 and tf32_enabled("conv") != tf32_enabled("matmul"):
         return False
     a, c = _rows(x), _rows(y)
     if a is None or c is None:
