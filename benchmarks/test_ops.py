@@ -22,7 +22,7 @@ def pytest_generate_tests(metafunc):
         return
     opt = metafunc.config.getoption
     device = torch.device(opt("--bench-device") or ("cuda" if torch.cuda.is_available() else "cpu"))
-    providers = opt("--bench-providers") or prov.DEFAULT[device.type]
+    providers = dict.fromkeys(opt("--bench-providers") or prov.DEFAULT[device.type])  # a repeat would run twice
     items, ids = [], []
     for op in OPS.values():
         for case in op.cases:

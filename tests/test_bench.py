@@ -433,18 +433,20 @@ def test_compare_with_no_common_rows_says_so_and_fails(tmp_path, capsys):
 
 
 def test_pytest_benchmark_suite_to_report(tmp_path):
-    """The pytest-benchmark suite on one tiny selection, then its JSON through the CLI."""
+    """The pytest-benchmark suite on one tiny selection, then its JSON through the CLI; a
+    provider named twice runs once."""
     import os
     import subprocess
     import sys
     out = tmp_path / "bench.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     r = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider", "--bench-quick",
-                        "--benchmark-only", f"--benchmark-json={out}", "-k", "flatten and not naive"],
+                        "--benchmark-only", f"--benchmark-json={out}", "-k", "flatten", "--bench-providers",
+                        "reference", "torch", "torch"],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     df, limits = convert.from_pytest_json(out)
-    assert set(df["provider"]) == {"reference", "torch"} and set(df["mode"]) == set(runner.MODES)
+    assert set(df["provider"]) == {"reference", "torch"} and set(df["mode"]) == set(runner.MODES) and len(df) == 6
     assert (df["ms_p50"] > 0).all() and limits.copy_gbps > 0
     assert cli.main(["bench", "--from-pytest-json", str(out), "--out", str(tmp_path / "rep")]) == 0
     assert len(pd.read_csv(tmp_path / "rep" / "results.csv")) == len(df)
@@ -549,3 +551,17 @@ def test_compare_with_no_common_rows_still_carries_what_differs(tmp_path):
     assert both.empty and both.attrs["note"].splitlines() == [
         "note: the runs differ in dtype: float32 vs float64", f"timed in one run only (A = {a}, B = {b}):",
         "  relu 4x4 fwd torch: A 2.000 ms; B: failed: x"]
+
+
+def test_from_pytest_json_refuses_repeated_benchmarks_naming_them(tmp_path):
+    import json
+    bench = {"name": "test_op[relu-4x4-torch-fwd0]", "stats": {"median": 1e-3, "data": [1e-3, 1e-3]},
+             "extra_info": {"op": "relu", "case": "4x4", "provider": "torch", "mode": "fwd", "bytes": 1, "flops": 1}}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"benchmarks": [bench, {**bench, "name": "test_op[relu-4x4-torch-fwd1]"}],
+                                "tritonlab": {"common": {}, "ceilings": {"copy_gbps": 1, "matmul_tflops": 1,
+                                                                         "launch_us": 1}}}))
+    with pytest.raises(ValueError) as e:
+        convert.from_pytest_json(path)
+    assert str(e.value) == (f"{path} holds 2 benchmarks that share their op/case/mode/provider: "
+                            "test_op[relu-4x4-torch-fwd0], test_op[relu-4x4-torch-fwd1]; expected one each")

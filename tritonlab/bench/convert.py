@@ -30,7 +30,19 @@ def from_pytest_json(path: str | Path) -> tuple[pd.DataFrame, Ceilings]:
                      "ms_p20": q[0], "ms_p80": q[3], "peak_mem_mb": float("nan")})
     if not rows:
         raise ValueError(f"{path} holds no benchmark results")
-    return derive(pd.DataFrame(rows), Ceilings(**meta["ceilings"])), Ceilings(**meta["ceilings"])
+    df, limits = pd.DataFrame(rows), Ceilings(**meta["ceilings"])
+    _refuse_repeats(path, df, [b["name"] for b in data["benchmarks"]])
+    return derive(df, limits), limits
+
+
+def _refuse_repeats(path, df: pd.DataFrame, names: list[str]) -> None:
+    """One benchmark per KEY, as the report's tables and speed-ups need, or a ValueError
+    naming the tests that share theirs."""
+    repeated = [name for name, twice in zip(names, df.duplicated(KEY, keep=False)) if twice]
+    if repeated:
+        more = f" and {len(repeated) - 4} more" if len(repeated) > 4 else ""
+        raise ValueError(f"{path} holds {len(repeated)} benchmarks that share their {'/'.join(KEY)}: "
+                         f"{', '.join(repeated[:4])}{more}; expected one each")
 
 
 def read_results(path: str | Path) -> pd.DataFrame:
