@@ -273,6 +273,13 @@ def test_dropout_keeping_too_few_or_too_many_is_wrong_not_timed(broken, kept):
     assert bad["ms_p50"].isna().all() and (good["status"] == "ok").all()
 
 
+def test_dropout_p_is_written_once_for_the_modules_and_the_check():
+    from tritonlab.bench import ops
+    dropout, both = OPS["dropout"], OPS["softmax_dropout"]
+    ps = {dropout.lab({}).p, dropout.torch({}).p, both.lab({}).p, both.torch({})[1].p}
+    assert ps == {ops.DROPOUT_P} and runner.DROPOUT_P is ops.DROPOUT_P
+
+
 def test_refuses_under_the_interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     with pytest.raises(RuntimeError, match="refusing to time under TRITON_INTERPRET=1"):

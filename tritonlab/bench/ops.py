@@ -78,6 +78,7 @@ TANH = (5, 3)        # (1 - e) / (1 + e), e = exp(-2|x|): scale, exp, subtract, 
 SOFTMAX = (5, 4)     # max, subtract, exp, sum, divide; y * (dy - sum(y * dy)): multiply, add, subtract, multiply
 DROPOUT = (2, 2)     # compare with the random draw, scale (the draw itself is integer work); the same backward
 SOFTMAX_DROPOUT = tuple(a + b for a, b in zip(SOFTMAX, DROPOUT))
+DROPOUT_P = 0.1      # the p of both dropout ops; the runner's check expects 1 - p of the elements kept
 
 
 def _rows(shape) -> int:
@@ -216,7 +217,7 @@ class _LinearReLU(nn.Linear):
 
 
 def _softmax_dropout():
-    return nn.Sequential(nn.Softmax(-1), nn.Dropout(0.1))
+    return nn.Sequential(nn.Softmax(-1), nn.Dropout(DROPOUT_P))
 
 
 def _attention_cost(p, mode, es):
@@ -314,8 +315,9 @@ OPS: dict[str, Op] = {op.name: op for op in [
     _elementwise("sigmoid", tritonlab.Sigmoid, nn.Sigmoid, ELEMENTWISE, SIGMOID),
     _elementwise("tanh", tritonlab.Tanh, nn.Tanh, ELEMENTWISE, TANH),
     _elementwise("softmax", lambda: tritonlab.Softmax(-1), lambda: nn.Softmax(-1), ROWS, SOFTMAX),
-    _elementwise("dropout", lambda: tritonlab.Dropout(0.1), lambda: nn.Dropout(0.1), ROWS, DROPOUT, random=True),
-    _elementwise("softmax_dropout", lambda: tritonlab.SoftmaxDropout(0.1, -1), _softmax_dropout, ROWS,
+    _elementwise("dropout", lambda: tritonlab.Dropout(DROPOUT_P), lambda: nn.Dropout(DROPOUT_P), ROWS, DROPOUT,
+                 random=True),
+    _elementwise("softmax_dropout", lambda: tritonlab.SoftmaxDropout(DROPOUT_P, -1), _softmax_dropout, ROWS,
                  SOFTMAX_DROPOUT, naive_steps=lambda s: 2 * _rows(s), random=True),
     Op("flatten", _flatten_cases(), lambda p: tritonlab.Flatten(), lambda p: nn.Flatten(),
        lambda p: (torch.randn(p["shape"]),), lambda p, mode, es: Cost(0, 0), lambda p: 1, compiled=False),

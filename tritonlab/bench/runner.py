@@ -25,14 +25,13 @@ from tqdm import tqdm
 from . import ceilings as ceil
 from . import providers as prov
 from ..backend import same_tf32, tf32_enabled
-from .ops import OPS, Cost, Op
+from .ops import DROPOUT_P, OPS, Cost, Op
 from .timing import refuse_interpreter, time_fn
 
 PROVIDERS = prov.BASE
 MODES = ("fwd", "bwd", "fwd+bwd")
 QUICK_MODES = ("fwd", "fwd+bwd")  # --quick: the backward alone shows as their difference
 NAIVE_MAX_STEPS = 5000  # Python iterations per call; more would take minutes
-DROPOUT_P = 0.1         # the p of the benchmarked dropout ops
 TOLERANCE = {torch.float64: 1e-8, torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 
 
