@@ -321,6 +321,14 @@ def test_conv_cost_counts_the_input_channels_of_a_group(groups):
     assert op.cost(p, "fwd", 4).bytes == (2 * 8 * 81 + 16 * (8 // groups) * 9 + 2 * 16 * 25) * 4
 
 
+def test_a_conv_case_names_its_groups_and_sizes_by_their_flops():
+    from tritonlab.bench.ops import _conv_case
+    dense, grouped = _conv_case(8, 64, 64, 28, 3), _conv_case(8, 64, 64, 28, 3, layout="nhwc", groups=32)
+    assert (dense.label, grouped.label) == ("N8 64->64 28x28 k3/1 nchw", "N8 64->64 28x28 k3/1 g32 nhwc")
+    assert grouped.size == dense.size // 32 == OPS["conv2d"].cost(grouped.params, "fwd", 4).flops
+    assert all(case.size == OPS["conv2d"].cost(case.params, "fwd", 4).flops for case in OPS["conv2d"].cases)
+
+
 # per element, (forward, forward + backward), as the lessons count them (tutorials/01-04)
 ELEMENTWISE_FLOPS = {"relu": (1, 2), "sigmoid": (4, 7), "tanh": (5, 8), "softmax": (5, 9), "dropout": (2, 4),
                      "softmax_dropout": (7, 13)}

@@ -139,11 +139,11 @@ def _rnn_cost(gates):
     return cost
 
 
-def _conv_case(n, c, o, h, k, stride=1, layout="nchw", quick=False, device="cpu", full=False):
-    p = {"n": n, "c": c, "o": o, "h": h, "k": k, "stride": stride, "padding": k // 2, "layout": layout}
-    oh, ow = _conv_out(p)
-    return Case(f"N{n} {c}->{o} {h}x{h} k{k}/{stride} {layout}", 2 * n * o * oh * ow * c * k * k, p, quick, device,
-                full)
+def _conv_case(n, c, o, h, k, stride=1, layout="nchw", quick=False, device="cpu", full=False, groups=1):
+    p = {"n": n, "c": c, "o": o, "h": h, "k": k, "stride": stride, "padding": k // 2, "layout": layout,
+         "groups": groups}
+    label = f"N{n} {c}->{o} {h}x{h} k{k}/{stride}{f' g{groups}' if groups > 1 else ''} {layout}"
+    return Case(label, _conv_cost(p, "fwd", 1).flops, p, quick, device, full)
 
 
 def _im2col_bytes(p, provider, es):
