@@ -196,13 +196,21 @@ def test_report_files(tiny_run, tmp_path):
     assert all(p.stat().st_size > 1000 for p in files["plots"])
 
 
-def test_conv_plot_has_a_line_per_provider_and_layout(tiny_run):
-    conv = pd.DataFrame({"provider": ["torch", "torch", "torch", "reference"],
-                         "case": ["N8 16->32 32x32 k3/1 nchw", "N8 64->64 28x28 k3/1 nchw", "N8 64->64 28x28 k3/1 nhwc",
-                                  "N8 64->64 28x28 k3/1 nhwc"]})
-    assert {k: len(v) for k, v in report.lines(conv)} == {"torch nchw": 2, "torch nhwc": 1, "reference nhwc": 1}
+def test_plot_lines_are_one_per_provider_and_series(tiny_run):
+    """conv2d cases of another batch or layout, causal attention and GQA attention are
+    other curves, not further points of one."""
+    cases = {"N8 16->32 32x32 k3/1 nchw": "torch", "N8 64->64 28x28 k3/1 nchw": "torch",
+             "N8 64->64 28x28 k3/1 nhwc": "torch reference", "N32 64->64 56x56 k3/1 nhwc": "torch",
+             "N1 64->64 56x56 k3/1 nhwc": "torch", "B8 H16 L1024 E64": "torch", "B4 H16 L4096 E128": "torch",
+             "B4 H16 L4096 E128 causal": "torch", "B4 H32/8kv L4096 E128 causal": "torch"}
+    rows = pd.DataFrame([("attention" if case.startswith("B") else "conv2d", provider, case)
+                         for case, providers in cases.items() for provider in providers.split()],
+                        columns=["op", "provider", "case"])
+    assert {k: len(v) for k, v in report.lines(rows)} == {
+        ("torch", "N8 nchw"): 2, ("torch", "N8 nhwc"): 1, ("reference", "N8 nhwc"): 1, ("torch", "N32 nhwc"): 1,
+        ("torch", "N1 nhwc"): 1, ("torch", "non-causal"): 2, ("torch", "causal"): 1, ("torch", "GQA causal"): 1}
     df, _ = tiny_run
-    assert {k for k, _ in report.lines(df)} == set(df["provider"])  # no layout: a line per provider
+    assert {k for k, _ in report.lines(df)} == {(p, "") for p in df["provider"]}  # no series: a line per provider
 
 
 def test_report_carries_the_training_step_and_drops_a_stale_one(tiny_run, tmp_path):

@@ -29,6 +29,7 @@ class Case:
     quick: bool = False  # part of `--quick`
     device: str = "cpu"  # sized for "cpu" (seconds on two cores) or "cuda" (real model sizes)
     full: bool = False   # run only with --full (the default run stays within minutes)
+    series: str = ""     # the cases of one curve in the plots share it, e.g. conv's batch and layout
 
 
 @dataclass(frozen=True)
@@ -142,8 +143,9 @@ def _rnn_cost(gates):
 def _conv_case(n, c, o, h, k, stride=1, layout="nchw", quick=False, device="cpu", full=False, groups=1):
     p = {"n": n, "c": c, "o": o, "h": h, "k": k, "stride": stride, "padding": k // 2, "layout": layout,
          "groups": groups}
-    label = f"N{n} {c}->{o} {h}x{h} k{k}/{stride}{f' g{groups}' if groups > 1 else ''} {layout}"
-    return Case(label, _conv_cost(p, "fwd", 1).flops, p, quick, device, full)
+    grouped = f" g{groups}" if groups > 1 else ""
+    return Case(f"N{n} {c}->{o} {h}x{h} k{k}/{stride}{grouped} {layout}", _conv_cost(p, "fwd", 1).flops, p, quick,
+                device, full, series=f"N{n}{grouped} {layout}")
 
 
 def _im2col_bytes(p, provider, es):
@@ -287,7 +289,8 @@ class _TorchSDPA(nn.Module):
 def _attention_case(b, h, l, e, causal, hkv=None, quick=False, device="cpu", full=False):
     p = {"b": b, "h": h, "hkv": hkv or h, "l": l, "e": e, "causal": causal}
     label = f"B{b} H{h}{f'/{hkv}kv' if hkv else ''} L{l} E{e}{' causal' if causal else ''}"
-    return Case(label, _attention_cost(p, "fwd", 1).flops, p, quick, device, full)
+    return Case(label, _attention_cost(p, "fwd", 1).flops, p, quick, device, full,
+                series=f"{'GQA ' if hkv else ''}{'causal' if causal else 'non-causal'}")
 
 
 # CPU: seconds on two cores; the naive tier's loop over queries (Python and autograd per

@@ -94,16 +94,17 @@ def _throughput_column(g: pd.DataFrame) -> tuple[str, str]:
     return ("tflops", "TFLOP/s") if g["flops"].max() > 10 * g["bytes"].max() else ("gbps", "GB/s")
 
 
-LAYOUTS = ("nchw", "nhwc")  # the last word of a conv2d case's label
+LINE_STYLES = ("-", "--", ":", "-.")  # one per series of a plot; the color tells the provider
 
 
 def lines(g: pd.DataFrame):
-    """The rows of one plot grouped into its lines: one per provider, and per memory
-    layout where the case labels name one (conv2d's NCHW and NHWC cases are two series,
-    not points of one)."""
-    layout = g["case"].str.split().str[-1]
-    label = g["provider"].where(~layout.isin(LAYOUTS), g["provider"] + " " + layout)
-    return g.groupby(label)
+    """The rows of one plot grouped into its lines, keyed (provider, series): the cases of
+    one curve share their Case.series (conv2d's batch and layout, attention's causal and
+    GQA), so that, say, causal and non-causal attention are two lines, not one."""
+    from .ops import OPS
+
+    series = {(op.name, case.label): case.series for op in OPS.values() for case in op.cases}
+    return g.groupby([g["provider"], pd.Series([series.get(k, "") for k in zip(g["op"], g["case"])], g.index)])
 
 
 def plots(df: pd.DataFrame, out: Path) -> list[Path]:
@@ -115,12 +116,12 @@ def plots(df: pd.DataFrame, out: Path) -> list[Path]:
             continue
         modes, providers = list(g["mode"].unique()), sorted(g["provider"].unique())
         fig, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 3.6), squeeze=False)
+        series = sorted({s for (_, s), _ in lines(g)})
         for ax, mode in zip(axes[0], modes):
-            for label, p in lines(g[g["mode"] == mode]):
+            for (provider, s), p in lines(g[g["mode"] == mode]):
                 p = p.sort_values("size")
-                color = f"C{providers.index(p['provider'].iloc[0]) % 10}"  # a provider's layouts share it
-                ax.plot(p["size"], p[col], marker="o", color=color, ls="--" if label.endswith("nchw") else "-",
-                        label=label)
+                ax.plot(p["size"], p[col], marker="o", color=f"C{providers.index(provider) % 10}",
+                        ls=LINE_STYLES[series.index(s) % len(LINE_STYLES)], label=f"{provider} {s}".strip())
             ax.set(xscale="log", yscale="log", xlabel=f"case size ({g['size_unit'].iloc[0]})", ylabel=unit, title=f"{op} {mode}")
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
