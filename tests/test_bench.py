@@ -507,10 +507,11 @@ def test_report_without_torch_rows(tmp_path):
 
 
 def test_a_rerun_leaves_no_stale_plots_and_the_default_folder_is_new(tmp_path, monkeypatch):
-    (tmp_path / "old_op.png").write_bytes(b"x")
+    (tmp_path / "sigmoid.png").write_bytes(b"x")  # an earlier report's plot of an op this run skips
+    (tmp_path / "sketch.png").write_bytes(b"x")  # no report's file: not ours to remove
     df, limits = runner.run([_tiny("relu", {"shape": (2, 3)})], quick=True, providers=("torch",), progress=False)
     report.write(df, limits, tmp_path)
-    assert not (tmp_path / "old_op.png").exists()
+    assert not (tmp_path / "sigmoid.png").exists() and (tmp_path / "sketch.png").exists()
     monkeypatch.chdir(tmp_path)
     first = cli._default_out("Some GPU")
     first.mkdir(parents=True)

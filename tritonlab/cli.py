@@ -61,7 +61,8 @@ def _print_table(df) -> None:
     if df["ms_p50"].isna().all():
         print(f"nothing was timed: {df['status'].iloc[0]}" if len(df) else "nothing was timed")
         return
-    table = df.pivot_table(index=["op", "case", "mode"], columns="provider", values="ms_p50", sort=False)
+    table = df.pivot_table(index=["op", "case", "mode"], columns="provider", values="ms_p50", sort=False,
+                           dropna=False)  # an op nothing of which was timed keeps its rows
     table = table[[p for p in df["provider"].unique() if p in table.columns]]
     print(table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="–"))
 
@@ -101,7 +102,13 @@ def _writable(out: Path) -> bool:
 
 
 # what chooses the work of a run: refused with --from-pytest-json, whose runs are made
-_RUN_ONLY = ("ops", "dtype", "device", "providers", "modes", "quick", "full", "no_training", "time_budget")
+_RUN_ONLY = ("ops", "dtype", "device", "providers", "modes", "quick", "full", "no_training", "time_budget", "tf32")
+
+
+def _given(args, names) -> list[str]:
+    """The options among `names` that the command line set (not left at their defaults)."""
+    return [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+            if k in names and v is not None and v is not False]  # 0 s is a budget, so `is not`
 
 
 def _bench(args) -> int:
@@ -110,17 +117,25 @@ def _bench(args) -> int:
             print(f"unknown bench action {args.action[0]!r}; did you mean `tritonlab bench compare A.csv B.csv`?",
                   file=sys.stderr)
             return 2
+        given = _given(args, (*_RUN_ONLY, "out", "from_pytest_json"))
+        if given:
+            print(f"bench compare reads two results.csv files and writes nothing, so {', '.join(given)} would be "
+                  "ignored", file=sys.stderr)
+            return 2
         return _compare(args.action[1:])
+    if args.out == "":
+        print("--out is empty; give a folder, or leave it out for out/<device>-<date>", file=sys.stderr)
+        return 2
 
     import torch
 
+    from .backend import interpreter_enabled
     from .bench import autotune, report, runner
     from .bench.ops import OPS
 
     training = None
     if args.from_pytest_json:
-        given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
-                 if k in _RUN_ONLY and v is not None and v is not False]  # not the defaults (0 s is a budget)
+        given = _given(args, _RUN_ONLY)
         if given:
             print(f"--from-pytest-json reports the runs in the file as they are, so {', '.join(given)} would be "
                   "ignored; choose what the suite runs with its --bench-* options and -k", file=sys.stderr)
@@ -140,6 +155,15 @@ def _bench(args) -> int:
         if unknown:
             print(f"unknown op(s) {unknown}; choose from {sorted(OPS)}", file=sys.stderr)
             return 2
+        if args.quick and args.full:
+            print("--quick (one small case per op) and --full (every case) exclude each other; pick one",
+                  file=sys.stderr)
+            return 2
+        if interpreter_enabled():
+            print("TRITON_INTERPRET is set, so Triton kernels would run in its CPU interpreter, which is for "
+                  "tests and never timed; run the benchmark without it (env -u TRITON_INTERPRET tritonlab bench ...)",
+                  file=sys.stderr)
+            return 2
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if device.type == "cuda" and not torch.cuda.is_available():
             print("--device cuda asked for, but torch sees no CUDA device", file=sys.stderr)
@@ -151,11 +175,12 @@ def _bench(args) -> int:
         started = runner._clock()  # the budget's start, for the training step too
         df, limits = runner.run(args.ops, dtype, device, args.quick,
                                 providers=args.providers, modes=args.modes, full=args.full,
-                                time_budget_s=args.time_budget)
+                                time_budget_s=args.time_budget, tf32=args.tf32)
         if not (args.ops or args.no_training):  # a whole run also times the char models' training step
             from .bench.training import run_training
-            training = run_training(device, dtype, quick=args.quick,
-                                    time_budget_s=args.time_budget, started=started)
+            report.write(df, limits, out, draw=False)  # the op rows kept, whatever the training step meets
+            training = run_training(device, dtype, quick=args.quick, time_budget_s=args.time_budget,
+                                    started=started, tf32=args.tf32)
     files = report.write(df, limits, out, training, None if args.from_pytest_json else autotune.winners())
     _print_table(df)
     if training is not None:
@@ -366,7 +391,12 @@ def main(argv: list[str] | None = None) -> int:
                        help="start no new case after this long, counted from the start (the ceilings' "
                             "measurement included); the rest are recorded as skipped, the training-step "
                             "benchmark too: a report even under a hard time limit")
-    bench.add_argument("--out", help="output folder (default: out/<device>-<date>)")
+    bench.add_argument("--tf32", action=argparse.BooleanOptionalAction,
+                       help="float32 on a GPU: TF32 on (--tf32) or off (--no-tf32) for every provider, "
+                            "convolutions and cuDNN's RNNs too (default: torch's setting for float32 matmuls, "
+                            "off unless changed)")
+    bench.add_argument("--out", help="output folder, new or holding an earlier report, which is replaced "
+                                     "(default: out/<device>-<date>)")
     bench.add_argument("--from-pytest-json", metavar="FILE",
                        help="write the report from `pytest benchmarks/ --benchmark-json FILE` instead of running; "
                             "takes --out only (what runs is chosen by the suite's --bench-* options and -k)")

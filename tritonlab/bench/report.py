@@ -50,7 +50,7 @@ def summary(df: pd.DataFrame, limits: Ceilings) -> str:
            "Times are medians in ms (p20–p80 in results.csv; on a CPU a slow row gets as few as "
            "five runs, so compare spreads before reading much into a small difference), the first "
            "forward (compile, autotune) kept out and reported as first_call_ms; peak_mem_mb is "
-           "measured on a GPU only; ×torch is torch's time over "
+           "the most memory allocated during one call, inputs included (a GPU only); ×torch is torch's time over "
            "this provider's (above 1 is faster); roofline is the op's floor time under the "
            "measured ceilings over its time. The bandwidth ceiling is a copy far larger than any "
            "cache and the FLOP ceiling torch's own matmul; on a CPU, repeated runs keep a small "
@@ -159,12 +159,27 @@ def _roofline(ok: pd.DataFrame, out: Path) -> Path:
     return path
 
 
+def _report_files(out: Path) -> list[Path]:
+    """The files a report writes in `out` (those there now): an earlier report's, which a
+    new one replaces, and nothing else of the folder's."""
+    from .ops import OPS
+
+    names = ["results.csv", "summary.md", "training.csv", "autotune.csv", "roofline.png",
+             *(f"{op}.png" for op in OPS)]
+    return [out / name for name in names if (out / name).is_file()]
+
+
 def prepare(out: Path) -> None:
     """Create the folder `out` and write a scratch file in it, so that a bad output
-    folder fails before a run rather than after it; else OSError with a one-line reason."""
+    folder fails before a run rather than after it; else OSError with a one-line reason.
+    A folder that holds files is taken only if it holds an earlier report (results.csv),
+    which the run then replaces: never a folder of other things."""
     blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise NotADirectoryError(f"{blocking} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "results.csv").is_file():
+        raise FileExistsError(f"{out} holds files but no results.csv, so it is no earlier report to replace; "
+                              f"give a new or empty folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=out).close()
@@ -173,16 +188,17 @@ def prepare(out: Path) -> None:
 
 
 def write(df: pd.DataFrame, limits: Ceilings, out: Path, training: pd.DataFrame | None = None,
-          autotune: pd.DataFrame | None = None) -> dict[str, Path]:
+          autotune: pd.DataFrame | None = None, draw: bool = True) -> dict[str, Path]:
     """Write the three outputs into `out` (and `training.csv` plus a "Training step"
     section when `training` rows are given, `autotune.csv` when `autotune` rows are:
-    bench.autotune.winners()); files an earlier run left there that this run does not
-    write are removed first, so every file in the folder belongs to this run."""
+    bench.autotune.winners()); an earlier report's files there are removed first, so
+    none of them is left from another run (other files are not touched). `draw=False`
+    writes the CSV and summary only (a run keeps its rows before a later stage)."""
     from .training import training_markdown
 
     out.mkdir(parents=True, exist_ok=True)
-    for old in [*out.glob("*.png"), out / "training.csv", out / "autotune.csv"]:
-        old.unlink(missing_ok=True)
+    for old in _report_files(out):
+        old.unlink()
     df = df.reindex(columns=COLUMNS + [c for c in df.columns if c not in COLUMNS])  # a missing column: empty
     df.to_csv(out / "results.csv", index=False)
     text = summary(df, limits)
@@ -197,4 +213,4 @@ def write(df: pd.DataFrame, limits: Ceilings, out: Path, training: pd.DataFrame 
                  f"autotune.csv.")
         files["autotune"] = out / "autotune.csv"
     (out / "summary.md").write_text(text + "\n")
-    return {**files, "plots": plots(df, out)}
+    return {**files, "plots": plots(df, out) if draw else []}

@@ -1,0 +1,77 @@
+"""`tritonlab bench`'s guards: the folder it writes into, options that cannot apply, the
+interpreter, and a run that keeps its op rows whatever the training step meets."""
+import pandas as pd
+import pytest
+
+from tritonlab import cli
+from tritonlab.bench import runner, training
+
+
+@pytest.fixture(autouse=True)
+def _no_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the runner refuses to time under it
+
+
+RELU = ["bench", "--quick", "--ops", "relu", "--providers", "torch"]
+
+
+def test_a_folder_of_other_files_is_refused_and_left_alone(tmp_path, capsys):
+    (tmp_path / "diagram.png").write_text("mine")
+    assert cli.main([*RELU, "--out", str(tmp_path)]) == 2
+    assert "holds files but no results.csv" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["diagram.png"]
+
+
+def test_an_earlier_report_is_replaced_and_nothing_else_is_touched(tmp_path):
+    assert cli.main([*RELU, "--modes", "fwd", "--out", str(tmp_path)]) == 0
+    (tmp_path / "README.md").write_text("notes on the run")
+    (tmp_path / "sigmoid.png").write_text("a plot of the earlier run")
+    assert cli.main([*RELU, "--out", str(tmp_path)]) == 0
+    assert set(pd.read_csv(tmp_path / "results.csv")["mode"]) == set(runner.QUICK_MODES)
+    assert (tmp_path / "README.md").read_text() == "notes on the run"
+    assert not (tmp_path / "sigmoid.png").exists()  # the earlier report's plot: gone with it
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "compare", "a.csv", "b.csv", "--ops", "relu", "--out", "x"],
+     "bench compare reads two results.csv files and writes nothing, so --ops, --out would be ignored"),
+    ([*RELU, "--full"], "--quick (one small case per op) and --full (every case) exclude each other"),
+    ([*RELU, "--out", ""], "--out is empty"),
+])
+def test_options_that_cannot_apply_are_refused(argv, message, capsys, monkeypatch):
+    monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("ran despite a refused option"))
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_interpreter_is_refused_in_one_line_before_any_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert cli.main([*RELU, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "TRITON_INTERPRET is set" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_op_rows_are_written_before_the_training_step(tmp_path, monkeypatch):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(training, "run_training", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(["bench", "--quick", "--providers", "torch", "--modes", "fwd", "--out", str(tmp_path)])
+    assert set(pd.read_csv(tmp_path / "results.csv")["op"]) >= {"relu", "linear"}
+    assert "## relu" in (tmp_path / "summary.md").read_text()
+
+
+def test_without_the_genome_the_training_step_says_so(monkeypatch, tmp_path):
+    monkeypatch.setattr(training, "default_genome_path", lambda: tmp_path / "absent.fasta")
+    df = training.run_training("cpu", models=["gru"], quick=True)
+    assert (df["status"] == f"skipped: no training data ({tmp_path / 'absent.fasta'} is absent)").all()
+    assert len(df) == len(training.PROVIDERS["cpu"])
+
+
+def test_the_console_table_keeps_an_op_nothing_of_which_was_timed(capsys):
+    df = pd.DataFrame({"op": ["relu", "relu", "lstm"], "case": ["a", "a", "b"], "mode": ["fwd"] * 3,
+                       "provider": ["torch", "reference", "torch"], "ms_p50": [1.0, 2.0, float("nan")],
+                       "device": ["cpu"] * 3, "dtype": ["float32"] * 3, "status": ["ok", "ok", "skipped: budget"]})
+    cli._print_table(df)
+    assert "lstm" in capsys.readouterr().out
