@@ -1,10 +1,15 @@
 """`tritonlab bench`'s guards: the folder it writes into, options that cannot apply, the
-interpreter, and a run that keeps its op rows whatever the training step meets."""
+interpreter, a run that keeps its op rows whatever the training step meets, and the
+correctness check that a wrong shape cannot slip through."""
+import dataclasses
+
 import pandas as pd
 import pytest
+import torch
 
 from tritonlab import cli
 from tritonlab.bench import runner, training
+from tritonlab.bench.ops import OPS, Case
 
 
 @pytest.fixture(autouse=True)
@@ -75,3 +80,17 @@ def test_the_console_table_keeps_an_op_nothing_of_which_was_timed(capsys):
                        "device": ["cpu"] * 3, "dtype": ["float32"] * 3, "status": ["ok", "ok", "skipped: budget"]})
     cli._print_table(df)
     assert "lstm" in capsys.readouterr().out
+
+
+class _ExtraDim(torch.nn.Module):
+    def forward(self, x):
+        return torch.relu(x)[None]  # the right values, broadcast against torch's without a word
+
+
+def test_an_output_of_another_shape_is_wrong_not_timed():
+    op = dataclasses.replace(OPS["relu"], cases=[Case("tiny", 1, {"shape": (3, 5)}, quick=True)],
+                             lab=lambda p: _ExtraDim())
+    df, _ = runner.run([op], quick=True, providers=("reference", "torch"), progress=False)
+    mine, torchs = df[df["provider"] == "reference"], df[df["provider"] == "torch"]
+    assert (mine["status"] == "wrong").all() and mine["ms_p50"].isna().all()
+    assert (torchs["status"] == "ok").all()

@@ -41,10 +41,12 @@ def summary(df: pd.DataFrame, limits: Ceilings) -> str:
     cuda = "" if first.get("cuda_version", "none") == "none" else \
         f", CUDA {first['cuda_version']}, driver {first['driver_version']}"
     matmul = ", ".join(f"{k} {v:.3g}" for k, v in limits.matmul_all.items()) or f"{limits.matmul_tflops:.3g}"
+    # TF32 means something for float32 on a GPU only
+    tf32 = f", TF32 {'on' if first['tf32'] else 'off'}" if cuda and first["dtype"] == "float32" else ""
     out = [f"# tritonlab benchmark — {first['device']}, {first['dtype']}",
            "",
-           f"torch {first['torch_version']}, triton {first['triton_version']}{cuda}, {first['timestamp']}, "
-           f"TF32 {'on' if first['tf32'] else 'off'}. Measured ceilings: copy {limits.copy_gbps:.1f} GB/s, "
+           f"torch {first['torch_version']}, triton {first['triton_version']}{cuda}, {first['timestamp']}"
+           f"{tf32}. Measured ceilings: copy {limits.copy_gbps:.1f} GB/s, "
            f"matmul TFLOP/s {matmul} (the run's roofline uses {limits.matmul_tflops:.3g}), "
            f"smallest op {limits.launch_us:.1f} µs. "
            "Times are medians in ms (p20–p80 in results.csv; on a CPU a slow row gets as few as "
