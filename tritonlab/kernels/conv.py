@@ -72,9 +72,12 @@ _GEMM_SHAPES = [
 ]
 # the fixed small tile used under the interpreter (it cannot autotune: it would time)
 _INTERPRET = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16)
-# autotune keys: the layer's shape without the batch, so a new batch size reuses the tuning
-# (the autotuner adds the tensors' dtypes to the key itself)
-_KEY = ["CG", "OG", "R", "S", "P", "Q"]
+# autotune keys: the layer's shape, TF32 or not, and a power-of-two bucket of the rows
+# N*P*Q (batch 1 and batch 32 want other tiles; a new batch size in a bucket tuned
+# already reuses its pick); the autotuner adds the tensors' dtypes itself. wgrad keys on
+# the length of its reduction slice instead.
+_KEY = ["CG", "OG", "R", "S", "P", "Q", "PRECISION"]
+_M_BUCKET_CAP = 1 << 16
 _SMEM_BUDGET = 200 * 1024  # bytes of shared memory per block, under the H100/H200's 227 KB
 
 
@@ -98,10 +101,10 @@ def _prune(operand, n_name, k_name, flat_name=None):
 
 # ---- forward ----------------------------------------------------------------------------
 
-@triton.jit
+@triton.jit(do_not_specialize=["M_BUCKET"])
 def _conv_fwd_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
-    H, W, P, Q, M, CG, OG, R, S,
+    H, W, P, Q, M, M_BUCKET, CG, OG, R, S,
     sxn, sxc, sxh, sxw, swo, swc, swr, sws, syn, syc, syp, syq,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, FLAT_K: tl.constexpr, PRECISION: tl.constexpr,
@@ -114,7 +117,8 @@ def _conv_fwd_kernel(
     J = cdiv(OG, BLOCK_N), computes y[m, g*OG + o] for m in tile i (m = (n*P + p)*Q + q),
     o in tile j: the N tiles of one M tile run back to back and share its x in L2.
     Pointers: x (N, C, H, W), w (O, CG, R, S), b (O,) (unused without HAS_BIAS),
-    y (N, O, P, Q), each with its strides (sx*, sw*, sy*). M = N*P*Q.
+    y (N, O, P, Q), each with its strides (sx*, sw*, sy*). M = N*P*Q; M_BUCKET only
+    feeds the autotune key.
 
     K loop: one flat loop over (tap, channel block) so the compiler can pipeline the
     loads across taps (a loop per tap would leave one iteration to pipeline when
@@ -185,7 +189,7 @@ def _conv_fwd_kernel(
 
 
 _conv_fwd_tuned = triton.autotune(
-    _configs(_GEMM_SHAPES), key=_KEY,
+    _configs(_GEMM_SHAPES), key=_KEY + ["M_BUCKET"],
     prune_configs_by={"early_config_prune": _prune("x_ptr", "OG", "CG", "FLAT_K")},
 )(_conv_fwd_kernel)
 
@@ -205,6 +209,11 @@ def packed(weight: torch.Tensor) -> torch.Tensor:
     stride, which lets the compiler vectorise them and pipeline them through shared
     memory (16-bit gathers of 2 bytes cannot be). A copy of the weights per call."""
     return weight.permute(2, 3, 1, 0).contiguous().permute(3, 2, 0, 1)
+
+
+def _m_bucket(m: int) -> int:
+    """The autotune key's bucket of m rows (M_BUCKET only feeds the key)."""
+    return min(triton.next_power_of_2(m), _M_BUCKET_CAP)
 
 
 def _check_rows(m: int, what: str) -> None:
@@ -229,7 +238,7 @@ def conv2d_fwd(x, weight, bias, y, stride, pad, dilation, groups, activation=Non
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(og, meta["BLOCK_N"]), groups)  # noqa: E731
     _launch(_conv_fwd_kernel, _conv_fwd_tuned, grid,
             x, weight, bias if bias is not None else y, y,
-            h, w, p, q, m, cg, og, r, s,
+            h, w, p, q, m, _m_bucket(m), cg, og, r, s,
             *x.stride(), *weight.stride(), *y.stride(),
             *stride, *pad, *dilation,
             HAS_BIAS=bias is not None, ACT=ACTIVATIONS[activation],
@@ -239,10 +248,10 @@ def conv2d_fwd(x, weight, bias, y, stride, pad, dilation, groups, activation=Non
 
 # ---- dgrad: dx = transposed convolution of dy -------------------------------------------
 
-@triton.jit
+@triton.jit(do_not_specialize=["M_BUCKET"])
 def _conv_dgrad_kernel(
     dy_ptr, w_ptr, dx_ptr, tap_h_ptr, tap_w_ptr,
-    H, W, P, Q, HI, WI, M, CG, OG, R, S,
+    H, W, P, Q, HI, WI, M, M_BUCKET, CG, OG, R, S,
     sdn, sdc, sdp, sdq, swo, swc, swr, sws, sxn, sxc, sxh, sxw,
     stride_h, stride_w,
     PRECISION: tl.constexpr,
@@ -318,7 +327,8 @@ def _conv_dgrad_kernel(
 
 
 _conv_dgrad_tuned = triton.autotune(
-    _configs(_GEMM_SHAPES), key=_KEY, prune_configs_by={"early_config_prune": _prune("dy_ptr", "CG", "OG")},
+    _configs(_GEMM_SHAPES), key=_KEY + ["M_BUCKET"],
+    prune_configs_by={"early_config_prune": _prune("dy_ptr", "CG", "OG")},
 )(_conv_dgrad_kernel)
 
 
@@ -354,7 +364,7 @@ def conv2d_dgrad(dy, weight, dx, stride, pad, dilation, groups):
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(cg, meta["BLOCK_N"]), groups * phases)  # noqa: E731
     _launch(_conv_dgrad_kernel, _conv_dgrad_tuned, grid,
             dy, weight, dx, tap_h, tap_w,
-            h, w, p, q, hi, wi, m, cg, og, r, s,
+            h, w, p, q, hi, wi, m, _m_bucket(m), cg, og, r, s,
             *dy.stride(), *weight.stride(), *dx.stride(), *stride,
             PRECISION=dot_precision(dy.dtype))
     return dx
@@ -431,7 +441,7 @@ _WGRAD_SHAPES = [
     (64, 64, 32, 4, 4), (32, 32, 64, 4, 4), (128, 128, 32, 4, 8), (32, 64, 32, 4, 4),
 ]
 _conv_wgrad_tuned = triton.autotune(
-    _configs(_WGRAD_SHAPES), key=_KEY,
+    _configs(_WGRAD_SHAPES), key=_KEY + ["CHUNK"],
     prune_configs_by={"early_config_prune": _prune("dy_ptr", "CG", "M")},
 )(_conv_wgrad_kernel)
 
