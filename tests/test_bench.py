@@ -451,8 +451,11 @@ def test_compare_with_no_common_rows_says_so_and_fails(tmp_path, capsys):
     b = _csv(tmp_path / "b.csv", [["relu", "8x8", "fwd", "torch", 1.0]])
     assert cli.main(["bench", "compare", a, b]) == 1
     out = capsys.readouterr()
-    assert out.out == "" and out.err == f"no row was timed in both {a} and {b} (rows match on op, case, mode and " \
-        "provider)\n"
+    assert out.out == "" and out.err == (f"timed in one run only (A = {a}, B = {b}):\n"
+                                         "  relu 4x4 fwd torch: A 1.000 ms; B: no such row\n"
+                                         "  relu 8x8 fwd torch: B 1.000 ms; A: no such row\n"
+                                         f"no row was timed in both {a} and {b} (rows match on op, case, mode and "
+                                         "provider)\n")
 
 
 def test_pytest_benchmark_suite_to_report(tmp_path):

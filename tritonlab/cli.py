@@ -79,6 +79,8 @@ def _compare(paths: list[str]) -> int:
         print(e, file=sys.stderr)
         return 2
     if both.empty:
+        if both.attrs.get("note"):  # e.g. each row timed in one run only, and why not in the other
+            print(both.attrs["note"].rstrip(), file=sys.stderr)
         print(f"no row was timed in both {paths[0]} and {paths[1]} (rows match on op, case, mode and provider)",
               file=sys.stderr)
         return 1
