@@ -476,6 +476,7 @@ def test_pytest_benchmark_suite_to_report(tmp_path):
     assert (df["ms_p50"] > 0).all() and limits.copy_gbps > 0
     assert cli.main(["bench", "--from-pytest-json", str(out), "--out", str(tmp_path / "rep")]) == 0
     assert len(pd.read_csv(tmp_path / "rep" / "results.csv")) == len(df)
+    assert f"These rows come from pytest-benchmark ({out})" in (tmp_path / "rep" / "summary.md").read_text()
 
 
 @pytest.mark.parametrize("options", [["--ops", "relu"], ["--dtype", "float32"], ["--quick"],

@@ -183,7 +183,10 @@ def _bench(args) -> int:
             report.write(df, limits, out, draw=False)  # the op rows kept, whatever the training step meets
             training = run_training(device, dtype, quick=args.quick, time_budget_s=args.time_budget,
                                     started=started, tf32=args.tf32)
-    files = report.write(df, limits, out, training, None if args.from_pytest_json else autotune.winners())
+    source = (f"These rows come from pytest-benchmark ({args.from_pytest_json}): only the tests that ran, timed by "
+              "its wall clock, each GPU call ending with a synchronize." if args.from_pytest_json else "")
+    files = report.write(df, limits, out, training, None if args.from_pytest_json else autotune.winners(),
+                         source=source)
     _print_table(df)
     if training is not None:
         print(training.to_string(index=False, columns=["model", "provider", "ms_p50", "bases_per_s", "speedup_vs_torch",

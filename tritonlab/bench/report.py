@@ -36,7 +36,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def summary(df: pd.DataFrame, limits: Ceilings) -> str:
+def summary(df: pd.DataFrame, limits: Ceilings, source: str = "") -> str:
+    """summary.md's text; `source` says where the rows came from when not from a run."""
     first = df.iloc[0]
     cuda = "" if first.get("cuda_version", "none") == "none" else \
         f", CUDA {first['cuda_version']}, driver {first['driver_version']}"
@@ -59,7 +60,7 @@ def summary(df: pd.DataFrame, limits: Ceilings) -> str:
            "case's data in cache, and a tuned kernel (oneDNN's convolution) can beat the matmul "
            "measured, so a roofline share above 100% is possible there. Dropout ops are checked against torch's "
            "output without dropout times this provider's own mask / (1 - p), and the share of elements "
-           "they keep against 1 - p.",
+           "they keep against 1 - p." + (f" {source}" if source else ""),
            ""]
     for op, g in df.groupby("op", sort=False):
         out += [f"## {op}", ""]
@@ -190,7 +191,7 @@ def prepare(out: Path) -> None:
 
 
 def write(df: pd.DataFrame, limits: Ceilings, out: Path, training: pd.DataFrame | None = None,
-          autotune: pd.DataFrame | None = None, draw: bool = True) -> dict[str, Path]:
+          autotune: pd.DataFrame | None = None, draw: bool = True, source: str = "") -> dict[str, Path]:
     """Write the three outputs into `out` (and `training.csv` plus a "Training step"
     section when `training` rows are given, `autotune.csv` when `autotune` rows are:
     bench.autotune.winners()); an earlier report's files there are removed first, so
@@ -203,7 +204,7 @@ def write(df: pd.DataFrame, limits: Ceilings, out: Path, training: pd.DataFrame 
         old.unlink()
     df = df.reindex(columns=COLUMNS + [c for c in df.columns if c not in COLUMNS])  # a missing column: empty
     df.to_csv(out / "results.csv", index=False)
-    text = summary(df, limits)
+    text = summary(df, limits, source)
     files = {"csv": out / "results.csv", "summary": out / "summary.md"}
     if training is not None:
         training.to_csv(out / "training.csv", index=False)
