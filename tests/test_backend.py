@@ -94,3 +94,42 @@ def test_cpu_path_works_without_triton_installed():
     """)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "(4, 2)"
+
+
+_TF32_STATE = """
+import torch
+from tritonlab.backend import same_tf32, tf32_enabled
+b = torch.backends
+{setup}
+def read(f):
+    try:
+        return f()
+    except RuntimeError:
+        return "raises"
+def state():
+    return (read(lambda: b.cuda.matmul.allow_tf32), read(lambda: b.cudnn.allow_tf32),
+            read(torch.get_float32_matmul_precision), b.fp32_precision, b.cuda.matmul.fp32_precision,
+            b.cudnn.fp32_precision, b.cudnn.conv.fp32_precision, b.cudnn.rnn.fp32_precision)
+kinds = ("matmul", "conv", "rnn")
+before, enabled = state(), [tf32_enabled(k) for k in kinds]  # readable in every state
+with same_tf32(True):
+    assert [tf32_enabled(k) for k in kinds] == [True] * 3
+with same_tf32(False):
+    assert [tf32_enabled(k) for k in kinds] == [False] * 3
+assert state() == before and [tf32_enabled(k) for k in kinds] == enabled, (before, state())
+"""
+
+
+@pytest.mark.parametrize("setup", [
+    "pass", "b.fp32_precision = 'tf32'", "b.cudnn.allow_tf32 = False", "b.cudnn.conv.fp32_precision = 'ieee'",
+    "torch.set_float32_matmul_precision('medium')", "b.cudnn.allow_tf32 = False; b.cudnn.rnn.fp32_precision = 'tf32'",
+])
+def test_same_tf32_sets_every_op_and_leaves_torchs_settings_as_they_were(setup):
+    """In a fresh process per starting state (they are process-wide): legacy flags, torch
+    >= 2.9's fp32_precision settings, the two set apart, and 'medium' matmul precision."""
+    import subprocess
+    import sys
+    if not hasattr(torch.backends, "fp32_precision"):
+        pytest.skip("torch < 2.9 has one TF32 API")
+    run = subprocess.run([sys.executable, "-c", _TF32_STATE.format(setup=setup)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]

@@ -74,12 +74,37 @@ def test_without_the_genome_the_training_step_says_so(monkeypatch, tmp_path):
     assert len(df) == len(training.PROVIDERS["cpu"])
 
 
-def test_the_console_table_keeps_an_op_nothing_of_which_was_timed(capsys):
+def test_the_console_table_keeps_an_op_nothing_of_which_was_timed_and_only_its_own_cases(capsys):
     df = pd.DataFrame({"op": ["relu", "relu", "lstm"], "case": ["a", "a", "b"], "mode": ["fwd"] * 3,
                        "provider": ["torch", "reference", "torch"], "ms_p50": [1.0, 2.0, float("nan")],
                        "device": ["cpu"] * 3, "dtype": ["float32"] * 3, "status": ["ok", "ok", "skipped: budget"]})
     cli._print_table(df)
-    assert "lstm" in capsys.readouterr().out
+    rows = [line.split()[:2] for line in capsys.readouterr().out.splitlines() if line.startswith(("relu", "lstm"))]
+    assert rows == [["relu", "a"], ["lstm", "b"]]  # no "relu b", no "lstm a"
+
+
+def test_a_folder_whose_results_csv_is_not_a_reports_is_refused(tmp_path, capsys):
+    (tmp_path / "results.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "summary.md").write_text("my notes")
+    assert cli.main([*RELU, "--out", str(tmp_path)]) == 2
+    assert "no results.csv of tritonlab's" in capsys.readouterr().err
+    assert (tmp_path / "summary.md").read_text() == "my notes"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "compare", "a.csv", "b.csv", "--no-tf32"], "so --no-tf32 would be ignored"),
+    ([*RELU, "--out", "  "], "--out is empty"),
+])
+def test_more_options_that_cannot_apply(argv, message, capsys):
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_tf32_on_a_cpu_says_it_changes_nothing(tmp_path, capsys):
+    assert cli.main([*RELU, "--modes", "fwd", "--tf32", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr()
+    assert "note: --tf32 changes nothing here: TF32 is for float32 on a GPU" in out.err
+    assert "and 2 plots in" in out.out  # relu's and the roofline
 
 
 class _ExtraDim(torch.nn.Module):

@@ -98,12 +98,17 @@ def tf32_enabled(kind: str = "matmul") -> bool:
     """Whether torch lets float32 `kind` ("matmul", "conv", "rnn") use TF32 tensor cores.
 
     torch >= 2.9 also takes the choice as fp32_precision settings ("tf32", "ieee"; "none"
-    until set), and once a program sets one, reading the legacy allow_tf32 flag raises.
-    So the op's own resolved setting is read first, the legacy flag only while it says
-    "none"."""
+    while unset), and once a program sets the two APIs apart, reading the legacy
+    allow_tf32 flag raises. So the op's own resolved setting decides where it is set;
+    while it reads "none", the legacy flag, and off if even that cannot be read."""
     legacy, node = _tf32_nodes(kind)
     precision = getattr(node, "fp32_precision", "none")
-    return precision == "tf32" if precision != "none" else bool(legacy.allow_tf32)
+    if precision != "none":
+        return precision == "tf32"
+    try:
+        return bool(legacy.allow_tf32)
+    except RuntimeError:  # torch: "allow_tf32 ... without a specific op" in a mixed state
+        return False
 
 
 @contextlib.contextmanager
@@ -114,26 +119,40 @@ def same_tf32(enabled: bool):
     default), so setting one alone times convolutions with TF32 in a run labelled
     without. The legacy allow_tf32 flags are set while they read back (their setters
     keep torch >= 2.9's fp32_precision settings in step, so code that reads either API
-    inside agrees); once a program has set the two APIs apart, reading the legacy flags
-    raises, and the fp32_precision settings are set instead. Every fp32_precision setting
-    (parents first) is restored after, so nothing is left pinned."""
+    inside agrees), and only where they differ from `enabled`; once a program has set
+    the two APIs apart, reading them raises, and the fp32_precision settings are set
+    instead. After: the flags, the matmul precision (torch.get_float32_matmul_precision),
+    then each fp32_precision setting that reads otherwise than before, parents first
+    (a child inheriting where that reads back what it held): every setting reads as it
+    did. torch cannot unset a setting, so one written here may stop following a later
+    change of its parent; none is written that already reads right."""
     nodes = [node for node in (torch.backends, torch.backends.cuda.matmul, torch.backends.cudnn,
                                getattr(torch.backends.cudnn, "conv", None), getattr(torch.backends.cudnn, "rnn", None))
              if hasattr(node, "fp32_precision")]
     before = [node.fp32_precision for node in nodes]
     try:
         saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        matmul_precision = torch.get_float32_matmul_precision()
     except RuntimeError:
         saved = None
     if saved is None:
         for kind in ("matmul", "conv", "rnn"):
             _tf32_nodes(kind)[1].fp32_precision = "tf32" if enabled else "ieee"
     else:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+        for holder, value in zip((torch.backends.cuda.matmul, torch.backends.cudnn), saved):
+            if value != enabled:  # an unneeded write would still pin the settings
+                holder.allow_tf32 = enabled
     try:
         yield
     finally:
         if saved is not None:
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+            torch.set_float32_matmul_precision(matmul_precision)  # "medium" is more than a flag holds
         for node, precision in zip(nodes, before):
+            if node.fp32_precision == precision:
+                continue  # a write would pin it: it would no longer follow its parent
+            if node is not torch.backends:
+                node.fp32_precision = "none"  # inherit, if that is what it held
+                if node.fp32_precision == precision:
+                    continue
             node.fp32_precision = precision

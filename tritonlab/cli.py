@@ -57,12 +57,15 @@ def _device_problem(device: str, backend: str | None) -> str | None:
 
 
 def _print_table(df) -> None:
+    import pandas as pd
+
     print(f"\nmedian ms on {df['device'].iloc[0]}, {df['dtype'].iloc[0]} (– = not run; see summary.md for why)")
     if df["ms_p50"].isna().all():
         print(f"nothing was timed: {df['status'].iloc[0]}" if len(df) else "nothing was timed")
         return
     table = df.pivot_table(index=["op", "case", "mode"], columns="provider", values="ms_p50", sort=False,
-                           dropna=False)  # an op nothing of which was timed keeps its rows
+                           dropna=False)  # an op nothing of which was timed keeps its rows ...
+    table = table.loc[pd.MultiIndex.from_frame(df[["op", "case", "mode"]].drop_duplicates())]  # ... its own only
     table = table[[p for p in df["provider"].unique() if p in table.columns]]
     print(table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="–"))
 
@@ -108,9 +111,10 @@ _RUN_ONLY = ("ops", "dtype", "device", "providers", "modes", "quick", "full", "n
 
 
 def _given(args, names) -> list[str]:
-    """The options among `names` that the command line set (not left at their defaults)."""
-    return [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
-            if k in names and v is not None and v is not False]  # 0 s is a budget, so `is not`
+    """The options among `names` that the command line set (not left at their defaults:
+    None, or False for a switch; --no-tf32 stores False, and its default is None)."""
+    return [f"--{'no-' if k == 'tf32' and v is False else ''}{k.replace('_', '-')}" for k, v in vars(args).items()
+            if k in names and v is not None and (v is not False or k == "tf32")]  # 0 s is a budget: `is not`
 
 
 def _bench(args) -> int:
@@ -125,7 +129,7 @@ def _bench(args) -> int:
                   "ignored", file=sys.stderr)
             return 2
         return _compare(args.action[1:])
-    if args.out == "":
+    if args.out is not None and not args.out.strip():
         print("--out is empty; give a folder, or leave it out for out/<device>-<date>", file=sys.stderr)
         return 2
 
@@ -174,6 +178,9 @@ def _bench(args) -> int:
         if not _writable(out):  # before the run, not after minutes of it
             return 2
         dtype = getattr(torch, args.dtype or "float32")
+        if args.tf32 is not None and (device.type != "cuda" or dtype != torch.float32):
+            print(f"note: --{'' if args.tf32 else 'no-'}tf32 changes nothing here: TF32 is for float32 on a GPU",
+                  file=sys.stderr)
         started = runner._clock()  # the budget's start, for the training step too
         df, limits = runner.run(args.ops, dtype, device, args.quick,
                                 providers=args.providers, modes=args.modes, full=args.full,
@@ -191,8 +198,9 @@ def _bench(args) -> int:
     if training is not None:
         print(training.to_string(index=False, columns=["model", "provider", "ms_p50", "bases_per_s", "speedup_vs_torch",
                                                        "status"], float_format=lambda v: f"{v:.3f}"))
-    print(f"\nwrote {', '.join(str(f) for k, f in files.items() if k != 'plots')} and {len(files['plots'])} plots "
-          f"in {out}")
+    plots = len(files["plots"])
+    print(f"\nwrote {', '.join(str(f) for k, f in files.items() if k != 'plots')} and {plots} "
+          f"plot{'' if plots == 1 else 's'} in {out}")
     return 0
 
 

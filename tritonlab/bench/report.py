@@ -172,6 +172,15 @@ def _report_files(out: Path) -> list[Path]:
     return [out / name for name in names if (out / name).is_file()]
 
 
+def _is_report(csv: Path) -> bool:
+    """Whether `csv` is a results.csv a tritonlab run wrote (its header starts with COLUMNS)."""
+    try:
+        with open(csv, newline="") as f:
+            return f.readline().strip().split(",")[:len(COLUMNS)] == COLUMNS
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def prepare(out: Path) -> None:
     """Create the folder `out` and write a scratch file in it, so that a bad output
     folder fails before a run rather than after it; else OSError with a one-line reason.
@@ -180,9 +189,9 @@ def prepare(out: Path) -> None:
     blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise NotADirectoryError(f"{blocking} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "results.csv").is_file():
-        raise FileExistsError(f"{out} holds files but no results.csv, so it is no earlier report to replace; "
-                              f"give a new or empty folder")
+    if out.is_dir() and any(out.iterdir()) and not _is_report(out / "results.csv"):
+        raise FileExistsError(f"{out} holds files but no results.csv of tritonlab's, so it is no earlier report "
+                              f"to replace; give a new or empty folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=out).close()
