@@ -72,11 +72,11 @@ _GEMM_SHAPES = [
 ]
 # the fixed small tile used under the interpreter (it cannot autotune: it would time)
 _INTERPRET = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16)
-# autotune keys: the layer's shape, TF32 or not, and a power-of-two bucket of the rows
-# N*P*Q (batch 1 and batch 32 want other tiles; a new batch size in a bucket tuned
-# already reuses its pick); the autotuner adds the tensors' dtypes itself. wgrad keys on
-# the length of its reduction slice instead.
-_KEY = ["CG", "OG", "R", "S", "P", "Q", "PRECISION"]
+# autotune keys: the layer's shape, TF32 or not, and M_BUCKET, a power-of-two bucket of
+# the GEMM rows N*P*Q (wgrad: of its reduction slice CHUNK), never the raw batch: batch 1
+# and batch 32 want other tiles, but a new batch size in a tuned bucket reuses its pick.
+# The autotuner adds the tensors' dtypes itself.
+_KEY = ["CG", "OG", "R", "S", "P", "Q", "PRECISION", "M_BUCKET"]
 _M_BUCKET_CAP = 1 << 16
 _SMEM_BUDGET = 200 * 1024  # bytes of shared memory per block, under the H100/H200's 227 KB
 
@@ -189,7 +189,7 @@ def _conv_fwd_kernel(
 
 
 _conv_fwd_tuned = triton.autotune(
-    _configs(_GEMM_SHAPES), key=_KEY + ["M_BUCKET"],
+    _configs(_GEMM_SHAPES), key=_KEY,
     prune_configs_by={"early_config_prune": _prune("x_ptr", "OG", "CG", "FLAT_K")},
 )(_conv_fwd_kernel)
 
@@ -327,7 +327,7 @@ def _conv_dgrad_kernel(
 
 
 _conv_dgrad_tuned = triton.autotune(
-    _configs(_GEMM_SHAPES), key=_KEY + ["M_BUCKET"],
+    _configs(_GEMM_SHAPES), key=_KEY,
     prune_configs_by={"early_config_prune": _prune("dy_ptr", "CG", "OG")},
 )(_conv_dgrad_kernel)
 
@@ -372,10 +372,10 @@ def conv2d_dgrad(dy, weight, dx, stride, pad, dilation, groups):
 
 # ---- wgrad: dW = dy^T @ im2col(x), split over N*P*Q ------------------------------------
 
-@triton.jit
+@triton.jit(do_not_specialize=["M_BUCKET"])
 def _conv_wgrad_kernel(
     dy_ptr, x_ptr, dw_ptr,
-    H, W, P, Q, M, CG, OG, R, S, CHUNK,
+    H, W, P, Q, M, CG, OG, R, S, CHUNK, M_BUCKET,
     sdn, sdc, sdp, sdq, sxn, sxc, sxh, sxw, sgk, sgo, sgc, sgr, sgs,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
     PRECISION: tl.constexpr,
@@ -393,7 +393,8 @@ def _conv_wgrad_kernel(
     ResNet layers: 64x64 channels over 100k positions) would otherwise run on a few
     SMs; a workspace + one reduce keeps the result deterministic (atomics would not)
     and lets the autotuner rerun the kernel without zeroing anything.
-    Pointers: dy (N, O, P, Q), x (N, C, H, W) with strides; dw as above.
+    Pointers: dy (N, O, P, Q), x (N, C, H, W) with strides; dw as above. M_BUCKET only
+    feeds the autotune key.
     Cost: 2*M*O*CG*R*S FLOPs; dy and x each read once per (c, o) tile and tap (from L2).
     """
     pid = tl.program_id(0)
@@ -441,7 +442,7 @@ _WGRAD_SHAPES = [
     (64, 64, 32, 4, 4), (32, 32, 64, 4, 4), (128, 128, 32, 4, 8), (32, 64, 32, 4, 4),
 ]
 _conv_wgrad_tuned = triton.autotune(
-    _configs(_WGRAD_SHAPES), key=_KEY + ["CHUNK"],
+    _configs(_WGRAD_SHAPES), key=_KEY,
     prune_configs_by={"early_config_prune": _prune("dy_ptr", "CG", "M")},
 )(_conv_wgrad_kernel)
 
@@ -481,7 +482,7 @@ def conv2d_wgrad(dy, x, weight_shape, stride, pad, dilation, groups, out=None):
     grid = lambda meta: (triton.cdiv(og, meta["BLOCK_M"]) * triton.cdiv(cg, meta["BLOCK_N"]), groups * r * s, split)  # noqa: E731
     _launch(_conv_wgrad_kernel, _conv_wgrad_tuned, grid,
             dy, x, target,
-            h, w, p, q, m, cg, og, r, s, chunk,
+            h, w, p, q, m, cg, og, r, s, chunk, _m_bucket(chunk),
             *dy.stride(), *x.stride(), *strides,
             *stride, *pad, *dilation,
             PRECISION=dot_precision(dy.dtype))
