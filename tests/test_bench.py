@@ -1,5 +1,6 @@
 """The benchmark runner end to end on CPU with tiny cases; never a timing assertion."""
 import dataclasses
+import math
 
 import pandas as pd
 import pytest
@@ -593,3 +594,15 @@ def test_from_pytest_json_refuses_repeated_benchmarks_naming_them(tmp_path):
         convert.from_pytest_json(path)
     assert str(e.value) == (f"{path} holds 2 benchmarks that share their op/case/mode/provider: "
                             "test_op[relu-4x4-torch-fwd0], test_op[relu-4x4-torch-fwd1]; expected one each")
+
+
+def test_peak_memory_is_one_call_of_its_own_after_a_warm_one(monkeypatch):
+    """Not do_bench's flush buffer nor a first call's autotuning: reset between two calls."""
+    from tritonlab.bench import timing
+    events = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: events.append("reset"))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 3 * 2**20)
+    assert timing.peak_mb(lambda: events.append("call"), torch.device("cuda")) == 3
+    assert events == ["call", "reset", "call"]
+    assert math.isnan(timing.peak_mb(lambda: None, torch.device("cpu")))

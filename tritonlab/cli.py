@@ -171,8 +171,9 @@ def _bench(args) -> int:
                   file=sys.stderr)
             return 2
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if device.type == "cuda" and not torch.cuda.is_available():
-            print("--device cuda asked for, but torch sees no CUDA device", file=sys.stderr)
+        problem = _device_problem(str(device), None)
+        if problem:
+            print(problem, file=sys.stderr)
             return 2
         out = Path(args.out) if args.out else _default_out(runner.device_name(device))
         if not _writable(out):  # before the run, not after minutes of it

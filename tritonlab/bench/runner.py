@@ -26,7 +26,7 @@ from . import ceilings as ceil
 from . import providers as prov
 from ..backend import same_tf32, tf32_enabled
 from .ops import DROPOUT_P, OPS, Cost, Op
-from .timing import refuse_interpreter, time_fn
+from .timing import peak_mb, refuse_interpreter, time_fn
 
 PROVIDERS = prov.BASE
 MODES = ("fwd", "bwd", "fwd+bwd")
@@ -271,14 +271,7 @@ def _sync(device) -> None:
 
 def _time(mod, inputs, mode, device, budget) -> dict:
     fn = make_callable(mod, inputs, mode)
-    peak = float("nan")
-    if device.type == "cuda":  # over one call of its own: the timing's L2-flush buffer is not the op's
-        fn()  # nor is the autotuner's, whose first backward call may tune here
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        fn()
-        torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    peak = peak_mb(fn, device)
     p50, p20, p80 = time_fn(fn, device, budget)
     return {"ms_p50": p50, "ms_p20": p20, "ms_p80": p80, "peak_mem_mb": peak}
 

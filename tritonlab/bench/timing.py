@@ -55,3 +55,17 @@ def time_gpu(fn: Callable[[], object]) -> tuple[float, float, float]:
 
 def time_fn(fn: Callable[[], object], device: torch.device, budget_s: float = 0.5) -> tuple[float, float, float]:
     return time_gpu(fn) if device.type == "cuda" else time_cpu(fn, budget_s)
+
+
+def peak_mb(fn: Callable[[], object], device: torch.device) -> float:
+    """The most memory allocated during one call of `fn`, in MiB (inputs included); NaN
+    off a GPU. Measured on a call of its own after a warm one: neither do_bench's L2
+    flush buffer nor the autotuner's (a first backward may tune) is the op's."""
+    if device.type != "cuda":
+        return float("nan")
+    fn()
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) / 2**20

@@ -30,12 +30,12 @@ from torch.nn import functional as F
 from ..swap import swap, unswap
 from ..data import Vocab, default_genome_path, get_batch, load_sequence
 from ..models import MODEL_KINDS, build_model
+from ..backend import same_tf32, tf32_enabled
 from ..train import TrainConfig
 from . import runner
 from .report import _fmt, _table
-from ..backend import same_tf32, tf32_enabled
 from .runner import common_columns
-from .timing import refuse_interpreter, time_fn
+from .timing import peak_mb, refuse_interpreter, time_fn
 
 PROVIDERS = {"cuda": ("torch", "swapped-triton", "swapped-reference"), "cpu": ("torch", "swapped-reference")}
 # (batch, seq) and model sizes per device (RNNs, CNN, transformer: its context is the seq);
@@ -149,13 +149,7 @@ def _bench(model, ids, batch: int, seq: int, steps: int, device, budget: float) 
         loss = step(*get_batch(ids, batch, seq, generator=batches))
     loss_after = loss.item()
     x, y = get_batch(ids, batch, seq, generator=batches)
-    peak = float("nan")
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        step(x, y)
-        torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    peak = peak_mb(lambda: step(x, y), device)
     p50, p20, p80 = time_fn(lambda: step(x, y), device, budget)
     return {"ms_p50": p50, "ms_p20": p20, "ms_p80": p80, "peak_mem_mb": peak, "loss_after": loss_after}
 
