@@ -240,7 +240,8 @@ def _train(args) -> int:
                 cfg = TrainConfig(**given, out=args.out, model_config=sizes, overwrite=args.overwrite)
             problem = _device_problem(cfg.device, cfg.backend)
             if problem:
-                raise ValueError(problem + (" (the checkpoint's setting)" if args.resume else ""))
+                from_checkpoint = args.resume and not (args.device or args.backend)
+                raise ValueError(problem + (" (the checkpoint's setting)" if from_checkpoint else ""))
             result = train(cfg)
         except KeyboardInterrupt:
             try:

@@ -6,7 +6,8 @@ Precision: tiles accumulate in fp32. float16/bfloat16 inputs run on the tensor c
 float32 inputs use TF32 tensor cores exactly when `torch.backends.cuda.matmul.allow_tf32`
 is True (torch's own flag for its matmuls, False by default; or its successor
 `torch.backends.cuda.matmul.fp32_precision == "tf32"`, see backend.tf32_enabled),
-full-precision fp32 FMA otherwise; the setting is read at every call. The interpreter ignores the choice (numpy fp32).
+full-precision fp32 FMA otherwise; the setting is read at every call. The interpreter
+ignores the choice (numpy fp32).
 """
 from __future__ import annotations
 

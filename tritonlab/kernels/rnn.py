@@ -48,8 +48,6 @@ from ._math import sigmoid, tanh
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-
-
 # ---- shared pieces ---------------------------------------------------------------------
 
 # a new step number per launch must not compile a new variant (Triton specializes

@@ -24,6 +24,12 @@ def _integral(x) -> bool:
     return isinstance(x, torch.Tensor) and not (x.is_floating_point() or x.is_complex())
 
 
+def _promoted(x):
+    """`x`, an integer or bool one in the default float dtype: torch.sigmoid's and tanh's
+    type promotion."""
+    return x.to(torch.get_default_dtype()) if _integral(x) else x
+
+
 class ReLU(LabLayer, nn.ReLU):
     """torch.nn.ReLU; `inplace=True` writes the result back into the input, as torch does."""
 
@@ -45,8 +51,7 @@ class Sigmoid(LabLayer, nn.Sigmoid):
         self._set_backend(backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _integral(x):
-            x = x.to(torch.get_default_dtype())  # torch's promotion: a default-dtype result
+        x = _promoted(x)
         check_input(x, "Sigmoid", (), "")
         return pick("sigmoid", _SIGMOID, self.backend, x)(x)
 
@@ -57,7 +62,6 @@ class Tanh(LabLayer, nn.Tanh):
         self._set_backend(backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _integral(x):
-            x = x.to(torch.get_default_dtype())  # torch's promotion: a default-dtype result
+        x = _promoted(x)
         check_input(x, "Tanh", (), "")
         return pick("tanh", _TANH, self.backend, x)(x)
