@@ -33,6 +33,15 @@ def test_one_row_per_model_and_provider_with_the_columns(quick_run):
     assert (df["batch"] == 4).all() and (df["seq"] == 32).all()
 
 
+def test_rows_name_the_model_size_and_its_parameter_count(quick_run):
+    lstm = quick_run[quick_run["model"] == "lstm"]
+    assert set(lstm["config"]) == {"embed=8 hidden=16 layers=1"}
+    expected = training._provider_model(training.build_model("lstm", vocab_size=4, embed=8, hidden=16, layers=1),
+                                        "torch")
+    assert set(lstm["params"]) == {sum(p.numel() for p in expected.parameters())}
+    assert "transformer embed=16 heads=2 hidden=32 layers=1 context=32 (" in training.training_markdown(quick_run)
+
+
 def test_times_throughput_and_speedup_are_consistent(quick_run):
     df = quick_run
     assert (df["ms_p20"] > 0).all() and (df["ms_p20"] <= df["ms_p50"]).all() and (df["ms_p50"] <= df["ms_p80"]).all()

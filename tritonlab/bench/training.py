@@ -50,7 +50,7 @@ SIZES = {
     ("cpu", True): ((4, 32), {"embed": 8, "hidden": 16, "layers": 1}, {"embed": 8, "channels": 16},
                     {"embed": 16, "heads": 2, "hidden": 32, "layers": 1, "context": 32}),
 }
-COLUMNS = ["model", "provider", "batch", "seq", "ms_p50", "ms_p20", "ms_p80", "bases_per_s", "peak_mem_mb",
+COLUMNS = ["model", "config", "params", "provider", "batch", "seq", "ms_p50", "ms_p20", "ms_p80", "bases_per_s", "peak_mem_mb",
            "loss_after", "speedup_vs_torch", "status"]
 
 
@@ -73,26 +73,29 @@ def run_training(device=None, dtype=torch.float32, models=MODEL_KINDS, steps: in
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     (batch, seq), rnn_sizes, cnn_sizes, transformer_sizes = SIZES[(device.type, quick)]
+    sizes = {kind: {"cnn": cnn_sizes, "transformer": transformer_sizes}.get(kind, rnn_sizes) for kind in models}
     vocab = Vocab.dna()
     setting = tf32_enabled() if tf32 is None else tf32
     with same_tf32(setting):  # the CNN's convolutions too; the rows' tf32 column reads it
         common = common_columns(device, dtype)
         path = default_genome_path()
         if not path.is_file():  # an installed wheel carries no data/: the op rows still get their report
-            return _derive(pd.DataFrame([{"model": kind, "provider": provider, "batch": batch, "seq": seq,
-                                          **common, "status": f"skipped: no training data ({path} is absent)"}
+            return _derive(pd.DataFrame([{"model": kind, "config": _config(sizes[kind]), "provider": provider,
+                                          "batch": batch, "seq": seq, **common,
+                                          "status": f"skipped: no training data ({path} is absent)"}
                                          for kind in models for provider in PROVIDERS[device.type]]))
         ids = vocab.encode(load_sequence(path)).to(device)
         budget = 0.2 if quick else 0.5
         rows = []
         for kind in models:
             torch.manual_seed(0)
-            sizes = {"cnn": cnn_sizes, "transformer": transformer_sizes}.get(kind, rnn_sizes)
-            base = build_model(kind, vocab_size=len(vocab), **sizes)
+            base = build_model(kind, vocab_size=len(vocab), **sizes[kind])
             unswap(base)  # torch.nn modules with the lab's initialisation
             base = base.to(device=device, dtype=dtype)
+            params = sum(p.numel() for p in base.parameters())
             for provider in PROVIDERS[device.type]:
-                row = {"model": kind, "provider": provider, "batch": batch, "seq": seq, **common}
+                row = {"model": kind, "config": _config(sizes[kind]), "params": params, "provider": provider,
+                       "batch": batch, "seq": seq, **common}
                 row["status"] = runner.budget_spent(started, time_budget_s)
                 if row["status"]:
                     rows.append(row)
@@ -114,6 +117,11 @@ def _check(device: torch.device, dtype, models: tuple) -> None:
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     if not models or any(m not in MODEL_KINDS for m in models):
         raise ValueError(f"models must be a non-empty list of {MODEL_KINDS}, got {list(models)}")
+
+
+def _config(sizes: dict) -> str:
+    """The model's size settings as `tritonlab train` names them, e.g. "hidden=64 layers=1"."""
+    return " ".join(f"{k}={v}" for k, v in sizes.items())
 
 
 def _provider_model(base, provider: str):
@@ -155,7 +163,7 @@ def _bench(model, ids, batch: int, seq: int, steps: int, device, budget: float) 
 
 
 def _derive(df: pd.DataFrame) -> pd.DataFrame:
-    for col in ("ms_p50", "ms_p20", "ms_p80", "peak_mem_mb", "loss_after"):
+    for col in ("params", "ms_p50", "ms_p20", "ms_p80", "peak_mem_mb", "loss_after"):
         if col not in df:
             df[col] = float("nan")
     df["bases_per_s"] = df["batch"] * df["seq"] / (df["ms_p50"] * 1e-3)
@@ -165,8 +173,8 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def training_markdown(df: pd.DataFrame) -> str:
-    """The report section: per model and provider, the step time, bases/s, peak memory,
-    speed-up vs torch.nn and the loss after the warm-up steps."""
+    """The report section: each model's size, then per model and provider the step time,
+    bases/s, peak memory, speed-up vs torch.nn and the loss after the warm-up steps."""
     if df.empty:
         return "## Training step\n\nNo rows."
     first = df.iloc[0]
@@ -177,6 +185,11 @@ def training_markdown(df: pd.DataFrame) -> str:
            "backend=<tier>)`. ms is the median step (p20–p80); ×torch is torch's time over the provider's; "
            "peak memory is measured on a GPU only; loss after is the last of the warm-up steps, on the "
            "same batches for every provider (dropout masks differ between torch.nn and the lab).", ""]
+    if "config" in df:  # reports written before the sizes were recorded lack them
+        sizes = df.drop_duplicates("model")
+        out += ["Model sizes (the `tritonlab train` options; parameters counted once): " + "; ".join(
+            f"{r['model']} {r['config']}" + (f" ({int(r['params']):,} parameters)" if pd.notna(r.get("params"))
+                                             else "") for _, r in sizes.iterrows()) + ".", ""]
     rows = []
     for _, r in df.iterrows():
         ok = r["status"] == "ok"
