@@ -282,6 +282,20 @@ def test_dropout_keeping_too_few_or_too_many_is_wrong_not_timed(broken, kept):
     assert bad["ms_p50"].isna().all() and (good["status"] == "ok").all()
 
 
+class _SameMaskEveryCall(torch.nn.Dropout):
+    def forward(self, x):
+        keep = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) >= self.p
+        return x * keep / (1 - self.p)
+
+
+def test_dropout_that_drops_the_same_elements_every_call_is_wrong_not_timed():
+    op = dataclasses.replace(_tiny("dropout", {"shape": (64, 64)}), lab=lambda p: _SameMaskEveryCall(0.1))
+    df, _ = runner.run([op], quick=True, providers=("reference", "torch"), progress=False)
+    bad, good = df[df["provider"] == "reference"], df[df["provider"] == "torch"]
+    assert (bad["status"] == "wrong: a second call dropped the same elements (the dropout seed does not advance)").all()
+    assert bad["ms_p50"].isna().all() and (good["status"] == "ok").all()
+
+
 def test_dropout_p_is_written_once_for_the_modules_and_the_check():
     from tritonlab.bench import ops
     dropout, both = OPS["dropout"], OPS["softmax_dropout"]

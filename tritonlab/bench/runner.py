@@ -235,7 +235,8 @@ def _once(items, key=lambda item: item) -> list:
 def check(op, mod, ref, inputs, dtype, device) -> dict:
     """Forward once (timed: compile and autotune happen here) and compare with torch:
     `ok` within the dtype's tolerance (scaled by the output's magnitude), else `wrong`
-    (for a dropout op also when it keeps too few or too many elements)."""
+    (for a dropout op also when it keeps too few or too many elements, or drops the same
+    ones again on a second call)."""
     _sync(device)
     start = time.perf_counter()
     with torch.no_grad():
@@ -246,7 +247,7 @@ def check(op, mod, ref, inputs, dtype, device) -> dict:
     scale = max(1.0, out.abs().max().item()) if out.numel() else 1.0
     status = "ok" if err <= TOLERANCE[dtype] * scale else "wrong"
     if status == "ok":
-        status = _kept_problem(op, out) or status
+        status = _kept_problem(op, out) or _same_mask_problem(op, mod, inputs, out) or status
     return {"max_abs_err": err, "first_call_ms": first_ms, "status": status}
 
 
@@ -262,6 +263,19 @@ def _kept_problem(op, out: torch.Tensor) -> str | None:
     if abs(kept - want) <= tolerance:
         return None
     return f"wrong: kept {kept:.3f} of the elements, expected {want:.3f} ± {tolerance:.3f}"
+
+
+def _same_mask_problem(op, mod, inputs, out: torch.Tensor) -> str | None:
+    """Why a dropout op is wrong if a second call drops the very same elements (a seed
+    that does not advance passes every other check), or None. Two right masks of n
+    elements agree everywhere with odds (p² + (1-p)²)^n: below 10^-21 from 256 on."""
+    if not op.random or out.numel() < 256:
+        return None
+    with torch.no_grad():
+        again = _first(mod(*inputs))
+    if torch.equal(again != 0, out != 0):
+        return "wrong: a second call dropped the same elements (the dropout seed does not advance)"
+    return None
 
 
 def _sync(device) -> None:
