@@ -146,19 +146,37 @@ def test_packed_sequence(cell, with_state, variant):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_dropout_in_training(cell, variant):
-    """Dropout between layers in train mode: reproducible under a seed, different from
-    eval, differentiable; equal to the reference tier given the same seed (both draw the
-    mask through the layer's dropout function)."""
+def test_dropout_in_training(cell, variant, monkeypatch):
+    """Dropout between layers in train mode goes through the Triton dropout (issue 5:
+    "dropout between layers (the Triton dropout)"), once per layer boundary: reproducible
+    under a seed, different from eval, differentiable. Its Philox masks are not the
+    reference tier's, so the gradients are checked against the reference tier run
+    under the very masks the Triton dropout drew."""
+    from tritonlab.layers.functions import softmax as functions
+    drawn = []
+
+    def spy(x, p, training=True):
+        y = real(x, p, training)
+        drawn.append((x.detach().clone(), y.detach().clone()))
+        return y
+    real = functions.dropout_triton
+    monkeypatch.setattr(functions, "dropout_triton", spy)
     lab = CELLS[cell][0](3, 5, num_layers=3, dropout=0.5, backend="triton")
     x = torch.randn(4, 2, 3)
     torch.manual_seed(7)
     first = lab(x)[0]
+    assert len(drawn) == 2 and all(x_.numel() == 4 * 2 * 5 for x_, _ in drawn)
+    for inp, out in drawn:  # a real dropout: dropped or scaled by 1 / (1 - p)
+        kept = out != 0
+        torch.testing.assert_close(out[kept], inp[kept] * 2)
     torch.manual_seed(7)
     torch.testing.assert_close(lab(x)[0], first, atol=0, rtol=0)
+
+    masks = iter([(out != 0) for _, out in drawn[:2]])
     lab.backend = "reference"
-    torch.manual_seed(7)
-    torch.testing.assert_close(lab(x)[0], first, atol=1e-5, rtol=1e-5)
+    with monkeypatch.context() as m:
+        m.setattr("tritonlab.layers.rnn.dropout_reference", lambda x, p, training: x * next(masks) / (1 - p))
+        torch.testing.assert_close(lab(x)[0], first, atol=1e-5, rtol=1e-5)
     lab.backend = "triton"
     lab.eval()
     assert not torch.allclose(first, lab(x)[0])

@@ -12,8 +12,6 @@ from torch.nn.utils.rnn import PackedSequence
 
 from ..backend import get_backend
 from ..scratch import rnn as scratch
-# dropout between layers: the vectorized tier serves both RNN tiers (the naive tier's
-# loops are over time and gates)
 from ..scratch.dropout import dropout_reference
 from . import _autocast
 from ._base import LabLayer
@@ -26,6 +24,9 @@ _LSTM = {"naive": scratch.lstm_naive, "reference": scratch.lstm_reference,
          "triton": lazy("rnn", "lstm_triton")}
 # the triton tier's recurrence kernels (layers/functions/rnn.py says what each does)
 ALGOS = ("auto", "step", "persistent", "persistent-grid")
+# dropout between layers: the triton tier's own kernel; the vectorized one for both
+# scratch tiers (the naive tier's loops are over time and gates, not over a mask)
+_TRITON_DROPOUT = lazy("softmax", "dropout_triton")
 
 
 class _Recurrent(LabLayer):
@@ -110,10 +111,12 @@ class _Recurrent(LabLayer):
         if packed and x.sorted_indices is not None:
             hx = _map(lambda s: s.index_select(1, x.sorted_indices), hx)
         # "auto" leaves the choice to the module-wide default (variant=None)
-        extra = {"variant": None if self.algo == "auto" else self.algo} if fn is impls.get("triton") else {}
+        triton = fn is impls.get("triton")
+        extra = {"variant": None if self.algo == "auto" else self.algo} if triton else {}
         out, h_n = _autocast.call(_autocast.MATMUL, fn, data, hx, self._weights(), **extra,
                                   bidirectional=self.bidirectional, batch_first=self.batch_first,
-                                  dropout=self.dropout, training=self.training, dropout_fn=dropout_reference,
+                                  dropout=self.dropout, training=self.training,
+                                  dropout_fn=_TRITON_DROPOUT if triton else dropout_reference,
                                   batch_sizes=x.batch_sizes if packed else None)
         if not packed:
             return out, h_n
