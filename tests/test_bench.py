@@ -364,6 +364,24 @@ def test_elementwise_flops_per_element(name):
     assert OPS[name].cost(p, "fwd", 4).flops == fwd * 21 and OPS[name].cost(p, "fwd+bwd", 4).flops == both * 21
 
 
+@pytest.mark.parametrize("name, tensors", [("relu", 3), ("softmax", 3), ("softmax_dropout", 3), ("dropout", 2)])
+def test_elementwise_backward_bytes(name, tensors):
+    """The backward reads y (or x) and dy and writes dx; dropout reads no mask (it
+    regenerates it from the seed), so it moves one tensor fewer."""
+    n = 21
+    assert OPS[name].cost({"shape": (3, 7)}, "fwd+bwd", 4).bytes == (2 + tensors) * n * 4
+
+
+@pytest.mark.parametrize("name, y_reads", [("linear", 1), ("linear_relu", 2)])
+def test_gemm_backward_bytes(name, y_reads):
+    """dX and dW read dy, W and X and write dX and dW; a fused activation's derivative
+    reads y back too. The forward wrote y."""
+    m, k, n = 5, 7, 3
+    both = OPS[name].cost({"m": m, "k": k, "n": n}, "fwd+bwd", 2).bytes
+    assert both == (3 * m * k + 3 * k * n + (1 + y_reads) * m * n) * 2
+    assert runner.cost_of(OPS[name], {"m": m, "k": k, "n": n}, "bwd", 2).bytes == (2 * m * k + 2 * k * n + y_reads * m * n) * 2
+
+
 def test_cli_quick_writes_report(tmp_path, capsys):
     assert cli.main(["bench", "--quick", "--ops", "relu", "flatten", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "results.csv").exists() and (tmp_path / "summary.md").exists()

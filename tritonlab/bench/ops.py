@@ -61,13 +61,14 @@ def _numel(shape) -> int:
     return math.prod(shape)
 
 
-def _elementwise_cost(fwd_flops: int, bwd_flops: int):
-    """Read x, write y; the backward reads y and dy and writes dx. FLOPs per element,
-    forward and backward, as the lessons count them (an exp counts one)."""
+def _elementwise_cost(fwd_flops: int, bwd_flops: int, bwd_tensors: int = 3):
+    """Read x, write y; the backward reads y (or x) and dy and writes dx: `bwd_tensors`
+    tensors of x's size (dropout's 2: it regenerates its mask instead of reading one).
+    FLOPs per element, forward and backward, as the lessons count them (an exp counts one)."""
     def cost(p, mode, es):
         n = _numel(p["shape"])
         fwd = Cost(2 * n * es, fwd_flops * n)
-        return fwd if mode == "fwd" else Cost(fwd.bytes + 3 * n * es, (fwd_flops + bwd_flops) * n)
+        return fwd if mode == "fwd" else Cost(fwd.bytes + bwd_tensors * n * es, (fwd_flops + bwd_flops) * n)
     return cost
 
 
@@ -101,18 +102,31 @@ QUICK = ((256, 1024), (4096, 4096), (8192, 4096))
 FULL = ((8192, 8192), (8192, 1024))
 
 
-def _elementwise(name, lab, ref, shapes, flops, naive_steps=_rows, **kw):
+def _elementwise(name, lab, ref, shapes, flops, naive_steps=_rows, bwd_tensors=3, **kw):
     """An op on one tensor of `shape`: lab and ref build the modules, with no parameters;
-    `flops`: per element, (forward, backward)."""
+    `flops`: per element, (forward, backward); `bwd_tensors` as in _elementwise_cost."""
     return Op(name, _shape_cases(shapes, QUICK), lambda p: lab(), lambda p: ref(),
-              lambda p: (torch.randn(p["shape"]),), _elementwise_cost(*flops), lambda p: naive_steps(p["shape"]), **kw)
+              lambda p: (torch.randn(p["shape"]),), _elementwise_cost(*flops, bwd_tensors),
+              lambda p: naive_steps(p["shape"]), **kw)
 
 
-def _linear_cost(p, mode, es):
+def _gemm_bytes(x: int, w: int, y: int, mode: str, activation: bool) -> int:
+    """Elements a GEMM-shaped op moves: the forward reads x and w and writes y; the
+    backward reads dy, w and x and writes dx and dw (and reads y back for a fused
+    activation's derivative): fwd+bwd 3x + 3w + 2y, or 3y with the activation."""
+    fwd = x + w + y
+    return fwd if mode == "fwd" else fwd + 2 * x + 2 * w + (2 if activation else 1) * y
+
+
+def _linear_cost(p, mode, es, activation=False):
+    """FLOPs: 2mnk forward, twice that backward (dX and dW)."""
     m, k, n = p["m"], p["k"], p["n"]
     flops = 2 * m * n * k
-    data = (m * k + k * n + m * n) * es
-    return Cost(data, flops) if mode == "fwd" else Cost(3 * data, 3 * flops)
+    return Cost(_gemm_bytes(m * k, k * n, m * n, mode, activation) * es, flops if mode == "fwd" else 3 * flops)
+
+
+def _linear_activation_cost(p, mode, es):
+    return _linear_cost(p, mode, es, activation=True)
 
 
 def _conv_out(p):
@@ -126,15 +140,17 @@ def _conv_cost(p, mode, es):
     oh, ow = _conv_out(p)
     cg = p["c"] // p.get("groups", 1)
     flops = 2 * p["n"] * p["o"] * oh * ow * cg * p["k"] * p["k"]
-    data = (p["n"] * p["c"] * p["h"] ** 2 + p["o"] * cg * p["k"] ** 2 + p["n"] * p["o"] * oh * ow) * es
-    return Cost(data, flops) if mode == "fwd" else Cost(3 * data, 3 * flops)
+    data = _gemm_bytes(p["n"] * p["c"] * p["h"] ** 2, p["o"] * cg * p["k"] ** 2, p["n"] * p["o"] * oh * ow, mode,
+                       activation=False) * es
+    return Cost(data, flops if mode == "fwd" else 3 * flops)
 
 
 def _rnn_cost(gates):
     def cost(p, mode, es):
         b, t, i, h = p["b"], p["t"], p["i"], p["h"]
         flops = 2 * t * b * (i + h) * gates * h
-        # x in, every h out, the weights once (they stay on chip across steps at best)
+        # x in, every h out, the weights once (they stay on chip across steps at best); the
+        # backward reads each of them again (h for dR, with dy) and writes dx, dW and dR: 3x
         data = (t * b * i + t * b * h + gates * h * (i + h)) * es
         return Cost(data, flops) if mode == "fwd" else Cost(3 * data, 3 * flops)
     return cost
@@ -319,7 +335,7 @@ OPS: dict[str, Op] = {op.name: op for op in [
     _elementwise("tanh", tritonlab.Tanh, nn.Tanh, ELEMENTWISE, TANH),
     _elementwise("softmax", lambda: tritonlab.Softmax(-1), lambda: nn.Softmax(-1), ROWS, SOFTMAX),
     _elementwise("dropout", lambda: tritonlab.Dropout(DROPOUT_P), lambda: nn.Dropout(DROPOUT_P), ROWS, DROPOUT,
-                 random=True),
+                 bwd_tensors=2, random=True),
     _elementwise("softmax_dropout", lambda: tritonlab.SoftmaxDropout(DROPOUT_P, -1), _softmax_dropout, ROWS,
                  SOFTMAX_DROPOUT, naive_steps=lambda s: 2 * _rows(s), random=True),
     Op("flatten", _flatten_cases(), lambda p: tritonlab.Flatten(), lambda p: nn.Flatten(),
@@ -330,7 +346,7 @@ OPS: dict[str, Op] = {op.name: op for op in [
     # with the activation in the GEMM's epilogue on the triton tier
     Op("linear_relu", _linear_cases(),
        lambda p: tritonlab.LinearActivation(p["k"], p["n"], "relu"), lambda p: _LinearReLU(p["k"], p["n"]),
-       lambda p: (torch.randn(p["m"], p["k"]),), _linear_cost, lambda p: p["m"], size_unit="FLOPs"),
+       lambda p: (torch.randn(p["m"], p["k"]),), _linear_activation_cost, lambda p: p["m"], size_unit="FLOPs"),
     Op("conv2d", CONV_CASES,
        lambda p: tritonlab.Conv2d(p["c"], p["o"], p["k"], p["stride"], p["padding"], groups=p.get("groups", 1)),
        lambda p: nn.Conv2d(p["c"], p["o"], p["k"], p["stride"], p["padding"], groups=p.get("groups", 1)),
