@@ -1,8 +1,9 @@
 """The learning path's harness: every version validated and kept on record, nothing
-timed without a GPU, exercise checks that can fail."""
+timed without a GPU, exercise checks that can fail and say why."""
+import pytest
 import torch
 
-from tritonlab.bench.ladder import error, exercise, ladder
+from tritonlab.bench.ladder import Mismatch, error, exercise, ladder, require_plausible_mask
 
 
 def test_every_version_is_kept_on_record():
@@ -14,7 +15,7 @@ def test_every_version_is_kept_on_record():
         "not here": "needs a GPU",
     }, expected=torch.softmax(x, -1), show=False)
     status = dict(zip(df["version"], df["status"]))
-    assert status["right"] == "ok" and status["wrong"] == "wrong"
+    assert status["right"] == "ok" and status["wrong"].startswith("wrong: largest relative error")
     assert status["broken"].startswith("failed: RuntimeError")
     assert status["not here"] == "skipped: needs a GPU"
     assert "ms_p50" not in df  # no CUDA here: validated, never timed
@@ -25,25 +26,60 @@ def test_expected_can_depend_on_the_output():
     keep = torch.rand(100) > 0.5
     out = torch.where(keep, x * 2, 0)
     from_mask = lambda o: x * (o != 0) * 2  # noqa: E731
-    assert error(out, from_mask) == (0.0, True)
-    assert error(out * 1.1, from_mask)[1] is False
+    assert error(out, from_mask) == (0.0, None)
+    assert error(out * 1.1, from_mask)[1] is not None
 
 
 def test_tolerance_is_relative_to_the_expected_magnitude():
     p = torch.full((1000,), 1e-3)
-    assert error(p * 1.5, p)[1] is False  # 50% off, though 5e-4 absolute
-    assert error(p * (1 + 1e-5), p)[1] is True
+    assert error(p * 1.5, p)[1] is not None  # 50% off, though 5e-4 absolute
+    assert error(p * (1 + 1e-5), p)[1] is None
 
 
 def test_a_tuple_is_checked_item_by_item():
     out, grad = torch.ones(3), torch.zeros(2)
-    assert error((out, grad), (out, grad)) == (0.0, True)
-    assert error((out, grad + 1), (out, grad))[1] is False
-    assert error((out, grad), out) == (0.0, True)  # one tensor expected: the first item
+    assert error((out, grad), (out, grad)) == (0.0, None)
+    assert error((out, grad + 1), (out, grad))[1].startswith("item 1: ")
+    assert error((out, grad), out) == (0.0, None)  # one tensor expected: the first item
+    assert error((out,), (out, grad)) == (float("inf"), "expected 2 tensors, got a tuple of 1 item, the first a Tensor")
 
 
-def test_shape_mismatch_is_wrong():
-    assert error(torch.zeros(3), torch.zeros(4)) == (float("inf"), False)
+@pytest.mark.parametrize("result, message", [
+    (None, "expected a tensor or a tuple of tensors, got NoneType"),
+    ([1, 2, 3], "expected a tensor or a tuple of tensors, got a list of 3 items, the first a int"),
+    (torch.zeros(3), "shape (3,), expected (4,)"),
+    (torch.zeros(4, dtype=torch.float64), "dtype torch.float64, expected torch.float32"),
+])
+def test_a_result_that_cannot_be_compared_says_why(result, message):
+    assert error(result, torch.zeros(4)) == (float("inf"), message)
+
+
+def test_a_mismatch_names_its_first_index():
+    want = torch.arange(12.0).view(3, 4)
+    got = want.clone()
+    got[1, 2] += 1
+    got[2, 0] = float("nan")
+    err, problem = error(got, want)
+    assert problem == "largest relative error nan, first mismatch at index (1, 2): got 7, expected 6"
+
+
+def test_integers_must_match_exactly():
+    want = torch.tensor([[0, 1], [2, 3]])
+    assert error(want.clone(), want) == (0.0, None)
+    got = want.clone()
+    got[1, 1] = 2
+    assert error(got, want)[1] == "largest relative error 0.333, first mismatch at index (1, 1): got 2, expected 3"
+
+
+def test_an_expectation_can_refuse_with_a_reason():
+    def expected(out):
+        require_plausible_mask(out != 0, 0.5)
+        return out
+    assert "kept fraction 1.0000, implausible for p=0.5" in error(torch.ones(1000), expected)[1]
+
+    def refuses(out):
+        raise Mismatch("not one coin per row")
+    assert error(torch.ones(3), refuses) == (float("inf"), "not one coin per row")
 
 
 def test_exercise_reports_not_attempted_pass_and_fail(capsys):
@@ -55,5 +91,10 @@ def test_exercise_reports_not_attempted_pass_and_fail(capsys):
     assert exercise("1", todo, want) is None
     assert exercise("1", lambda: torch.arange(4.0), want) is True
     assert exercise("1", lambda: torch.ones(4), want) is False
+    assert exercise("1", lambda: None, want) is False
+    assert exercise("1", lambda: torch.ones(5), want) is False
     out = capsys.readouterr().out
-    assert "not attempted" in out and "PASSED" in out and "FAILED" in out
+    assert "not attempted" in out and "PASSED" in out
+    assert "FAILED (largest relative error 0.667, first mismatch at index (0,): got 1, expected 0)" in out
+    assert "FAILED (expected a tensor or a tuple of tensors, got NoneType)" in out
+    assert "FAILED (shape (5,), expected (4,))" in out

@@ -45,7 +45,7 @@ if not torch.cuda.is_available():  # no GPU: run every kernel on CPU tensors thr
 import triton
 import triton.language as tl
 
-from tritonlab.bench.ladder import Cost, device, exercise, ladder, pick
+from tritonlab.bench.ladder import Cost, device, exercise, ladder, pick, require_plausible_mask
 
 # %% [markdown]
 # ## The problem and how we check a random op
@@ -58,8 +58,9 @@ from tritonlab.bench.ladder import Cost, device, exercise, ladder, pick
 # Every version draws its own mask, so there is no single right answer to compare with.
 # What is right: every element is either dropped (0) or `x / (1 - p)`, and about a
 # fraction `1 - p` is kept. `dropout_expected` builds the expected tensor *from the mask the
-# output shows* and refuses (returns NaNs, which never match) when the kept fraction is more
-# than six standard deviations away from `1 - p` — so "keep everything" fails, as it should.
+# output shows* and refuses (`require_plausible_mask` raises, and the check prints the kept
+# fraction) when the kept fraction is more than six standard deviations away from `1 - p` —
+# so "keep everything" fails, as it should.
 
 # %%
 ROWS, COLS = pick(cpu=(32, 1000), gpu=(8192, 4096))
@@ -72,12 +73,10 @@ dout = torch.randn_like(x)  # a gradient arriving from the layer above, for the 
 
 def dropout_expected(source: torch.Tensor, p: float):
     """expected(out): where out kept an element (non-zero), source / (1 - p); where it dropped
-    one, 0. NaNs if the kept fraction is implausible for p (6 standard deviations)."""
+    one, 0. Refused if the kept fraction is implausible for p (6 standard deviations)."""
     def expected(out: torch.Tensor) -> torch.Tensor:
         keep = out != 0
-        kept = keep.double().mean().item()
-        if abs(kept - (1 - p)) > 6 * (p * (1 - p) / keep.numel()) ** 0.5:
-            return torch.full_like(source, float("nan"))
+        require_plausible_mask(keep, p)
         return torch.where(keep, source / (1 - p), torch.zeros_like(source))
     return expected
 
@@ -496,8 +495,7 @@ def check_1(fn=None):
 
     def expected(out):
         keep = (out != 0).any(dim=1)  # which rows survived
-        if abs(keep.double().mean().item() - (1 - p)) > 6 * (p * (1 - p) / keep.numel()) ** 0.5:
-            return torch.full_like(x1, float("nan"))  # not one coin per row
+        require_plausible_mask(keep, p)  # one coin per row
         return torch.where(keep[:, None], x1 / (1 - p), 0.0)
 
     return exercise("1: row dropout", lambda: fn(x1, p, 1234), expected=expected)
@@ -530,8 +528,7 @@ def check_2(fn=None):
 
     def expected(out):
         keep = out != res  # a dropped element leaves the residual untouched
-        if abs(keep.double().mean().item() - (1 - p)) > 6 * (p * (1 - p) / keep.numel()) ** 0.5:
-            return torch.full_like(x2, float("nan"))
+        require_plausible_mask(keep, p)
         return torch.where(keep, res + x2 / (1 - p), res)
 
     return exercise("2: residual + dropout", lambda: fn(x2, res, p, 99), expected=expected)

@@ -10,13 +10,16 @@ own ceilings and cost model, so a lesson's numbers and a report's numbers mean t
     }, expected=torch.softmax(x, -1), cost=Cost(bytes=2 * x.numel() * 4, flops=0))
 
 A version is a callable returning a tensor or a tuple of tensors, or a string saying
-why it does not run here: every version stays on record, as `ok`, `wrong`, `failed: ...`
-or `skipped: ...`. `expected` is a tensor (checked against the version's tensor, or the
-first item of its tuple), a tuple (checked item by item: e.g. out and every gradient),
-or a function of the version's output returning either (a random op's expectation
-depends on the mask its output shows). Each tensor must match within the dtype's
-tolerance relative to its largest expected magnitude. Timing needs a CUDA device and no
-interpreter; on CPU (under TRITON_INTERPRET=1) the ladder validates only.
+why it does not run here: every version stays on record, as `ok`, `wrong: <what>`,
+`failed: <error>` or `skipped: ...`. `expected` is a tensor (checked against the version's
+tensor, or the first item of its tuple), a tuple (checked item by item: e.g. out and
+every gradient), or a function of the version's output returning either (a random op's
+expectation depends on the mask its output shows; it may raise `Mismatch` to say why
+no expectation fits). Each tensor must have the expected shape and dtype and match
+within that dtype's tolerance relative to its largest expected magnitude (integers
+exactly); a wrong one is reported by what differs: the type, the shape, the dtype, or
+the first index past the tolerance. Timing needs a CUDA device and no interpreter; on
+CPU (under TRITON_INTERPRET=1) the ladder validates only.
 """
 from __future__ import annotations
 
@@ -29,10 +32,10 @@ import torch
 from ..backend import interpreter_enabled
 from . import ceilings as ceil
 from .ops import Cost
-from .runner import TOLERANCE, _first, device_name
+from .runner import TOLERANCE, device_name
 from .timing import time_fn
 
-__all__ = ["device", "pick", "ladder", "exercise", "Cost"]
+__all__ = ["device", "pick", "ladder", "exercise", "Cost", "Mismatch", "require_plausible_mask"]
 
 Version = Union[Callable[[], object], str]
 Expected = Union[torch.Tensor, tuple, Callable[[object], object]]
@@ -53,23 +56,85 @@ def timing_enabled() -> bool:
     return torch.cuda.is_available() and not interpreter_enabled()
 
 
-def error(out, expected: Expected) -> tuple[float, bool]:
-    """(largest error relative to each tensor's largest expected magnitude, within the
-    dtype's tolerance): the benchmark's tolerances, but relative, so that outputs far
-    below 1 (probabilities, gradients) are checked as tightly as large ones."""
-    want = expected(out) if callable(expected) else expected
-    pairs = [(_first(out), want)] if isinstance(want, torch.Tensor) else list(zip(out, want, strict=True))
-    worst, good = 0.0, True
-    for o, w in pairs:
+class Mismatch(Exception):
+    """Raised by an `expected` function that can tell why a result cannot be right (e.g.
+    a dropout mask whose kept fraction is implausible for p); the check prints its message."""
+
+
+def require_plausible_mask(keep: torch.Tensor, p: float) -> None:
+    """Raise Mismatch unless the kept fraction of `keep` is within 6 standard deviations
+    of 1 - p (a random mask passes; "keep everything" or "drop everything" does not)."""
+    kept, sd = keep.double().mean().item(), (p * (1 - p) / keep.numel()) ** 0.5
+    if abs(kept - (1 - p)) > 6 * sd:
+        raise Mismatch(f"kept fraction {kept:.4f}, implausible for p={p} (expected {1 - p:.4f} ± {6 * sd:.4f})")
+
+
+def error(out, expected: Expected) -> tuple[float, str | None]:
+    """(largest error relative to each tensor's largest expected magnitude, None if every
+    tensor is within the tolerance of its expected dtype, else what is wrong): the
+    benchmark's tolerances, but relative, so that outputs far below 1 (probabilities,
+    gradients) are checked as tightly as large ones. Integer and bool results must match
+    exactly. A result that cannot be compared (not a tensor, another shape or dtype) gets
+    an infinite error and a message saying why."""
+    if not _is_result(out):
+        return float("inf"), f"expected a tensor or a tuple of tensors, got {_kind(out)}"
+    try:
+        want = expected(out) if callable(expected) else expected
+    except Mismatch as e:
+        return float("inf"), str(e)
+    except Exception as e:  # e.g. an expectation built from the mask of a result of another shape
+        return float("inf"), f"no expected value for this result ({type(e).__name__}: {_line(e)})"
+    if isinstance(want, torch.Tensor):
+        pairs = [("", _first_tensor(out), want)]
+    elif len(out) != len(want):
+        return float("inf"), f"expected {len(want)} tensors, got {_kind(out)}"
+    else:
+        pairs = [(f"item {i}: ", o, w) for i, (o, w) in enumerate(zip(out, want))]
+    worst, problem = 0.0, None
+    for item, o, w in pairs:
+        if not isinstance(o, torch.Tensor):
+            return float("inf"), f"{item}expected a tensor, got {_kind(o)}"
         if o.shape != w.shape:
-            return float("inf"), False
+            return float("inf"), f"{item}shape {tuple(o.shape)}, expected {tuple(w.shape)}"
+        if o.dtype != w.dtype:
+            return float("inf"), f"{item}dtype {o.dtype}, expected {w.dtype}"
         if o.numel() == 0:
             continue
+        diff = (o.double() - w.double()).abs()
         scale = w.abs().max().item() or 1.0
-        err = (o.double() - w.double()).abs().max().item() / scale
-        worst = max(worst, err) if err == err else float("nan")
-        good = good and err <= TOLERANCE.get(o.dtype, 1e-3)
-    return worst, good
+        err = diff.max().item() / scale
+        worst = max(worst, err) if err == err and worst == worst else float("nan")
+        tol = TOLERANCE.get(w.dtype, 1e-3) if w.is_floating_point() else 0.0
+        if problem is None and not err <= tol:
+            at = tuple(int(i) for i in (~(diff <= tol * scale)).nonzero()[0])  # nan counts as a mismatch
+            problem = (f"{item}largest relative error {err:.3g}, first mismatch at index {at}: "
+                       f"got {o[at].item():.6g}, expected {w[at].item():.6g}")
+    return worst, problem
+
+
+def _is_result(out) -> bool:
+    """A tensor, or a (nested) non-empty tuple or list of tensors."""
+    if isinstance(out, torch.Tensor):
+        return True
+    return isinstance(out, (tuple, list)) and len(out) > 0 and all(_is_result(o) for o in out)
+
+
+def _first_tensor(out) -> torch.Tensor:
+    """The tensor a single expected tensor is checked against: out, or its first item."""
+    while not isinstance(out, torch.Tensor):
+        out = out[0]
+    return out
+
+
+def _kind(obj) -> str:
+    if isinstance(obj, (tuple, list)):
+        return f"a {type(obj).__name__} of {len(obj)} item{'s' * (len(obj) != 1)}" + \
+            (f", the first a {type(obj[0]).__name__}" if obj else "")
+    return type(obj).__name__
+
+
+def _line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:120]
 
 
 @functools.lru_cache(maxsize=None)
@@ -93,13 +158,13 @@ def ladder(title: str, versions: dict[str, Version], expected: Expected, cost: C
         else:
             try:
                 out = fn()
-                row["rel_err"], good = error(out, expected)
-                row["status"] = "ok" if good else "wrong"
-                if good:
+                row["rel_err"], problem = error(out, expected)
+                row["status"] = "ok" if problem is None else f"wrong: {problem}"
+                if problem is None:
                     ok[name] = fn
-                    dtype = dtype or _first(out).dtype  # the ceilings' dtype: what the versions compute in
+                    dtype = dtype or _first_tensor(out).dtype  # the ceilings' dtype: what the versions compute in
             except Exception as e:  # kept on record: a broken version never hides the others
-                row["status"] = f"failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:120]}"
+                row["status"] = f"failed: {type(e).__name__}: {_line(e)}"
         rows.append(row)
     df = pd.DataFrame(rows)
     if timing_enabled() and ok:
@@ -143,6 +208,7 @@ def exercise(name: str, fn: Callable[[], object], expected: Expected) -> bool | 
     except NotImplementedError:
         print(f"exercise {name}: not attempted yet (replace the NotImplementedError, then rerun this cell)")
         return None
-    err, good = error(out, expected)
-    print(f"exercise {name}: {'PASSED' if good else 'FAILED'} (largest relative error {err:.3g})")
-    return good
+    err, problem = error(out, expected)
+    print(f"exercise {name}: " + (f"PASSED (largest relative error {err:.3g})" if problem is None
+                                  else f"FAILED ({problem})"))
+    return problem is None
