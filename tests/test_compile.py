@@ -45,7 +45,7 @@ MODELS = {"mlp": _mlp, "cnn": _cnn, "lstm": _char_rnn("lstm"), "gru": _char_rnn(
 # the triton tier's forward ops each model's graph must call (the reference tier calls
 # no tritonlab op but the dropout mask)
 TRITON_OPS = {"mlp": {"linear", "activation"}, "cnn": {"conv2d", "activation", "linear", "softmax", "dropout"},
-              "lstm": {"lstm", "dropout", "linear", "keep_mask"}, "gru": {"gru", "dropout", "linear", "keep_mask"}}
+              "lstm": {"lstm", "dropout", "linear"}, "gru": {"gru", "dropout", "linear"}}
 REFERENCE_OPS = {"mlp": set(), "cnn": {"keep_mask"}, "lstm": {"keep_mask"}, "gru": {"keep_mask"}}
 
 
