@@ -457,3 +457,40 @@ def test_gpu_swapped_multihead_attention_on_the_triton_tier(dtype):
     got = mha(x, x, x, attn_mask=mask, is_causal=True, need_weights=False)[0]
     tol = 2e-2 if dtype == torch.float16 else 5e-2
     torch.testing.assert_close(got, expected, atol=tol, rtol=tol)
+
+
+class _InPlaceAfterEachLayer(nn.Module):
+    """Each swappable layer's output changed in place right after it, as VGG-style models
+    do with nn.ReLU(inplace=True): a layer whose autograd.Function returns a view of its
+    own result would make autograd refuse the in-place op."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.linear = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(16, 8)
+        self.drop, self.mha = nn.Dropout(0.5), nn.MultiheadAttention(8, 2, batch_first=True)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):  # (N, 3, 4, 4) -> (N, 2, 8)
+        y = self.relu(self.conv(x))[:, :, :2, :2].flatten(1)
+        y = self.drop(self.relu(self.linear(y))).reshape(-1, 2, 4).repeat(1, 1, 2)
+        out = self.mha(y, y, y, need_weights=False)[0]
+        return out.mul_(2)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("tier", ["naive", "reference", "triton"])
+def test_an_in_place_op_after_each_layer_trains_as_torch_nn_does(tier, layout, request):
+    if tier == "triton":
+        request.getfixturevalue("triton_device")
+    torch.manual_seed(0)
+    ref = _InPlaceAfterEachLayer()
+    lab = copy.deepcopy(ref)
+    tritonlab.swap(lab, backend=tier)
+    x = torch.randn(2, 3, 4, 4).to(memory_format=layout)
+    for model in (ref, lab):
+        model.drop.p = 0.0  # the masks differ between torch and the lab; the view need not
+        model(x).square().sum().backward()
+    for (name, a), b in zip(ref.named_parameters(), lab.parameters()):
+        assert_close_to_scale(b.grad, a.grad, 1e-4, name)
+    lab.drop.p = 0.5  # a real mask too: the in-place op must be allowed after a dropout
+    lab(x).sum().backward()

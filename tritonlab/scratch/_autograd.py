@@ -90,6 +90,23 @@ def first_order(entry):
     return entry
 
 
+def own(out):
+    """`out` (a tensor or a tuple) with each tensor that is a view of another made
+    inside a Function's forward (a reshape, permute or slice of its result) detached
+    from that base, sharing its memory and version counter. autograd refuses an in-place
+    op on a view a custom Function returns ("... is a view and is being modified
+    inplace"); torch.nn's outputs are plain tensors, so nn.ReLU(inplace=True) after the
+    layer has to work. The tensor saved for backward stays the view: an in-place change
+    of the output still fails backward where it would change what backward reads.
+    Untouched while Dynamo traces: AOTAutograd sorts out the aliasing of a compiled
+    graph's outputs itself, and Dynamo cannot trace _is_view (a graph break)."""
+    if torch.compiler.is_compiling():
+        return out
+    if isinstance(out, tuple):
+        return tuple(own(o) for o in out)
+    return out.detach() if isinstance(out, torch.Tensor) and out._is_view() else out
+
+
 def transformable(fn_class):
     """`fn_class.apply` for an autograd.Function in the form torch.func takes (forward
     without ctx, setup_context, backward, jvp, generate_vmap_rule), fast in plain eager calls.
@@ -105,7 +122,7 @@ def transformable(fn_class):
     def eager_forward(ctx, *args):
         out = forward(*args)
         setup(ctx, args, out)
-        return out
+        return own(out)
 
     # no jvp on the twin: Dynamo breaks the graph at a Function that defines one
     twin = type(f"{fn_class.__name__}Eager", (torch.autograd.Function,),
@@ -191,7 +208,7 @@ class LabOp:
             # binds the arguments through inspect.signature on every call (~10 us)
             out = fn(*args)
             setup_context(ctx, args, out)
-            return out
+            return own(out)
 
         self._eager = type(f"{self.name}_function", (torch.autograd.Function,),
                            {"forward": staticmethod(forward), "backward": staticmethod(backward)})

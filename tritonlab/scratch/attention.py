@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import torch
 
-from ._autograd import first_order, first_order_only
+from ._autograd import first_order, first_order_only, own
 from .dropout import draw_seed, keep_mask
 
 
@@ -38,6 +38,8 @@ def _safe_softmax(s: torch.Tensor) -> torch.Tensor:
     """exp(s - max) / sum along the last dim; a row of only -inf gives zeros (and zero
     gradients): its max is taken as 0 and its sum of 0 divides as 1. The max is a
     constant of the softmax (it cancels), so it is detached rather than differentiated."""
+    if s.shape[-1] == 0:  # no keys: nothing to normalise (and no max to take)
+        return s.clone()
     m = s.detach().amax(dim=-1, keepdim=True)
     e = torch.exp(s - torch.where(torch.isfinite(m), m, torch.zeros_like(m)))
     total = e.sum(dim=-1, keepdim=True)
@@ -148,7 +150,7 @@ class _Attention(torch.autograd.Function):
         out = (_grouped(d, hkv) @ v.unsqueeze(2)).reshape(B, Hq, L, v.shape[-1])
         ctx.save_for_backward(q, k, v, p, out, seed)
         ctx.dropout_p, ctx.scale = dropout_p, scale
-        return out
+        return own(out)
 
     @staticmethod
     @first_order_only(vmappable=True)  # its in-place ops write into tensors made from dout

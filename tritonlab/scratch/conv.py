@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from ._autograd import first_order, first_order_only
+from ._autograd import first_order, first_order_only, own
 
 Pair = tuple[int, int]
 
@@ -147,7 +147,7 @@ class _Conv2dIm2col(torch.autograd.Function):
         out = _conv_im2col(x, weight, bias, stride, padding, dilation, groups)
         ctx.geometry = (x.shape, stride, padding, dilation, groups)
         ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, weight)
-        return out
+        return own(out)
 
     @staticmethod
     # this backward is written out (col2im, in-place writes), not a graph autograd could

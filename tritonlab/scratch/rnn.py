@@ -34,7 +34,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import torch
 
-from ._autograd import first_order, first_order_only, wants_grad
+from ._autograd import first_order, first_order_only, own, wants_grad
 from .activations import _constant, sigmoid_formula, tanh_formula
 
 Weights = tuple  # (w_ih, w_hh, b_ih, b_hh, w_hr), entries may be None
@@ -164,7 +164,7 @@ class _GRU(torch.autograd.Function):
             h = _next_state(h, torch.lerp(n_t[t], h_in[t], z, out=out_t[t]))  # (1 - z) n + z h
         ctx.save_for_backward(torch.cat(h_in), w_hh, pre[:, 2 * size:], rz, n)
         ctx.sizes, ctx.reverse, ctx.has_bias = sizes, reverse, b_hh is not None
-        return out, h
+        return own((out, h))
 
     @staticmethod
     @first_order_only  # the saved gates carry no graph: a second derivative would be wrong
@@ -255,7 +255,7 @@ class _LSTM(torch.autograd.Function):
             h, cell = _next_state(h, ot), _next_state(cell, ct)
         ctx.save_for_backward(torch.cat(h_in), torch.cat(c_in), w_hh, w_hr, gates, r, hid)
         ctx.sizes, ctx.reverse = sizes, reverse
-        return out, h, cell
+        return own((out, h, cell))
 
     @staticmethod
     @first_order_only
