@@ -349,6 +349,8 @@ MHA_CASES = {
     "average_attn_weights=False": dict(inputs=[_seq(5, 3, 8)], self_attention=True, average_attn_weights=False,
                                        attn_mask=_attn_mask(5, 5)),
     "eval with dropout": dict(inputs=[_seq(5, 3, 8)], self_attention=True, ctor=dict(dropout=0.5)),
+    "no queries or keys": dict(inputs=[_seq(0, 3, 8)], self_attention=True),
+    "empty batch": dict(inputs=[_seq(5, 0, 8)], self_attention=True),
     "float32": dict(inputs=[_seq(5, 3, 8, dtype=torch.float32)], self_attention=True, dtype=torch.float32,
                     key_padding_mask=_kpm(3, 5)),
 }

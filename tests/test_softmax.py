@@ -7,7 +7,7 @@ from parity import assert_matches_torch
 
 # (shape, dim): rows of 1, odd lengths, every dim position, negative dims
 CASES = [((1, 1), -1), ((3, 17), 1), ((4, 1000), -1), ((2, 5000), 1), ((5,), 0), ((2, 3, 7), 0),
-         ((2, 3, 7), 1), ((2, 3, 7), -1), ((2, 1, 3, 5), 2), ((), 0)]
+         ((2, 3, 7), 1), ((2, 3, 7), -1), ((2, 1, 3, 5), 2), ((), 0), ((2, 0), 1), ((0, 3), 1), ((2, 0), 0)]
 
 
 @pytest.mark.parametrize("tier", ["naive", "reference"])

@@ -247,7 +247,7 @@ def test_sum_backward_gets_a_stride_zero_gradient(triton_device):
 
 
 @pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
-def test_empty_batch_and_zero_in_features(triton_device):
+def test_empty_batch_and_zero_in_or_out_features(triton_device):
     lab = tritonlab.Linear(3, 4, device=triton_device, backend="triton")
     x = torch.empty(0, 3, device=triton_device, requires_grad=True)
     y = lab(x)
@@ -256,6 +256,9 @@ def test_empty_batch_and_zero_in_features(triton_device):
     lab0 = tritonlab.Linear(0, 2, device=triton_device)
     assert_matches_torch(lab0, nn.Linear(0, 2, device=triton_device), torch.randn(3, 0, device=triton_device),
                          tier="triton")
+    # no output columns: no epilogue program to launch, zero gradients
+    assert_matches_torch(tritonlab.Linear(3, 0, device=triton_device), nn.Linear(3, 0, device=triton_device),
+                         torch.randn(2, 3, device=triton_device), tier="triton")
 
 
 def test_only_the_gradients_asked_for(triton_device):

@@ -369,7 +369,7 @@ def epilogue_grad(dy: torch.Tensor, y: torch.Tensor | None, activation: str | No
     g = torch.empty((M, N), device=dy.device, dtype=dy.dtype) if act else dy
     if not act and not bias_grad:
         return g, None
-    if M == 0:
+    if M == 0 or N == 0:  # nothing to launch over; an empty sum is zero
         return g, (torch.zeros(N, device=dy.device, dtype=dy.dtype) if bias_grad else None)
     return g, _epilogue_grad(dy, y, g, act, bias_grad, dy.dtype)
 

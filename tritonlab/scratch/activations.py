@@ -18,7 +18,8 @@ from ._autograd import batched, forward_ad, transformable, transformed
 
 def as_rows(x: torch.Tensor) -> torch.Tensor:
     """View `x` as rows of its last dimension (a 0-D tensor is one row of one)."""
-    return x.reshape(-1, x.shape[-1]) if x.dim() else x.reshape(1, 1)
+    # not -1: a row length of 0 leaves the row count undetermined
+    return x.reshape(math.prod(x.shape[:-1]), x.shape[-1]) if x.dim() else x.reshape(1, 1)
 
 
 # ---- naive: one Python iteration per row, autograd through the formula ---------------

@@ -13,7 +13,11 @@ def linear_naive(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     for i in range(rows.shape[0]):
         y = (weight * rows[i]).sum(dim=1)  # out_features dot products of length in_features
         out.append(y + bias if bias is not None else y)
-    y = torch.stack(out) if out else rows.new_zeros(0, weight.shape[0])
+    if out:
+        y = torch.stack(out)
+    else:  # no rows: the same formula over all zero of them, so the graph still reaches x, W and b
+        y = (weight * rows[:, None]).sum(dim=2)
+        y = y + bias if bias is not None else y
     return y.reshape(*x.shape[:-1], weight.shape[0])
 
 

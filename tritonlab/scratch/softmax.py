@@ -14,6 +14,8 @@ from .activations import as_rows
 
 def softmax_naive(x: torch.Tensor, dim: int) -> torch.Tensor:
     """One Python iteration per row: max, exp, sum, divide."""
+    if x.numel() == 0:  # no rows, or rows of length 0 (which have no max)
+        return x.clone()
     moved = x.movedim(dim, -1)
     rows = as_rows(moved)
     out = []
@@ -21,7 +23,7 @@ def softmax_naive(x: torch.Tensor, dim: int) -> torch.Tensor:
         row = rows[i]
         e = torch.exp(row - row.max())
         out.append(e / e.sum())
-    y = torch.stack(out) if out else rows.clone()
+    y = torch.stack(out)
     return y.reshape(moved.shape).movedim(-1, dim)
 
 
