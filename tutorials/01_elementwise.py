@@ -123,7 +123,8 @@ print(f"x: {tuple(x.shape)} float32, {numel:,} elements, {numel * esize / 1e6:.1
 # once: `2 x 4 bytes` per float32 element. At 4096 x 4096 that is 134 MB, which takes
 # 134e6 / 3.35e12 s ≈ **40 us** at an H100's ~3.35 TB/s of HBM bandwidth. Its work is one
 # comparison per element: 16.8M operations, ~0.25 us at ~67 fp32 TFLOP/s. So the op is
-# **memory-bound**: time is bytes moved, and no version can beat ~40 us. (An op becomes
+# **memory-bound**: time is bytes moved, and on an H100 no version can beat ~40 us (a
+# faster memory lowers the floor: see the H200 run at the end). (An op becomes
 # compute-bound only above ~67e12 / 3.35e12 ≈ 20 FLOPs per byte moved; ReLU does 1/8.)
 # Launching a kernel costs ~5 us, small against 40 us.
 #
@@ -441,6 +442,17 @@ print("a slice of columns, base[:, :100], keeps two dims:", collapse(base[:, :10
 # torch 2.11, triton 3.6; one run each, times in ms; the whole output is in
 # `reports/h200-2026-11-28/tutorials.txt`). Compare it with the predictions above; a
 # rerun prints your own device's ladder.
+#
+# **The floor moved.** The napkin math used an H100's 3.35 TB/s; the H200 has HBM3e,
+# ~4.8 TB/s on its data sheet, and the run's benchmark measured 4.12 TB/s for a large copy
+# (`reports/h200-2026-11-28/summary.md`). There the 134 MB of a 4096 x 4096 ReLU take
+# **32.5 us** at the measured copy speed (28 us at the data sheet's): torch's 36.8 us beats
+# the H100 floor of ~40 us but not the H200's. `frac_of_floor` divides by the copy speed
+# the lesson measured when it started, about the same (0.88 for torch).
+#
+# **Not measured.** The run gave each lesson 22 s, and this one stopped after the sigmoid
+# ladder: the backward and strided-view ladders, and their predictions (v3 at torch's
+# speed, v4 ~1.7x faster than copy + v1), have not run on a GPU yet.
 #
 # ```
 # == relu forward 4096x4096 float32 — NVIDIA H200

@@ -161,8 +161,9 @@ table_softmax = ladder(f"softmax {rows}x{cols} float32", {
 # row of 32768 float32 over v1's 4 warps (128 threads) is 256 floats per thread before any
 # temporaries: more than a thread can have, so the compiler **spills** values to "local
 # memory" (off-chip, behind the caches). More warps spread the row thinner (32 warps: 32
-# floats a thread), but then one program fills half of an SM's register file, one or two
-# programs run per SM, and too few loads are in flight to hide memory latency. Long rows
+# floats a thread), but then one program's 1024 threads fill nearly all of an SM's
+# register file (below: 60 registers each, 61,440 of 65,536), one program runs per SM,
+# and too few loads are in flight to hide memory latency. Long rows
 # are real (a 32K-token attention row, a 50K-word vocabulary): they need another plan.
 #
 # You can check such claims without a GPU: Triton compiles for a given GPU ahead of time,
@@ -192,7 +193,7 @@ table_softmax = ladder(f"softmax {rows}x{cols} float32", {
 # than 50 MB between a row's first and second read. **Predict v2 at 160-240 us, 1.0-1.5x the
 # floor's time.** torch's kernel for long rows is a different design (it may keep a row in
 # shared memory), so the GPU run decides which is closer. **Predict v1 much slower here**:
-# it spills.
+# it spills. (The H200 run disagreed; the end of the lesson says how.)
 
 # %%
 @triton.jit
@@ -274,8 +275,9 @@ table_long_rows = ladder(f"softmax, long rows {long_rows}x{long_cols} float32", 
 #   about 16 elements a thread (v1 always uses 4). At 4096 columns: 8 warps. The
 #   thresholds (2048 elements a program, 16K single-pass, 4096 a step) come from the
 #   register budget and the usual guidance; they have not yet been compared with other
-#   choices on a GPU (none has been lent to this project so far): this ladder on a GPU
-#   is where that starts.
+#   choices on a GPU. The one H200 run (end of this lesson) timed only these choices, and
+#   on 32K-column rows it found the looped path (0.203 ms) slower than v1's spilling
+#   single pass (0.187 ms), so the 16K threshold is open to question.
 # - **Any dim, any strides, without a transpose**: the tensor is viewed as
 #   `(outer, n, inner)` around the softmax dim, and a row is `n` elements `inner` apart.
 #   A transpose to make the dim last would cost a full extra read and write.
@@ -304,6 +306,12 @@ print("softmax over dim 0 of", tuple(xd.shape), "matches torch; column sums:", y
 # `reports/h200-2026-11-28/tutorials.txt`). Compare it with the predictions above; a
 # rerun prints your own device's ladder.
 #
+# **Floors on the H200.** The napkin math used an H100's 3.35 TB/s; the H200 has HBM3e,
+# ~4.8 TB/s on its data sheet, and the run's benchmark measured 4.12 TB/s for a large copy
+# (`reports/h200-2026-11-28/summary.md`). At that speed the 268 MB of the 8192 x 4096
+# softmax take **65 us** (56 at the data sheet's), not 80: v1's 70.6 us is 0.92 of it. The
+# long rows' 537 MB take **130 us** (v2's 805 MB if its second read misses L2: 195 us).
+#
 # ```
 # == softmax 8192x4096 float32 — NVIDIA H200
 #   version                                              status   rel_err  ms_p50  ms_p20  ms_p80  GB/s  TFLOP/s  frac_of_floor  x_vs_torch
@@ -327,6 +335,18 @@ print("softmax over dim 0 of", tuple(xd.shape), "matches torch; column sums:", y
 # exercise 2: softmax over dim 0: not attempted yet (replace the NotImplementedError, then rerun this cell)
 # exercise 3: online log-sum-exp: not attempted yet (replace the NotImplementedError, then rerun this cell)
 # ```
+#
+# **The long rows overruled a prediction.** v1, which spills, was the fastest rung on
+# 32K-column rows: 0.187 ms against 0.205 for the online v2, 0.203 for tritonlab's looped
+# path and 0.213 for torch. What the data shows: a single pass with spills beat two reads
+# of x here, by ~9%. What it does not show is why; two explanations fit and neither was
+# measured. Spilled values go to "local memory", which is cached: ~1 KB a thread, 128 KB a
+# program, may have stayed in the SM's L1 and the 50 MB L2 instead of reaching HBM. And
+# v2's second read of x (805 MB in all if it misses L2) costs more than the spills did:
+# v2's 205 us is close to the 195 us that a second read from HBM predicts. (The spill
+# figures above come from an ahead-of-time compile with triton 3.9; the run used triton
+# 3.6, whose code may spill differently.) A profiler's memory counters (Nsight Compute:
+# local-memory and L2 traffic) would separate the two.
 
 # %% [markdown]
 # ## Exercises
