@@ -96,7 +96,7 @@ print(f"x: {tuple(x.shape)} {x.dtype} on {dev}, p = {P}")
 # its backward.
 #
 # Napkin math at the GPU size (N = 33.5 M float32). The floor is one read and one write:
-# 8 bytes per element, 268 MB, **80 us** at 3.35 TB/s; FLOPs are negligible (1 compare,
+# 8 bytes per element, 268 MB, **80 us** at an H100's 3.35 TB/s; FLOPs are negligible (1 compare,
 # 1 multiply). The reference makes the noise, compares, multiplies twice: about
 # 4 + (4 + 1) + (5 + 4) + (4 + 4) = 26 bytes per element, so we predict ~3x the floor.
 # torch moves 9 bytes per element (the mask): ~90 us, if its Philox is hidden under
@@ -244,8 +244,9 @@ def dropout_v2(x: torch.Tensor, p: float, seed: int | None = None, store_mask: b
 # ~57 instructions per element in the sm_90 compile (v2: ~33), ~20 of them integer
 # Philox work as in v2. At up to four instructions issued per clock per SM that is
 # ~65 us of issue time, still under the 80 us of memory traffic, with less to spare.
-# It has not been timed on a GPU yet (none has been lent to the project). Prediction: near
-# the 80 us floor, like v2.
+# Prediction (made before any GPU run): near the 80 us floor, like v2. The H200 run timed
+# the layer at 0.135 ms against v2's 0.079, for a reason that is not the kernel's
+# instructions: see the end of the lesson.
 #
 # The ladder runs every version, checks each against `dropout_expected`, and — on a GPU
 # only — times those that pass.
@@ -434,6 +435,12 @@ table_dropout_fwd_bwd = ladder(f"dropout forward+backward {ROWS}x{COLS} float32,
 # kept element reads as dropped. It now compares only the elements where both are
 # nonzero (the cell above); that fix has not yet been rerun on the GPU.
 #
+# **Floors on the H200.** The napkin math used an H100's 3.35 TB/s; the H200 has HBM3e,
+# ~4.8 TB/s on its data sheet, and the run's benchmark measured 4.12 TB/s for a large copy
+# (`reports/h200-2026-11-28/summary.md`). There the forward's 268 MB take **65 us**, not
+# 80 (v2's 78.8 us is 0.82 of it); the forward+backward's 537 MB (regenerated mask) take
+# 130 us and 604 MB (stored mask) 146 us.
+#
 # ```
 # == dropout forward 8192x4096 float32, p=0.1 — NVIDIA H200
 #               version                                status  rel_err  ms_p50  ms_p20  ms_p80  GB/s  TFLOP/s  frac_of_floor  x_vs_reference
@@ -464,6 +471,30 @@ table_dropout_fwd_bwd = ladder(f"dropout forward+backward {ROWS}x{COLS} float32,
 # exercise 1: row dropout: not attempted yet (replace the NotImplementedError, then rerun this cell)
 # exercise 2: residual + dropout: not attempted yet (replace the NotImplementedError, then rerun this cell)
 # ```
+
+# What the run showed against the predictions:
+#
+# - **The kernels** came out as predicted in order, not in size: v1 (one Philox call per
+#   element) 0.104 ms, v2 (one per four) 0.079 ms, torch 0.099 ms.
+# - **The tritonlab rungs include host time per call.** "tritonlab Dropout" calls the
+#   layer, not a kernel: in that run every eager call went through torch's custom-op
+#   dispatcher and drew its seed with a small `torch.randint` on the device. Its forward
+#   took 0.135 ms against v2's 0.079, with a spread (p20–p80 0.124–0.159 ms) ~37 times
+#   v2's; the forward+backward took 0.484 ms (p20–p80 0.434–0.623) against torch's 0.172.
+#   A spread that wide on a fixed amount of GPU work points to the GPU waiting for the host
+#   (Python, autograd, the dispatcher), not to the kernel. Since that run, eager calls skip
+#   the custom-op dispatcher (README); that has not been measured on a GPU. Timing the
+#   kernel itself (`softmax_dropout_forward(x, -1, p, seed, softmax=False)`) would separate
+#   the two.
+# - **Regenerating the mask was slower than storing it**, 0.244 ms against 0.213, the
+#   opposite of the byte count (537 MB against 604). Measured: that much, once; the two
+#   spreads (0.198–0.227 and 0.234–0.257 ms) barely miss each other, and are also far
+#   wider than the bare kernels', so host time (autograd around two small Python
+#   functions) is in both. A likely reason, not verified: regenerating runs Philox twice,
+#   and v2 may not hide it fully (0.82 of the copy floor, where lesson 01's ReLU reached
+#   0.86–0.88), while the stored mask's backward is a pure memory pass.
+#   Timing each backward kernel alone, or a profiler's per-kernel device times, would
+#   settle it. The memory saved (33.5 MB here, held until the backward) is not in doubt.
 
 # %% [markdown]
 # ## Exercises
