@@ -66,9 +66,15 @@ def test_integer_input_does_what_torch_does(lab_cls, torch_cls, dtype, tier):
     torch.testing.assert_close(got, want)  # dtype included; the tiers round as the float tests allow
 
 
-def test_complex_input_is_a_type_error():
+@pytest.mark.parametrize("tier", ["naive", "reference", None])
+def test_complex_input_does_what_torch_does(tier):
+    """torch.nn.Sigmoid and Tanh compute complex input (the lab hands it to torch's op);
+    ReLU refuses it, as torch's does."""
+    x = torch.tensor([1 + 2j, -0.5j, 0], dtype=torch.complex64, requires_grad=True)
+    for lab_cls, torch_cls in ((tritonlab.Sigmoid, nn.Sigmoid), (tritonlab.Tanh, nn.Tanh)):
+        torch.testing.assert_close(lab_cls(backend=tier)(x), torch_cls()(x))
     with pytest.raises(TypeError, match="floating-point.*torch.complex64"):
-        tritonlab.Sigmoid()(torch.zeros(3, dtype=torch.complex64))
+        tritonlab.ReLU(backend=tier)(x)
 
 
 @pytest.mark.parametrize("tier", ["naive", "reference"])

@@ -66,6 +66,8 @@ def test_eval_is_identity_and_p0_is_identity(tier):
     layer = tritonlab.Dropout(0.5, backend=tier).eval()
     assert torch.equal(layer(x), x)
     assert torch.equal(tritonlab.Dropout(0.0, backend=tier)(x), x)
+    ints = torch.arange(5)  # torch.nn.Dropout returns any input unchanged when it drops nothing
+    assert layer(ints) is ints and tritonlab.Dropout(0.0, backend=tier)(ints) is ints
 
 
 @pytest.mark.parametrize("tier", TIERS)

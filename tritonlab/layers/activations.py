@@ -24,6 +24,12 @@ def _integral(x) -> bool:
     return isinstance(x, torch.Tensor) and not (x.is_floating_point() or x.is_complex())
 
 
+def _complex(x) -> bool:
+    """A complex tensor: torch.sigmoid and tanh take one; the tiers are real-valued
+    kernels, so the layers hand it to torch's op, as ReLU does integer input."""
+    return isinstance(x, torch.Tensor) and x.is_complex()
+
+
 def _promoted(x):
     """`x`, an integer or bool one in the default float dtype: torch.sigmoid's and tanh's
     type promotion."""
@@ -51,6 +57,8 @@ class Sigmoid(LabLayer, nn.Sigmoid):
         self._set_backend(backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _complex(x):
+            return torch.sigmoid(x)
         x = _promoted(x)
         check_input(x, "Sigmoid", (), "")
         return pick("sigmoid", _SIGMOID, self.backend, x)(x)
@@ -62,6 +70,8 @@ class Tanh(LabLayer, nn.Tanh):
         self._set_backend(backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _complex(x):
+            return torch.tanh(x)
         x = _promoted(x)
         check_input(x, "Tanh", (), "")
         return pick("tanh", _TANH, self.backend, x)(x)

@@ -67,6 +67,8 @@ class Dropout(LabLayer, nn.Dropout):
         self._set_backend(backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(x, torch.Tensor) and (not self.training or self.p == 0):
+            return x  # as torch.nn.Dropout does, whatever the dtype
         check_input(x, "Dropout", (), "")
         y = pick("dropout", _DROPOUT, self.backend, x)(x, self.p, self.training)
         return x.copy_(y) if self.inplace and y is not x else y
