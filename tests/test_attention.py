@@ -427,6 +427,17 @@ def test_mha_query_features_are_checked_first():
         tritonlab.MultiheadAttention(8, 2)(x, x, x)
 
 
+def test_mha_triton_tier_names_itself_for_a_dtype_its_kernels_lack():
+    x = torch.randn(3, 2, 8, dtype=torch.float64)
+    mha = tritonlab.MultiheadAttention(8, 2, dtype=torch.float64, backend="triton")
+    with pytest.raises(TypeError, match=r"^MultiheadAttention on the triton tier supports float32, float16 and "
+                                        r"bfloat16, got dtype torch.float64"):
+        mha(x, x, x)
+    mha.backend = None
+    with tritonlab.use_backend("triton"), pytest.raises(TypeError, match="^MultiheadAttention on the triton tier"):
+        mha(x, x, x)
+
+
 def test_mha_dropout_in_training():
     """Dropout hits the probabilities in training only: need_weights=True returns the
     post-dropout weights (a fraction p of zeros), reproducible under manual_seed."""

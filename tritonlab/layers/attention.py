@@ -15,12 +15,12 @@ import warnings
 import torch
 from torch import nn
 
-from ..backend import check_backend
+from ..backend import check_backend, get_backend
 from ..scratch import attention as scratch
 from . import _autocast
 from ._base import LabLayer
 from ._checks import check_input, check_like
-from ._dispatch import lazy, pick_for_dtype
+from ._dispatch import TRITON_DTYPES, lazy, pick_for_dtype
 from .linear import linear_tier
 
 _ATTENTION = {"naive": scratch.attention_naive, "reference": scratch.attention_reference,
@@ -210,6 +210,10 @@ class MultiheadAttention(LabLayer, nn.MultiheadAttention):
                              f"value {tuple(value.shape)}")
         for what, t in (("query", query), ("key", key), ("value", value)):
             check_like(t, self.out_proj.weight, name, what)
+        requested = self.backend if self.backend is not None else get_backend()
+        if requested == "triton" and query.dtype not in TRITON_DTYPES:  # before the projections' own error
+            raise TypeError(f"{name} on the triton tier supports float32, float16 and bfloat16, got dtype "
+                            f"{query.dtype}; use backend='reference' (or 'auto') for other dtypes")
         return query.dim() == 3
 
     def _float_mask(self, mask, what: str, query) -> torch.Tensor | None:
