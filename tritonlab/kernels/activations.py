@@ -39,7 +39,9 @@ def _flat_kernel(a_ptr, b_ptr, out_ptr, n, ACT: tl.constexpr, BACKWARD: tl.const
                  BLOCK: tl.constexpr):
     """Forward: out = act(a) with a = x. Backward: out = a * act'(.) with a = dy, b = y.
     Pointers: 1-D storages of n elements (dense, one shared layout).
-    Grid: (cdiv(n, BLOCK),); one program computes BLOCK consecutive elements."""
+    Grid: (cdiv(n, BLOCK),); one program computes BLOCK consecutive elements.
+    Cost: forward reads and writes n elements, backward reads 2n and writes n; 1-5 FLOPs
+    an element (bench/ops.py counts each activation), so bandwidth is the floor."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     a = compute_dtype(tl.load(a_ptr + offs, mask=mask))
@@ -56,7 +58,10 @@ def _strided_kernel(a_ptr, b_ptr, out_ptr, n, S1, S2, S3,
                     ACT: tl.constexpr, BACKWARD: tl.constexpr, BLOCK: tl.constexpr):
     """As _flat_kernel over a logical (S0, S1, S2, S3) shape, n = S0*S1*S2*S3; each
     pointer has its own four strides (a*, b*, out o*), any of them 0 (expanded).
-    Grid: (cdiv(n, BLOCK),); one program computes BLOCK consecutive logical indices."""
+    Grid: (cdiv(n, BLOCK),); one program computes BLOCK consecutive logical indices.
+    Cost: the bytes and FLOPs of _flat_kernel plus ~10 integer ops an element for the
+    coordinates; a gapped view's loads may fetch whole 32-byte sectors for a few
+    useful bytes, so its floor is the sectors touched, not the elements."""
     idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = idx < n
     i3 = idx % S3

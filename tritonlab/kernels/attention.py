@@ -150,7 +150,10 @@ def _fwd_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, lse_ptr, seed_ptr,
     the autotune key. BLOCK_M is a multiple of BLOCK_N (the causal split needs it);
     BLOCK_E, BLOCK_EV: E, Ev padded to a power of two >= 16; EVEN_N: S % BLOCK_N == 0
     (no ragged key tile, so no per-score bounds select).
-    Grid (cdiv(L, BLOCK_M)·B·Hq,), see _tile_and_row. Cost: 4·BLOCK_M·S·E FLOPs (half under causal)."""
+    Grid (cdiv(L, BLOCK_M)·B·Hq,), see _tile_and_row. Cost: 4·BLOCK_M·S·E FLOPs (half under causal);
+    bytes: its q tile and o tile once, every k and v tile (S·(E+Ev) elements) streamed
+    once per program, mostly from L2 (the programs of one head share them), and a mask
+    tile of BLOCK_M·S when HAS_MASK."""
     # causal: the last query tiles see the most keys; launch them first, less tail
     pid_m, bh = _tile_and_row(L, BLOCK_M, IS_CAUSAL)
     b = bh // Hq
@@ -201,7 +204,9 @@ def _delta_kernel(o_ptr, do_ptr, delta_ptr, Hq, L, Ev, sdb, sdh, sdm, sde,
     """delta (B·Hq, L) fp32/fp64 = Σ_e dO∘O per query. It is the rowsum(P∘dP) that the
     softmax backward needs even with dropout: with Z = keep/(1-p) and dP = (dO Vᵀ)∘Z,
     Σ_j P_ij dP_ij = Σ_j (P∘Z)_ij (dO_i · V_j) = dO_i · O_i, since O = (P∘Z) V.
-    o: (B, Hq, L, Ev) contiguous; dO: its strides. Grid (cdiv(L, BLOCK_M)·B·Hq,)."""
+    o: (B, Hq, L, Ev) contiguous; dO: its strides. Grid (cdiv(L, BLOCK_M)·B·Hq,).
+    Cost: reads o and dO (2·L·Ev elements a head), writes 4 bytes a query; 2 FLOPs an
+    element: bandwidth-bound, a few % of the backward's time."""
     pid_m, bh = _tile_and_row(L, BLOCK_M, False)
     b = bh // Hq
     h = bh % Hq
@@ -273,7 +278,10 @@ def _dkdv_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr, dk_p
     IS_CAUSAL) also dS into dm (B, Hq, L, S) contiguous, each element written once (every
     query tile of every head of the group passes through here).
     lse, delta: (B·Hq, L); dO: strides sd*; the rest as _fwd_kernel. BLOCK_N is a multiple of BLOCK_M.
-    Grid (cdiv(S, BLOCK_N)·B·Hkv,). Cost: 8·GROUP·L·BLOCK_N·E FLOPs (half under causal)."""
+    Grid (cdiv(S, BLOCK_N)·B·Hkv,). Cost: 8·GROUP·L·BLOCK_N·E FLOPs (half under causal);
+    bytes: its k, v tiles in and dk, dv tiles out once, and every q, dO tile (and lse,
+    delta) of the GROUP heads streamed once per program, mostly from L2; with MASK_GRAD
+    a dS tile of L·BLOCK_N written per head."""
     pid_n, bhk = _tile_and_row(S, BLOCK_N, False)
     n0 = pid_n * BLOCK_N
     b = bhk // Hkv
@@ -359,7 +367,8 @@ def _dq_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr
                BLOCK_EV: tl.constexpr):
     """dq (B, Hq, L, E) contiguous for BLOCK_M queries of one (batch, query head); the
     rest as _dkdv_kernel. BLOCK_M is a multiple of BLOCK_N. Grid (cdiv(L, BLOCK_M)·B·Hq,).
-    Cost: 6·BLOCK_M·S·E FLOPs (S, dP, dQ; half under causal)."""
+    Cost: 6·BLOCK_M·S·E FLOPs (S, dP, dQ; half under causal); bytes: its q, dO tiles
+    in and dq out once, every k and v tile streamed once per program, mostly from L2."""
     # causal: the last query tiles see the most keys; launch them first, less tail
     pid_m, bh = _tile_and_row(L, BLOCK_M, IS_CAUSAL)
     b = bh // Hq

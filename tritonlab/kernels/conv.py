@@ -504,7 +504,8 @@ def _bias_grad_kernel(
     of m = (n, p, q).
 
     Grid: (cdiv(O, BLOCK_O), SPLIT). Pointers: dy (N, O, P, Q) with strides, db
-    (SPLIT, O) fp32 contiguous. Cost: reads dy once (N*P*Q*O elements), O*SPLIT writes.
+    (SPLIT, O) fp32 contiguous. Cost: reads dy once (N*P*Q*O elements), O*SPLIT writes,
+    one add per element read: bandwidth-bound.
     """
     offs_o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
     split = tl.program_id(1)

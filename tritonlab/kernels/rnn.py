@@ -329,7 +329,8 @@ def _gru_fwd_kernel(
     h', the h each step read, W_hn h + b_hn; gates (rows, 3H): r, z, n; offs, sizes (T,)
     int32 (PACKED only); sync as the LSTM's. Grid: see the module docstring.
     Cost per step: 6·B·H² FLOPs + ~25·B·H; W_hh (3H², L2-resident) read per step, bound
-    by that read like the LSTM's.
+    by that read like the LSTM's; the step's state moves ~11·B·H elements: xp (3·B·H)
+    and h (B·H) in, h', h_in, hn (3·B·H) and gates (3·B·H) out.
     """
     rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     in_b = rows < B

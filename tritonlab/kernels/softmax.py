@@ -84,7 +84,10 @@ def _fwd_kernel(x_ptr, out_ptr, lse_ptr, seed_ptr, p, scale, n_rows, n, inner,
     x: any strides (sx_o, sx_n, sx_i) over the (outer, n, inner) view; out: contiguous
     (outer, n, inner); lse: (outer * inner,) fp32/fp64, written when SAVE_LSE;
     seed_ptr: (1,) int64. Grid: (cdiv(n_rows, ROWS),); one program computes ROWS rows
-    (LOOPED: one row, BLOCK_N columns per step). ACC: fp32, or fp64 for fp64 input."""
+    (LOOPED: one row, BLOCK_N columns per step). ACC: fp32, or fp64 for fp64 input.
+    Cost per element of b bytes: reads b and writes b (LOOPED reads x twice: 3b), plus
+    4 (fp32) bytes of lse a row; 5 FLOPs for softmax, 2 for dropout, and a quarter of a
+    Philox call (~15 integer ops) for the mask. Bandwidth is the floor."""
     rows, row_ok, o, i = _rows(ROWS, n_rows, inner)
     x_base = o * sx_o + i * sx_i
     out_base = o * n * inner + i
@@ -145,7 +148,11 @@ def _bwd_kernel(src_ptr, lse_ptr, dout_ptr, dx_ptr, seed_ptr, p, scale, n_rows, 
                 ACC: tl.constexpr):
     """dx for out = dropout(softmax(x)). src: y (softmax alone) or x (FROM_LOGITS, then
     y = exp(x - lse)), strides (ss_*); dout: strides (sd_*); dx: contiguous
-    (outer, n, inner); lse: (outer * inner,). Grid, rows and ACC as in _fwd_kernel."""
+    (outer, n, inner); lse: (outer * inner,). Grid, rows and ACC as in _fwd_kernel.
+    Cost per element of b bytes: reads src and dout, writes dx: 3b (LOOPED reads both
+    twice, once for sum(g * y) and once for dx: 5b); dropout alone reads dout only: 2b.
+    4 FLOPs for softmax (FROM_LOGITS adds the exp rebuilding y), 2 for dropout, and
+    the mask's Philox share as in the forward."""
     rows, row_ok, o, i = _rows(ROWS, n_rows, inner)
     s_base = o * ss_o + i * ss_i
     d_base = o * sd_o + i * sd_i
