@@ -9,7 +9,6 @@ from torch import nn
 
 import tritonlab
 from parity import assert_matches_torch
-from tritonlab.scratch.attention import attention_weights
 
 TIERS = ["naive", "reference"]
 TOL = {torch.float32: dict(atol=2e-5, rtol=2e-5), torch.float64: dict(atol=1e-10, rtol=1e-10)}

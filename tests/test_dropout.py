@@ -146,6 +146,18 @@ def test_softmax_dropout_gradcheck(tier):
     assert torch.autograd.gradcheck(seeded, (x,))
 
 
+@pytest.mark.parametrize("tier", TIERS)
+def test_dropout_gradcheck(tier):
+    x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    layer = tritonlab.Dropout(0.3, backend=tier)
+
+    def seeded(x):  # the same mask on every call gradcheck makes
+        torch.manual_seed(5)
+        return layer(x)
+
+    assert (seeded(x) == 0).any() and torch.autograd.gradcheck(seeded, (x,))
+
+
 def test_softmax_dropout_constructor():
     layer = tritonlab.SoftmaxDropout()
     assert (layer.p, layer.dim) == (0.5, -1)

@@ -217,9 +217,10 @@ def test_softmax_dropout_eval_is_softmax(triton_device):
     torch.testing.assert_close(layer(x), torch.softmax(x, 0))
 
 
-def test_softmax_dropout_gradcheck_float64(triton_device):
+@pytest.mark.parametrize("layer_cls", [tritonlab.SoftmaxDropout, tritonlab.Dropout], ids=lambda c: c.__name__)
+def test_dropout_gradcheck_float64(layer_cls, triton_device):
     x = torch.randn(3, 5, dtype=torch.float64, device=triton_device, requires_grad=True)
-    layer = tritonlab.SoftmaxDropout(0.3, backend="triton")
+    layer = layer_cls(0.3, backend="triton")
 
     def seeded(x):  # the same mask on every call gradcheck makes
         torch.manual_seed(5)

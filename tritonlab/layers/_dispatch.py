@@ -12,8 +12,8 @@ from ..scratch._autograd import differentiating, dual, forward_ad, transformed
 def pick(op: str, impls: dict[str, Callable], layer_backend: str | None, x: torch.Tensor) -> Callable:
     """The implementation of `op` for input `x`.
 
-    `impls` maps tier names to functions. An op whose Triton kernel has not landed yet
-    has no "triton" entry: `auto` then falls back to the reference tier, while an
+    `impls` maps tier names to functions. An op with no Triton kernel (Flatten, a view
+    that moves no data) has no "triton" entry: `auto` then falls back to the reference tier, while an
     explicit request for `triton` raises NotImplementedError that says what to use.
 
     Under a torch.func transform (grad, vmap, jacrev, ...) or inside a forward-mode AD

@@ -69,7 +69,8 @@ def _(info, in_dims, seed, shape, p, device):
 
 
 def _scale(p: float) -> float:
-    return 0.0 if p == 1 else 1.0 / (1.0 - p)
+    """1 / (1 - p), the factor of a kept element; 0 at p == 1, where nothing is kept."""
+    return 0.0 if p >= 1 else 1.0 / (1.0 - p)
 
 
 # ---- naive: one Python iteration per row, forward and backward ----------------------
