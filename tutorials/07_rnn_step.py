@@ -35,9 +35,11 @@
 #
 # **The one new idea of this lesson: fuse everything one step does into as few kernels
 # as possible** — first the gate arithmetic into one elementwise kernel, then the
-# recurrent matmul and the gates into a single kernel per step — and see, with napkin
-# math, why at small batch what we save is *launches*, not bytes. (Lesson 08 removes
-# the last launch per step.)
+# recurrent matmul and the gates into a single kernel per step — and ask, with napkin
+# math and then a GPU, what a small-batch step's time is made of: launches, bytes, or
+# something else. (The napkin math says launches; the one GPU run so far says otherwise
+# for the fused rungs: see the end of the lesson. Lesson 08 removes the last launch per
+# step.)
 
 # %%
 import os
@@ -149,8 +151,10 @@ def lstm_cudnn():
 # So at small batch a step is bound by *reading W_hh* — 1 MiB at 3.35 TB/s is 0.3 µs (less
 # if it stays in the 50 MB L2, which it does) — and the 4.2 MFLOP take 0.06 µs at full fp32
 # speed. Both are far below the **~5 µs it takes to launch a kernel**. A step that needs k
-# launches costs at least k × 5 µs, whatever it computes: at B=8 **the recurrence is
-# launch-bound**.
+# launches costs at least k × 5 µs, whatever it computes: the prediction is that at B=8
+# **the recurrence is launch-bound**. (Measured on an H200, it was for the reference
+# tier's ten small kernels a step, and not for the one-kernel rungs, whose step took
+# ~40 µs of GPU work: the end of the lesson says what this model leaves out.)
 #
 # Scale the batch to B=256 and H=1024 (the benchmark's largest case): one step is now 2.1
 # GFLOP, 32 µs at fp32 FMA speed (~2 µs on bf16 tensor cores), intensity 128 FLOP/byte —
@@ -161,8 +165,8 @@ def lstm_cudnn():
 # 67 TFLOP/s, the projection GEMM and the T recurrent matmuls included. One launch per
 # step alone is 512 × 5 µs ≈ 2.6 ms, forty times that floor.
 #
-# Launches per step, and the prediction that follows (on a GPU; nothing here has been
-# measured — the ladder prints the real numbers when you run it on one):
+# Launches per step, and the prediction that follows (written before any GPU run; the
+# one run's ladder is at the end of the lesson):
 #
 # | rung | launches per step | predicted |
 # |---|---|---|
@@ -263,8 +267,8 @@ def lstm_v1(x, w_ih, w_hh, b_ih, b_hh, BLOCK=256):
 # cost dominating anyway, we predict about half of v1's time: one launch per step, not two.
 #
 # (Compiled ahead of time for sm_90 with Triton 3.9 while writing this lesson, at
-# BLOCK_H = BLOCK_K = 32 and the default 4 warps: 156 registers a thread, no spills. It has
-# not run on a GPU.)
+# BLOCK_H = BLOCK_K = 32 and the default 4 warps: 156 registers a thread, no spills. On the
+# H200 it took 37 µs a step, two thirds of v1's 56: the end of the lesson.)
 
 # %%
 @triton.jit
@@ -360,9 +364,8 @@ def lstm_v2(x, w_ih, w_hh, b_ih, b_hh, BLOCK_B=16, BLOCK_H=32, BLOCK_K=32):
 # - fp32 inputs use `tl.dot(..., input_precision="ieee")` unless
 #   `torch.backends.cuda.matmul.allow_tf32` is on, then TF32.
 #
-# Honest status: the tritonlab kernels are tested under the interpreter and compiled for
-# sm_90 ahead of time, but at the time of writing none had run on a GPU, so no timing of
-# them exists yet; this ladder produces the first ones when run on a GPU.
+# On the one H200 run, tritonlab's step mode took 41 µs a step, within 10% of v2 (whose
+# kernel saves nothing for a backward).
 
 # %%
 lab_step = tritonlab.LSTM(I, H, backend="triton", algo="step").to(dev)
@@ -393,10 +396,11 @@ table_lstm = ladder(f"LSTM forward B={B} T={T} I={I} H={H} float32", {
 }, expected=expected, cost=cost, baseline="reference")
 
 # %% [markdown]
-# What to look for on a GPU: times that scale with *launches per step*, not with bytes or
-# FLOPs (the "frac_of_floor" column should be tiny for every rung at B=8); v1 and v2 close
-# to 2 and 1 launch-times per step. Try `B = 256` (and H = 1024): the launches fade, the
-# matmul dominates and cuDNN's tuned GEMMs pull ahead of a simple `tl.dot` loop.
+# What to look for on a GPU: whether times scale with *launches per step*, as predicted,
+# or with something else (the "frac_of_floor" column is tiny for every rung at B=8 either
+# way). Divide each time by T for the cost of a step. Try `B = 256` (and H = 1024): the
+# matmul's FLOPs grow 32× and cuDNN's tuned GEMMs should pull ahead of a simple `tl.dot`
+# loop.
 
 # %% [markdown]
 # ## Measured: one run on an NVIDIA H200
@@ -419,6 +423,38 @@ table_lstm = ladder(f"LSTM forward B={B} T={T} I={I} H={H} float32", {
 # exercise 1: fused GRU gates: not attempted yet (replace the NotImplementedError, then rerun this cell)
 # exercise 2: one kernel per RNN step: not attempted yet (replace the NotImplementedError, then rerun this cell)
 # ```
+
+# **What the run showed: launches were not the cost of the fused rungs.** Per step (the
+# times over T = 512): naive 678 µs, reference 117, v1 56, v2 37, tritonlab step 41, and
+# cuDNN 14. The prediction (v2 ≈ one ~5 µs launch a step) missed by ~7×, and the
+# benchmark run the same day (`reports/h200-2026-11-28/results.csv`, lstm B8 T512 I256
+# H256) shows where the time is not: tritonlab's `persistent-grid` mode, which runs all
+# 512 steps in **one** launch, took 20.1 ms against 20.9 ms for its `step` mode's 512
+# launches. Removing 511 launches saved ~1.5 µs each; the other ~39 µs of every step is
+# GPU work. A launch is host work that overlaps the GPU's: it decides the time only when
+# the host takes longer to issue a step than the GPU takes to run it.
+#
+# That did happen to the reference tier: the benchmark's `graph` row, the same reference
+# loop captured once as a CUDA graph and replayed without Python or launches, took
+# 9.3 ms against 63.5 ms eager — ~106 µs of every eager step was host time, ~18 µs GPU
+# work for its ten small kernels. (Lesson 08 does the same with tritonlab's step mode on a
+# smaller model: the graph saves ~22 µs a step of host time there.)
+#
+# Why ~37–39 µs of GPU work for 4.2 MFLOP and 1 MiB? The napkin model divides work by
+# an FMA rate and a bandwidth — the whole chip's (0.3 µs a step), or the share of the 8
+# SMs v2 uses (~1–2 µs, lesson 08's per-SM estimate) — and misses by 10–40× even so,
+# because a small step is a **chain of dependent latencies**, not a stream of
+# throughput: each of v2's 8 programs (4 warps, one per SM) walks a serial K loop over H
+# in BLOCK_K chunks, each chunk waiting for its W_hh and h loads before its `tl.dot`; too
+# few warps run to hide those waits; h goes out to global memory at the end of the step
+# and comes back at the start of the next (in the persistent-grid mode, across a grid
+# barrier too). cuDNN's 14 µs a step shows the same hardware does better. The data does
+# not show how the ~39 µs split between these; it was not measured. What would separate
+# host from device time, and device time into parts: the same run at T = 1 and T = N
+# (a fixed cost per call against a cost per step), a CUDA graph against eager (lesson
+# 08), and a profiler's per-kernel device times (`torch.profiler`, Nsight Systems);
+# changing BLOCK_K, BLOCK_H and `num_warps` moves the K loop's length and the warps
+# available to hide latency.
 
 # %% [markdown]
 # ## Exercises
@@ -505,8 +541,8 @@ check_2()
 # %% [markdown]
 # ## What's next
 #
-# v2 is down to one launch per step, and at small batch that launch is still most of the
-# step's time: T launches, and W_hh and the state re-read from memory every step. Lesson
+# v2 is down to one launch per step, yet on the H200 its step still took ~37 µs of GPU
+# work, with W_hh and the state re-read from memory every step. Lesson
 # 08 (`08_persistent_rnn.py`) puts the time loop *inside* the kernel — one launch for the
 # whole sequence, state and weights kept on chip — and meets the problem that comes with
 # it: programs that must wait for each other (a grid barrier), which Triton's interpreter

@@ -14,10 +14,14 @@
 # %% [markdown]
 # # 08 · Persistent recurrence: one launch for the whole sequence
 #
-# Lesson 07 fused one LSTM step into one kernel, and found that at small batch the step
-# costs about one kernel launch (~5 µs), many times what its arithmetic needs. With T
-# steps that is T launches, and every launch starts from scratch: it reads W_hh (4H·H
-# numbers) from memory again, and the state h, c makes a round trip through memory.
+# Lesson 07 fused one LSTM step into one kernel and predicted that at small batch the
+# step would cost about one kernel launch (~5 µs). The H200 measured ~37–41 µs a step
+# at B = 8, H = 256 — GPU work, not launches: a one-launch kernel took as long. Launches
+# cost host time, and decide the speed only where the host takes longer to issue a step
+# than the GPU takes to run it. Either way, every launch starts from scratch: it reads
+# W_hh (4H·H numbers) from memory again, and the state h, c makes a round trip through
+# memory. This lesson takes the time loop into the kernel and measures what a step costs
+# then.
 #
 # **The new idea: a persistent kernel.** Launch once and put the time loop *inside* the
 # kernel: each program runs all T steps, and keeps what it can on chip between them —
@@ -124,7 +128,9 @@ def contenders(kind, B, T, I, H, seed=0):
 # | at full-chip fp32 speed (67 TFLOP/s, 3.35 TB/s) | 0.03 µs | 0.3 µs (reading W_hh) |
 # | one launch per step | 128 × ~5 µs ≈ 0.6 ms | 512 × ~5 µs ≈ 2.6 ms |
 #
-# The launches outweigh the work 15–150 times over. A persistent kernel pays one launch.
+# By this model the launches outweigh the work 15–150 times over, and a persistent kernel
+# pays one launch. (Lesson 07's H200 run already disagreed at B = 8, H = 256; this
+# lesson's run, at the end, measures both sides.)
 # But it pays something else: **who does the step's work**. With one program per block of
 # 16 batch rows, the char model has 4 programs — 4 of the H100's 132 SMs do everything
 # (tritonlab takes 32-row blocks above B = 16: 2 programs) — and the B=1 case has *one*.
@@ -138,7 +144,10 @@ def contenders(kind, B, T, I, H, seed=0):
 #
 # That second line is why the hidden units must be split over many programs again once H
 # is large — and then the programs have to wait for each other every step. Keep both
-# sizes in mind; the lesson runs a ladder for each.
+# sizes in mind; the lesson runs a ladder for each. (On the H200 the per-SM estimate
+# missed by 10–20×: the persistent kernels took 17–21 µs a step on the char model, not
+# ~1, and one program walking H = 256 at B = 8 took ~286 µs a step, not ~27. The end of
+# the lesson says what the model leaves out.)
 
 # %% [markdown]
 # ## Triton v1 — persistent: one program per batch block walks all T steps
@@ -326,8 +335,9 @@ def lstm_on_chip(x, w_ih, w_hh, b_ih, b_hh, BLOCK_B=16):
 # It re-reads W_hh each step, as v1 does, with BLOCK_H = 64 on a GPU. Under the
 # interpreter `"auto"` picks it when H ≤ 256 (`PERSISTENT_MAX_H` in
 # `tritonlab/layers/functions/rnn.py`) and `"step"` above. On a GPU the measurement
-# overruled the napkin math: at B = 8, H = 256 one program walking all of H took 146 ms
-# for the LSTM forward where `"step"` took 20.9 (H200), so there `"auto"` never picks it.
+# bore out the napkin math's second line (one SM doing all of a large H loses to a
+# launch per step): at B = 8, H = 256 one program walking all of H took 146 ms for the
+# LSTM forward where `"step"` took 20.9 (H200), so there `"auto"` never picks it.
 #
 # `"persistent-grid"` splits the hidden units over programs as `"step"` does — so W_hh's
 # bytes and the FLOPs spread over many SMs again — and keeps each program's slice of
@@ -382,8 +392,9 @@ def lstm_on_chip(x, w_ih, w_hh, b_ih, b_hh, BLOCK_B=16):
 # is a single hidden block, so each batch block's "grid" barrier has exactly one
 # participant and never waits — the code path runs and is tested, the waiting is not. For
 # larger H it raises a ValueError that says to use `"step"` or `"persistent"` (our CPU
-# ladders skip it there). DESIGN.md states the rule: a kernel whose programs wait on each
-# other needs a sequential variant under the interpreter. On a GPU `algo="auto"` picks
+# ladders skip it there). That is the project's rule (in its design notes, DESIGN.md,
+# kept beside the repository in `../shared/`, not in it): a kernel whose programs wait on
+# each other needs a sequential variant under the interpreter. On a GPU `algo="auto"` picks
 # `"persistent-grid"` where its programs fit at once and H ≤ 256 — the sizes where it was
 # measured fastest of the three (the H200 run at the end of this lesson, and the
 # benchmark's B = 8, H = 256 case) — and `"step"` elsewhere.
@@ -497,8 +508,10 @@ table_gru = ladder(f"GRU forward B={B} T={T} I={I} H={H} float32",
 # %% [markdown]
 # ## What the tables should teach (when a GPU prints them)
 #
-# - Launches per step were lesson 07's cost; with one launch per sequence the question
-#   becomes *how many SMs share each step's work*, and how much of it comes from memory.
+# - Lesson 07 predicted launches per step would be the cost; with one launch per sequence
+#   the question becomes *how many SMs share each step's work*, and how much of it comes
+#   from memory (and, as the H200 showed, how long each step's chain of dependent loads
+#   takes).
 # - One program per batch block is right for small H (the char model) and wrong for large
 #   H at small batch; splitting the hidden units needs a grid barrier; keeping W_hh on chip
 #   needs its slice to be small — the three pull against each other, which is why
@@ -531,6 +544,31 @@ table_gru = ladder(f"GRU forward B={B} T={T} I={I} H={H} float32",
 #       tritonlab persistent 1.135e-05     ok   2.697   2.696   2.698   1.002   0.1244        0.00243                2.062
 #  tritonlab persistent-grid 1.135e-05     ok   2.552   2.447    2.63   1.059   0.1315       0.002568                2.179
 # ```
+
+# What it shows, per step (the times over T = 128):
+#
+# - **Host time is real where the GPU's work is short.** `tritonlab step` took 43 µs a
+#   step eager and 21 µs replayed as a CUDA graph: the graph saved ~22 µs a step of
+#   host time (Python, argument handling, launches). The reference tier went from 128 to
+#   19 µs a step the same way. Graphs helped 2.0–6.7×, above the 2–5× predicted.
+# - **With the host out of the way, a step costs ~17–21 µs of GPU work**: the graph of
+#   step kernels 21, `persistent` 21, `persistent-grid` 20, v1 20, v2 (W_hh and h on chip)
+#   17. One launch or 128 made ~no difference; keeping W_hh and h on chip saved ~12%.
+#   The napkin math predicted ~1 µs (per SM) and a 3–5× gain for persistent over step:
+#   it measured 2.0–2.5× over eager step, and none over a graph of it.
+# - **cuDNN's persistent kernel took 1.8 µs a step** (0.234 ms, with its input
+#   projection), near the napkin estimate: the hardware can do a step that fast, and our
+#   kernels spend their ~20 µs on something the model leaves out. Likely that is
+#   latency, not throughput: a step is a chain of dependent loads, a serial K loop over H
+#   (each chunk waits for its loads before its `tl.dot`), the gate math, a store of h that
+#   the next step reads back (through global memory, except in v2), and in
+#   `persistent-grid` a grid barrier — with a few warps per SM, too few to hide the waits.
+#   How the ~20 µs splits between these was not measured.
+#
+# What would measure it: a profiler's per-kernel device times; one step (T = 1) against
+# T steps, for the fixed cost of a call against the cost of a step; BLOCK_K, BLOCK_H and
+# `num_warps` varied (the K loop's length, the warps that hide latency); and the batch-1
+# and GRU ladders, which the run's 22 s limit cut.
 
 # %% [markdown]
 # ## Exercises
