@@ -549,7 +549,9 @@ check_2()
 # **Exercise 3: ReLU of any 2-D view.** Extend v4's idea: return `relu(x)` as a new
 # contiguous tensor for a 2-D `x` of any strides. The check runs it on a slice of every
 # third column and on a transposed slice (the two results are flattened and joined).
-# Read each element where its strides put it.
+# Read each element where its strides put it. The check compares values only: it cannot
+# see a `.contiguous()` copy before a flat kernel, which passes it but is the extra pass
+# over memory this exercise is about avoiding.
 
 # %%
 def exercise_3(x: torch.Tensor) -> torch.Tensor:
