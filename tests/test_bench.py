@@ -638,3 +638,14 @@ def test_peak_memory_is_one_call_of_its_own_after_a_warm_one(monkeypatch):
     assert timing.peak_mb(lambda: events.append("call"), torch.device("cuda")) == 3
     assert events == ["call", "reset", "call"]
     assert math.isnan(timing.peak_mb(lambda: None, torch.device("cpu")))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_ceilings_measure_every_dtypes_matmul_and_the_runs_own_roofline(dtype, monkeypatch):
+    from tritonlab.bench import ceilings
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    limits = ceilings.measure(torch.device("cpu"), dtype, quick=True)
+    assert set(limits.matmul_all) == {"float32", "float16", "bfloat16"}
+    assert all(v > 0 for v in limits.matmul_all.values())
+    assert limits.matmul_tflops == limits.matmul_all[str(dtype).removeprefix("torch.")]
+    assert limits.copy_gbps > 0 and limits.launch_us > 0

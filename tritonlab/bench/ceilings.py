@@ -1,6 +1,6 @@
 """The device's own limits, measured at the start of each run: copy bandwidth, matmul
-FLOP/s (on a GPU for fp32 with TF32 off and on, fp16 and bf16; the run's own setting
-gives the roofline), and the latency of the smallest op (a launch on a GPU, the
+FLOP/s (fp32, fp16 and bf16, and on a GPU fp32 with TF32 on too; the run's own setting
+gives the roofline, the others are measured at one small size on a CPU), and the latency of the smallest op (a launch on a GPU, the
 dispatcher's overhead on a CPU). Every row's roofline fraction divides the op's floor
 time under these ceilings by its measured time."""
 from __future__ import annotations
@@ -35,11 +35,15 @@ def measure(device: torch.device, dtype: torch.dtype, quick: bool = False) -> Ce
     del src, dst
     # the best of several sizes: a single small matmul undershoots what large ones reach
     sizes = (4096, 8192) if gpu else ((512, 1024) if quick else (512, 1024, 2048))
-    labels = {"float32": (torch.float32, False), "float32+tf32": (torch.float32, True),
-              "float16": (torch.float16, False), "bfloat16": (torch.bfloat16, False)} if gpu else {}
+    labels = {"float32": (torch.float32, False), "float16": (torch.float16, False),
+              "bfloat16": (torch.bfloat16, False)}
+    if gpu:
+        labels["float32+tf32"] = (torch.float32, True)
     run_label = _label(dtype, gpu and tf32_enabled())
     labels.setdefault(run_label, (dtype, gpu and tf32_enabled()))
-    matmul_all = {label: _matmul_tflops(device, dt, tf32, sizes) for label, (dt, tf32) in labels.items()}
+    # a CPU without 16-bit matmul units takes seconds at the run's sizes: the others at 512 only
+    matmul_all = {label: _matmul_tflops(device, dt, tf32, sizes if gpu or label == run_label else (512,))
+                  for label, (dt, tf32) in labels.items()}
     one = torch.zeros(1, device=device)
     ms, _, _ = time_fn(lambda: one.add_(0), device)
     return Ceilings(copy_gbps, matmul_all[run_label], ms * 1e3, matmul_all)
