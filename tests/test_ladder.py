@@ -60,7 +60,9 @@ def test_a_mismatch_names_its_first_index():
     got[1, 2] += 1
     got[2, 0] = float("nan")
     err, problem = error(got, want)
-    assert problem == "largest relative error nan, first mismatch at index (1, 2): got 7, expected 6"
+    assert problem == ("largest relative error nan, first mismatch at index (1, 2): got 7, expected 6; "
+                       "1 mismatch not finite, the first at index (2, 0): got nan, expected 8 "
+                       "(an infinity must match exactly, a NaN never matches)")
 
 
 def test_integers_must_match_exactly():
@@ -98,3 +100,46 @@ def test_exercise_reports_not_attempted_pass_and_fail(capsys):
     assert "FAILED (largest relative error 0.667, first mismatch at index (0,): got 1, expected 0)" in out
     assert "FAILED (expected a tensor or a tuple of tensors, got NoneType)" in out
     assert "FAILED (shape (5,), expected (4,))" in out
+
+
+def test_bools_must_match_exactly():
+    want = torch.tensor([True, False])
+    assert error(want.clone(), want) == (0.0, None)
+    assert error(torch.tensor([True, True]), want)[1] == \
+        "largest relative error 1, first mismatch at index (1,): got True, expected False"
+    assert exercise("bool", lambda: want.clone(), want) is True
+    df = ladder("mask", {"right": lambda: want.clone(), "wrong": lambda: ~want}, expected=want, show=False)
+    assert list(df["status"]) == ["ok", "wrong: largest relative error 1, first mismatch at index (0,): "
+                                        "got False, expected True"]
+
+
+def test_large_integers_are_compared_exactly():
+    want = torch.tensor([2**53 + 1])
+    assert error(want - 1, want)[1] == \
+        "largest relative error 1.11e-16, first mismatch at index (0,): got 9007199254740992, expected 9007199254740993"
+
+
+def test_equal_infinities_match_and_the_scale_is_finite():
+    inf = float("inf")
+    want = torch.tensor([1.0, -inf, inf, 2.0])
+    assert error(want.clone(), want) == (0.0, None)
+    assert error(torch.tensor([1.0, -inf, inf, 2.0001]), want) == (pytest.approx(5e-5, rel=1e-2), None)  # 1e-4 of 2, not of inf
+    assert error(torch.tensor([-inf]), torch.tensor([-inf])) == (0.0, None)
+
+
+@pytest.mark.parametrize("got, want, message", [
+    ([1.0, 2.0], [1.0, float("inf")],
+     "largest relative error inf, first mismatch at index (1,): got 2, expected inf; "
+     "1 mismatch not finite (an infinity must match exactly, a NaN never matches)"),
+    ([float("-inf"), 2.0], [float("inf"), 2.0],
+     "largest relative error inf, first mismatch at index (0,): got -inf, expected inf; "
+     "1 mismatch not finite (an infinity must match exactly, a NaN never matches)"),
+    ([1.0, float("nan")], [1.0, float("nan")],
+     "largest relative error nan, first mismatch at index (1,): got nan, expected nan; "
+     "1 mismatch not finite (an infinity must match exactly, a NaN never matches)"),
+    ([float("inf"), float("inf")], [float("inf"), float("-inf")],  # no finite value: scale 1
+     "largest relative error inf, first mismatch at index (1,): got inf, expected -inf; "
+     "1 mismatch not finite (an infinity must match exactly, a NaN never matches)"),
+])
+def test_a_non_finite_mismatch_is_named(got, want, message):
+    assert error(torch.tensor(got), torch.tensor(want))[1] == message

@@ -73,9 +73,12 @@ def error(out, expected: Expected) -> tuple[float, str | None]:
     """(largest error relative to each tensor's largest expected magnitude, None if every
     tensor is within the tolerance of its expected dtype, else what is wrong): the
     benchmark's tolerances, but relative, so that outputs far below 1 (probabilities,
-    gradients) are checked as tightly as large ones. Integer and bool results must match
-    exactly. A result that cannot be compared (not a tensor, another shape or dtype) gets
-    an infinite error and a message saying why."""
+    gradients) are checked as tightly as large ones, the magnitude taken over the finite
+    expected values. Integer and bool results must match exactly. Equal entries, equal
+    infinities included, have error 0; any other non-finite entry (an infinity against
+    another value, a NaN anywhere, even against NaN) is a mismatch, named as such. A result
+    that cannot be compared (not a tensor, another shape or dtype) gets an infinite error
+    and a message saying why."""
     if not _is_result(out):
         return float("inf"), f"expected a tensor or a tuple of tensors, got {_kind(out)}"
     try:
@@ -100,16 +103,54 @@ def error(out, expected: Expected) -> tuple[float, str | None]:
             return float("inf"), f"{item}dtype {o.dtype}, expected {w.dtype}"
         if o.numel() == 0:
             continue
-        diff = (o.double() - w.double()).abs()
-        scale = w.abs().max().item() or 1.0
-        err = diff.max().item() / scale
+        err, bad = _compare(o, w)
         worst = max(worst, err) if err == err and worst == worst else float("nan")
-        tol = TOLERANCE.get(w.dtype, 1e-3) if w.is_floating_point() else 0.0
-        if problem is None and not err <= tol:
-            at = tuple(int(i) for i in (~(diff <= tol * scale)).nonzero()[0])  # nan counts as a mismatch
-            problem = (f"{item}largest relative error {err:.3g}, first mismatch at index {at}: "
-                       f"got {o[at].item():.6g}, expected {w[at].item():.6g}")
+        if problem is None and bad is not None:
+            problem = item + bad
     return worst, problem
+
+
+def _compare(o: torch.Tensor, w: torch.Tensor) -> tuple[float, str | None]:
+    """(largest error relative to w's largest finite magnitude, None or what is wrong) for
+    two tensors of one shape and dtype. Compared in float64, so bool and integer tensors
+    work too (exactly: their tolerance is 0)."""
+    od, wd = o.double(), w.double()
+    equal = (od == wd) if w.is_floating_point() else (o == w)  # integers exactly, even past 2**53
+    # equal infinities count as equal; NaN never equals anything
+    finite_w = wd[wd.isfinite()]
+    scale = (finite_w.abs().max().item() if finite_w.numel() else 0.0) or 1.0
+    gap = (od - wd) if w.dtype == torch.bool or w.is_floating_point() else (o.long() - w.long()).double()  # integers subtracted exactly
+    diff = torch.where(equal, 0.0, gap.abs())  # inf against a finite value: inf; NaN: NaN
+    err = diff.max().item() / scale  # NaN if any entry is NaN
+    if w.is_floating_point():
+        bad = ~(diff <= TOLERANCE.get(w.dtype, 1e-3) * scale)  # NaN counts as a mismatch
+    else:
+        bad = ~equal
+    if not bad.any():
+        return err, None
+    at = _first(bad)
+    problem = (f"largest relative error {err:.3g}, first mismatch at index {at}: "
+               f"got {_value(o[at])}, expected {_value(w[at])}")
+    nonfinite = bad & ~(od.isfinite() & wd.isfinite())
+    n = int(nonfinite.sum())
+    if n:
+        first = _first(nonfinite)
+        problem += (f"; {n} mismatch{'es' * (n != 1)} not finite"
+                    + (f", the first at index {first}: got {_value(o[first])}, expected {_value(w[first])}"
+                       if first != at else "")
+                    + " (an infinity must match exactly, a NaN never matches)")
+    return err, problem
+
+
+def _first(mask: torch.Tensor) -> tuple[int, ...]:
+    """The first index (in row-major order) where mask is True; mask has a True."""
+    return tuple(int(i) for i in mask.nonzero()[0])
+
+
+def _value(v: torch.Tensor) -> str:
+    """One element as printed in a message: floats to 6 significant digits, integers and
+    bools exactly."""
+    return f"{v.item():.6g}" if v.is_floating_point() else str(v.item())
 
 
 def _is_result(out) -> bool:
