@@ -333,3 +333,29 @@ def test_jit_trace_and_vmap_go_through_the_registered_op(triton_device):
     torch.testing.assert_close(traced(fresh), torch.tanh(fresh))
     batched = torch.randn(4, 3, 5, device=triton_device)
     torch.testing.assert_close(torch.func.vmap(lambda t: activation_op(t, "tanh"))(batched), torch.tanh(batched))
+
+
+@pytest.mark.parametrize("tier", ["naive", "reference", "triton"])
+def test_an_in_place_op_after_a_layer_compiles_as_torch_nns_does(tier):
+    """Compiled, a Function's view output would still be refused an in-place op by
+    AOTAutograd ("... is a view and is being modified inplace"): conv then ReLU(inplace),
+    dropout then mul_, gradients as torch.nn's under the same (p = 0) or torch-free checks."""
+    torch.manual_seed(0)
+    ref = nn.Conv2d(2, 3, 3)
+    lab = tritonlab.Conv2d(2, 3, 3, backend=tier)
+    lab.load_state_dict(ref.state_dict())
+    drop = tritonlab.Dropout(0.3, backend=tier)
+    x = torch.randn(2, 2, 5, 5)
+
+    def step(conv, x):
+        return torch.relu_(conv(x)).square().sum()
+
+    torch._dynamo.reset()
+    torch.compile(step, backend="aot_eager")(lab, x).backward()
+    step(ref, x).backward()
+    torch.testing.assert_close(lab.weight.grad, ref.weight.grad, rtol=1e-5, atol=1e-5)
+    xd = torch.randn(40, 40, requires_grad=True)
+    torch.compile(lambda t: drop(t).mul_(2).sum(), backend="aot_eager")(xd).backward()
+    kept = xd.grad != 0  # kept elements get 2 / (1 - p), dropped ones 0
+    assert 0.5 < kept.float().mean() < 0.9
+    torch.testing.assert_close(xd.grad[kept], torch.full_like(xd.grad[kept], 2 / 0.7))

@@ -472,7 +472,7 @@ class _InPlaceAfterEachLayer(nn.Module):
 
     def forward(self, x):  # (N, 3, 4, 4) -> (N, 2, 8)
         y = self.relu(self.conv(x))[:, :, :2, :2].flatten(1)
-        y = self.drop(self.relu(self.linear(y))).reshape(-1, 2, 4).repeat(1, 1, 2)
+        y = self.relu(self.drop(self.linear(y))).reshape(-1, 2, 4).repeat(1, 1, 2)  # in place after dropout
         out = self.mha(y, y, y, need_weights=False)[0]
         return out.mul_(2)
 

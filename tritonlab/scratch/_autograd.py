@@ -98,13 +98,14 @@ def own(out):
     inplace"); torch.nn's outputs are plain tensors, so nn.ReLU(inplace=True) after the
     layer has to work. The tensor saved for backward stays the view: an in-place change
     of the output still fails backward where it would change what backward reads.
-    Untouched while Dynamo traces: AOTAutograd sorts out the aliasing of a compiled
-    graph's outputs itself, and Dynamo cannot trace _is_view (a graph break)."""
-    if torch.compiler.is_compiling():
-        return out
+    Eager calls detach views only, so an output saved for a differentiable backward
+    keeps its graph (second derivatives); while Dynamo traces, which cannot trace
+    _is_view (a graph break) and compiles no second derivative, every output is detached."""
     if isinstance(out, tuple):
         return tuple(own(o) for o in out)
-    return out.detach() if isinstance(out, torch.Tensor) and out._is_view() else out
+    if isinstance(out, torch.Tensor) and (torch.compiler.is_compiling() or out._is_view()):
+        return out.detach()
+    return out
 
 
 def transformable(fn_class):
