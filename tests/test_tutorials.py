@@ -60,3 +60,24 @@ def test_exercise_checks_tell_right_from_wrong(lesson):
         finally:
             namespace[f"exercise_{k}"] = stub
 
+
+
+@pytest.mark.parametrize("lesson", [TUTORIALS / "03_dropout.py"], indirect=True, ids=["03_dropout"])
+def test_dropout_checks_name_the_mistake_before_the_kept_fraction(lesson, capsys):
+    """A wrong structure is reported as such, not as an implausible kept fraction inferred
+    from a mask that assumes the structure is right."""
+    _, scope = lesson
+    solution = runpy.run_path(str(TUTORIALS / "solutions" / "03_dropout.py"))
+    capsys.readouterr()
+    assert scope["check_1"](solution["wrong_1"]) is False  # drops elements, not rows
+    assert scope["check_2"](solution["wrong_2"]) is False  # drops the residual too
+    assert scope["check_1"](lambda x, p, seed: x) is False  # keeps every row unscaled
+    assert scope["check_2"](lambda x, res, p, seed: res + x) is False  # keeps every x unscaled
+    assert scope["check_2"](lambda x, res, p, seed: res.clone()) is False  # drops every x
+    lines = capsys.readouterr().out.splitlines()
+    assert "kept fraction" not in "\n".join(lines[:4])
+    assert "elements zeroed: drop or keep each row as a whole" in lines[0]
+    assert "each of them is 0 or (residual + x)/(1-p): the residual was dropped" in lines[1]
+    assert "row 0 is x itself: a kept row is scaled by 1/(1-p)" in lines[2]
+    assert "each of them is residual + x: a kept x is scaled by 1/(1-p)" in lines[3]
+    assert "kept fraction 0.0000, implausible for p=0.2" in lines[4]  # right structure, wrong coins

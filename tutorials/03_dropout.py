@@ -45,7 +45,7 @@ if not torch.cuda.is_available():  # no GPU: run every kernel on CPU tensors thr
 import triton
 import triton.language as tl
 
-from tritonlab.bench.ladder import Cost, device, exercise, ladder, pick, require_plausible_mask
+from tritonlab.bench.ladder import Cost, Mismatch, device, exercise, ladder, pick, require_plausible_mask
 
 # %% [markdown]
 # ## The problem and how we check a random op
@@ -518,6 +518,11 @@ def exercise_1(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
     raise NotImplementedError
 
 
+def close(out: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
+    """Where out equals want up to float32 rounding (1e-5 of want's largest magnitude)."""
+    return (out - want).abs() <= 1e-5 * want.abs().max()
+
+
 def check_1(fn=None):
     fn = fn or exercise_1  # looked up now, so a rerun exercise cell counts
     g = torch.Generator().manual_seed(1)
@@ -525,9 +530,25 @@ def check_1(fn=None):
     p = 0.5
 
     def expected(out):
-        keep = (out != 0).any(dim=1)  # which rows survived
-        require_plausible_mask(keep, p)  # one coin per row
-        return torch.where(keep[:, None], x1 / (1 - p), 0.0)
+        if out.shape != x1.shape or out.dtype != x1.dtype:
+            return x1  # error() reports the shape or dtype
+        # first the structure: every row all zero (dropped) or all x / (1-p) (kept)
+        dropped = (out == 0).all(dim=1)
+        wrong = ~dropped & ~close(out, x1 / (1 - p)).all(dim=1)
+        if wrong.any():
+            r, n = int(wrong.nonzero()[0]), int(wrong.sum())
+            zeros = int((out[r] == 0).sum())
+            if zeros:
+                why = (f"row {r} has {zeros} of its {x1.shape[1]} elements zeroed: drop or keep each "
+                       "row as a whole, one random number per row, not one per element")
+            elif close(out[r], x1[r]).all():
+                why = f"row {r} is x itself: a kept row is scaled by 1/(1-p)"
+            else:
+                c = int((~close(out[r], x1[r] / (1 - p))).nonzero()[0])
+                why = f"row {r}, column {c}: got {out[r, c].item():.6g}, x/(1-p) is {x1[r, c].item() / (1 - p):.6g}"
+            raise Mismatch(f"{n} of {len(x1)} rows are neither all zero nor all x/(1-p); {why}")
+        require_plausible_mask(~dropped, p)  # then the coins: one per row
+        return torch.where(dropped[:, None], 0.0, x1 / (1 - p))
 
     return exercise("1: row dropout", lambda: fn(x1, p, 1234), expected=expected)
 
@@ -558,9 +579,28 @@ def check_2(fn=None):
     p = 0.2
 
     def expected(out):
-        keep = out != res  # a dropped element leaves the residual untouched
+        if out.shape != res.shape or out.dtype != res.dtype:
+            return res  # error() reports the shape or dtype
+        # first the structure: every element the residual (x dropped) or residual + x/(1-p) (kept)
+        kept_value = res + x2 / (1 - p)
+        wrong = ~(close(out, res) | close(out, kept_value))
+        if wrong.any():
+            at, n = tuple(int(i) for i in wrong.nonzero()[0]), int(wrong.sum())
+            message = (f"{n} of {out.numel()} elements are neither the residual (x dropped) nor "
+                       f"residual + x/(1-p) (x kept), the first at {at}: got {out[at].item():.6g}, "
+                       f"residual {res[at].item():.6g}, residual + x/(1-p) {kept_value[at].item():.6g}")
+            explained = lambda pattern: bool(pattern[wrong].all())  # noqa: E731  (by one mistake?)
+            if explained((out == 0) | close(out, (res + x2) / (1 - p))):
+                message += ("; each of them is 0 or (residual + x)/(1-p): the residual was dropped "
+                            "and scaled with x, but only x is dropped, the residual always passes")
+            elif explained(close(out, res + x2)):
+                message += "; each of them is residual + x: a kept x is scaled by 1/(1-p)"
+            elif (zeros := int((out[wrong] == 0).sum())):
+                message += f"; {zeros} of them are 0: where x is dropped, the residual still passes"
+            raise Mismatch(message)
+        keep = out != res  # then the coins: a dropped element leaves the residual untouched
         require_plausible_mask(keep, p)
-        return torch.where(keep, res + x2 / (1 - p), res)
+        return torch.where(keep, kept_value, res)
 
     return exercise("2: residual + dropout", lambda: fn(x2, res, p, 99), expected=expected)
 
