@@ -93,6 +93,7 @@ def test_a_baseline_that_ran_something_else_says_so_in_its_rows_and_the_summary(
     assert (df[df["provider"] == "reference"]["note"] == "").all()
     text = report.summary(df, limits)
     assert text.count(f"Note: torch on tiny: {Noted.fallback}.") == 1  # once per provider and case
+    assert "the other dtypes measured at 512³ only" in text  # a CPU run's header says how it measured them
 
 
 def test_cli_time_budget_refuses_a_negative_and_says_when_nothing_ran(tmp_path, capsys):

@@ -35,11 +35,14 @@ def test_one_row_per_model_and_provider_with_the_columns(quick_run):
 
 def test_rows_name_the_model_size_and_its_parameter_count(quick_run):
     lstm = quick_run[quick_run["model"] == "lstm"]
-    assert set(lstm["config"]) == {"embed=8 hidden=16 layers=1"}
+    assert set(lstm["config"]) == {"embed=8 hidden=16 layers=1 dropout=0.2"}
+    assert set(quick_run.loc[quick_run["model"] == "cnn", "config"]) == {
+        "embed=8 channels=16 kernel=5 layers=3 dropout=0.2"}  # the defaults it was built with too
     expected = training._provider_model(training.build_model("lstm", vocab_size=4, embed=8, hidden=16, layers=1),
                                         "torch")
     assert set(lstm["params"]) == {sum(p.numel() for p in expected.parameters())}
-    assert "transformer embed=16 heads=2 hidden=32 layers=1 context=32 (" in training.training_markdown(quick_run)
+    assert ("transformer embed=16 heads=2 hidden=32 layers=1 context=32 positions=" in
+            training.training_markdown(quick_run))
 
 
 def test_times_throughput_and_speedup_are_consistent(quick_run):

@@ -48,7 +48,8 @@ def summary(df: pd.DataFrame, limits: Ceilings, source: str = "") -> str:
            "",
            f"torch {first['torch_version']}, triton {first['triton_version']}{cuda}, {first['timestamp']}"
            f"{tf32}. Measured ceilings: copy {limits.copy_gbps:.1f} GB/s, "
-           f"matmul TFLOP/s {matmul} (the run's roofline uses {limits.matmul_tflops:.3g}), "
+           f"matmul TFLOP/s {matmul} (the run's roofline uses {limits.matmul_tflops:.3g}"
+           f"{'' if cuda else '; the other dtypes measured at 512³ only'}), "
            f"smallest op {limits.launch_us:.1f} µs. "
            "Times are medians in ms (p20–p80 in results.csv; on a CPU a slow row gets as few as "
            "five runs, so compare spreads before reading much into a small difference), the first "

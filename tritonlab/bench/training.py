@@ -80,7 +80,8 @@ def run_training(device=None, dtype=torch.float32, models=MODEL_KINDS, steps: in
         common = common_columns(device, dtype)
         path = default_genome_path()
         if not path.is_file():  # an installed wheel carries no data/: the op rows still get their report
-            return _derive(pd.DataFrame([{"model": kind, "config": _config(sizes[kind]), "provider": provider,
+            return _derive(pd.DataFrame([{"model": kind, "provider": provider,
+                                          "config": _config(build_model(kind, vocab_size=len(vocab), **sizes[kind])),
                                           "batch": batch, "seq": seq, **common,
                                           "status": f"skipped: no training data ({path} is absent)"}
                                          for kind in models for provider in PROVIDERS[device.type]]))
@@ -94,7 +95,7 @@ def run_training(device=None, dtype=torch.float32, models=MODEL_KINDS, steps: in
             base = base.to(device=device, dtype=dtype)
             params = sum(p.numel() for p in base.parameters())
             for provider in PROVIDERS[device.type]:
-                row = {"model": kind, "config": _config(sizes[kind]), "params": params, "provider": provider,
+                row = {"model": kind, "config": _config(base), "params": params, "provider": provider,
                        "batch": batch, "seq": seq, **common}
                 row["status"] = runner.budget_spent(started, time_budget_s)
                 if row["status"]:
@@ -119,9 +120,10 @@ def _check(device: torch.device, dtype, models: tuple) -> None:
         raise ValueError(f"models must be a non-empty list of {MODEL_KINDS}, got {list(models)}")
 
 
-def _config(sizes: dict) -> str:
-    """The model's size settings as `tritonlab train` names them, e.g. "hidden=64 layers=1"."""
-    return " ".join(f"{k}={v}" for k, v in sizes.items())
+def _config(model) -> str:
+    """The built model's settings (its `config`, as build_model takes them) but the
+    vocabulary, e.g. "embed=16 hidden=64 layers=1 dropout=0.2"."""
+    return " ".join(f"{k}={v}" for k, v in model.config.items() if k != "vocab_size")
 
 
 def _provider_model(base, provider: str):
@@ -187,7 +189,8 @@ def training_markdown(df: pd.DataFrame) -> str:
            "same batches for every provider (dropout masks differ between torch.nn and the lab).", ""]
     if "config" in df:  # reports written before the sizes were recorded lack them
         sizes = df.drop_duplicates("model")
-        out += ["Model sizes (the `tritonlab train` options; parameters counted once): " + "; ".join(
+        out += ["Models (their `build_model` settings; a transformer's context is the `--seq` of `tritonlab "
+                "train`): " + "; ".join(
             f"{r['model']} {r['config']}" + (f" ({int(r['params']):,} parameters)" if pd.notna(r.get("params"))
                                              else "") for _, r in sizes.iterrows()) + ".", ""]
     rows = []
