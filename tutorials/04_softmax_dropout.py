@@ -542,7 +542,9 @@ table_softmax_dropout = ladder(f"softmax+dropout forward+backward {ROWS}x{COLS} 
 # run every eager layer call went through torch's custom-op dispatcher (v3 is a plain
 # `autograd.Function`), plus a seed drawn on the device per call. The benchmark's rows
 # (`reports/h200-2026-11-28/results.csv`) say where: the layer's forward alone took
-# 0.078 ms there, v3's forward speed, and its forward+backward 0.775 ms (p20–p80
+# 0.078 ms there, 0.83 of the forward's own floor (its two passes, 268 MB, take 65 us at
+# the measured 4.12 TB/s; this lesson times v3 only forward and backward together, so
+# there is no v3 forward to set beside it), and its forward+backward 0.775 ms (p20–p80
 # 0.71–0.90), so the extra time sits in the autograd and backward path — the dispatcher's
 # host time, or the backward kernel; the data does not tell which. Since then eager calls
 # skip the dispatcher (README); whether that closes the gap has not been measured on a

@@ -550,7 +550,9 @@ table_gru = ladder(f"GRU forward B={B} T={T} I={I} H={H} float32",
 # - **Host time is real where the GPU's work is short.** `tritonlab step` took 43 µs a
 #   step eager and 21 µs replayed as a CUDA graph: the graph saved ~22 µs a step of
 #   host time (Python, argument handling, launches). The reference tier went from 128 to
-#   19 µs a step the same way. Graphs helped 2.0–6.7×, above the 2–5× predicted.
+#   19 µs a step the same way. The graph made `tritonlab step` 2.0× faster (5.561 →
+#   2.713 ms), at the low end of the 2–5× predicted, and the reference 6.7× (16.36 →
+#   2.433 ms), above it: the tier with more host time a step gained more.
 # - **With the host out of the way, a step costs ~17–21 µs of GPU work**: the graph of
 #   step kernels 21, `persistent` 21, `persistent-grid` 20, v1 20, v2 (W_hh and h on chip)
 #   17. One launch or 128 made ~no difference; keeping W_hh and h on chip saved ~12%.
