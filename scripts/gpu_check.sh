@@ -13,26 +13,33 @@
 #
 # Extra arguments go to every `tritonlab bench`. Failing tests are listed with their
 # messages at the end of gpu-tests.txt (-rfE, short tracebacks) and in gpu-tests.xml.
+# Each time limit first sends SIGINT, which pytest and `tritonlab bench` answer by
+# writing what they have (the failures' summary and XML; the rows timed so far), then
+# SIGKILL 30 s later. TESTS lists the files that changed since the last GPU run first.
 set -uo pipefail
 out=${OUT:-out/gpu-check}
+py=${PYTHON:-python3}  # on the lent machine python3 is the interpreter that holds torch
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/device.txt" 2>&1
-python -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)" \
+$py -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)" \
   >> "$out/device.txt" 2>&1
 tests_s=${TESTS_S:-240} lessons_s=${LESSONS_S:-120} bench_s=${BENCH_S:-240}
+limit() { timeout -s INT -k 30 "$@"; }
 if [ "$tests_s" != 0 ]; then
-  workers=$(python -c "import xdist" 2>/dev/null && echo "-n ${WORKERS:-8}")
-  # shellcheck disable=SC2086  # TESTS and workers are word lists
-  timeout "$tests_s" python -m pytest -m gpu -q -rfE --tb=short -p no:cacheprovider $workers \
-    --junitxml="$out/gpu-tests.xml" ${TESTS:-tests/} > "$out/gpu-tests.txt" 2>&1
-  echo "pytest -m gpu exit code $? (124: cut by TESTS_S=$tests_s)" >> "$out/gpu-tests.txt"
+  workers=$($py -c "import xdist" 2>/dev/null && echo "-n ${WORKERS:-8}")
+  per_test=$($py -c "import pytest_timeout" 2>/dev/null && echo "--timeout=${TEST_TIMEOUT_S:-90}")
+  # shellcheck disable=SC2086  # TESTS, workers and per_test are word lists
+  limit "$tests_s" $py -m pytest -m gpu -q -rfE --tb=short -p no:cacheprovider $workers $per_test \
+    --junitxml="$out/gpu-tests.xml" ${TESTS:-tests/test_triton_rnn.py tests/test_triton_attention.py \
+    tests/test_gpu.py tests/} > "$out/gpu-tests.txt" 2>&1
+  echo "pytest -m gpu exit code $? (2: interrupted by TESTS_S=$tests_s)" >> "$out/gpu-tests.txt"
   tail -3 "$out/gpu-tests.txt"
 fi
 if [ "$lessons_s" != 0 ]; then  # the learning path's ladders of timings, one file
   lessons=(${LESSONS:-tutorials/[0-9][0-9]_*.py})
   for lesson in "${lessons[@]}"; do
-    echo "### $lesson"; timeout $(( lessons_s / ${#lessons[@]} )) python "$lesson" 2>&1; echo "exit code $?"
+    echo "### $lesson"; limit $(( lessons_s / ${#lessons[@]} )) $py "$lesson" 2>&1; echo "exit code $?"
   done > "$out/tutorials.txt"
   grep -c "^exit code 0" "$out/tutorials.txt" | sed 's/$/ lessons ran/'
 fi
@@ -41,9 +48,9 @@ if [ "$bench_s" != 0 ]; then
   per=$(( bench_s / ${#dtypes[@]} ))
   for dtype in "${dtypes[@]}"; do
     # the run stops starting cases at 2/3 of its share, so it writes its report before the kill
-    timeout "$per" python -m tritonlab bench --dtype "$dtype" --out "$out/$dtype" \
+    limit "$per" $py -m tritonlab bench --dtype "$dtype" --out "$out/$dtype" \
       --time-budget $(( per * 2 / 3 )) "$@" > "$out/bench-$dtype.txt" 2>&1
-    echo "bench $dtype exit code $? (124: cut at ${per} s of BENCH_S=$bench_s)" | tee -a "$out/bench-$dtype.txt"
+    echo "bench $dtype exit code $? (130: interrupted at ${per} s of BENCH_S=$bench_s)" | tee -a "$out/bench-$dtype.txt"
     tar czf "$out/report-$dtype.tar.gz" -C "$out" "$dtype" && rm -rf "${out:?}/$dtype"
   done
 fi

@@ -96,6 +96,36 @@ def test_a_baseline_that_ran_something_else_says_so_in_its_rows_and_the_summary(
     assert "the other dtypes measured at 512³ only" in text  # a CPU run's header says how it measured them
 
 
+def _interrupt_on_call(monkeypatch, n):
+    """runner._time raises KeyboardInterrupt (what SIGINT raises) at its n-th call."""
+    calls, real = [], runner._time
+
+    def timed(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(runner, "_time", timed)
+
+
+def test_an_interrupt_keeps_the_rows_timed_and_marks_the_rest(monkeypatch):
+    _interrupt_on_call(monkeypatch, 2)
+    ops = [_tiny("relu", {"shape": (3, 5)}), _tiny("tanh", {"shape": (3, 5)})]
+    df, _ = runner.run(ops, quick=True, providers=("reference", "torch"), progress=False)
+    assert len(df) == 2 * 2 * len(runner.QUICK_MODES)  # every row listed
+    assert df["status"].iloc[0] == "ok" and df["ms_p50"].iloc[0] > 0
+    assert (df["status"].iloc[1:] == runner.INTERRUPTED).all() and df["ms_p50"].iloc[1:].isna().all()
+
+
+def test_cli_writes_the_report_of_an_interrupted_run_and_exits_130(tmp_path, monkeypatch, capsys):
+    _interrupt_on_call(monkeypatch, 3)
+    assert cli.main(["bench", "--quick", "--ops", "relu", "--providers", "reference", "torch",
+                     "--out", str(tmp_path)]) == 130
+    df = pd.read_csv(tmp_path / "results.csv")
+    assert (df["status"] == "ok").sum() == 2 and (df["status"] == runner.INTERRUPTED).sum() == len(df) - 2
+    assert "interrupted; the report holds the rows timed before it" in capsys.readouterr().err
+
+
 def test_cli_time_budget_refuses_a_negative_and_says_when_nothing_ran(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["bench", "--time-budget", "-1"])

@@ -57,14 +57,15 @@ def test_the_interpreter_is_refused_in_one_line_before_any_folder(tmp_path, caps
     assert not (tmp_path / "r").exists()
 
 
-def test_the_op_rows_are_written_before_the_training_step(tmp_path, monkeypatch):
+def test_an_interrupt_in_the_training_step_keeps_the_op_rows_and_exits_130(tmp_path, monkeypatch, capsys):
     def interrupted(*a, **k):
         raise KeyboardInterrupt
     monkeypatch.setattr(training, "run_training", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        cli.main(["bench", "--quick", "--providers", "torch", "--modes", "fwd", "--out", str(tmp_path)])
+    assert cli.main(["bench", "--quick", "--providers", "torch", "--modes", "fwd", "--out", str(tmp_path)]) == 130
     assert set(pd.read_csv(tmp_path / "results.csv")["op"]) >= {"relu", "linear"}
     assert "## relu" in (tmp_path / "summary.md").read_text()
+    assert not (tmp_path / "training.csv").exists()
+    assert "interrupted in the training step" in capsys.readouterr().err
 
 
 def test_without_the_genome_the_training_step_says_so(monkeypatch, tmp_path):

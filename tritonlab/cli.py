@@ -139,7 +139,7 @@ def _bench(args) -> int:
     from .bench import autotune, report, runner
     from .bench.ops import OPS
 
-    training = None
+    training, interrupted = None, False
     if args.from_pytest_json:
         given = _given(args, _RUN_ONLY)
         if given:
@@ -185,12 +185,17 @@ def _bench(args) -> int:
         started = runner._clock()  # the budget's start, for the training step too
         df, limits = runner.run(args.ops, dtype, device, args.quick,
                                 providers=args.providers, modes=args.modes, full=args.full,
-                                time_budget_s=args.time_budget, tf32=args.tf32)
-        if not (args.ops or args.no_training):  # a whole run also times the char models' training step
+                                time_budget_s=args.time_budget, tf32=args.tf32, started=started)
+        interrupted = (df["status"] == runner.INTERRUPTED).any()
+        if not (args.ops or args.no_training or interrupted):  # a whole run also times the training step
             from .bench.training import run_training
             report.write(df, limits, out, draw=False)  # the op rows kept, whatever the training step meets
-            training = run_training(device, dtype, quick=args.quick, time_budget_s=args.time_budget,
-                                    started=started, tf32=args.tf32)
+            try:
+                training = run_training(device, dtype, quick=args.quick, time_budget_s=args.time_budget,
+                                        started=started, tf32=args.tf32)
+            except KeyboardInterrupt:
+                interrupted = True
+                print("tritonlab bench: interrupted in the training step; writing the op rows", file=sys.stderr)
     source = (f"These rows come from pytest-benchmark ({args.from_pytest_json}): only the tests that ran, timed by "
               "its wall clock, each GPU call ending with a synchronize." if args.from_pytest_json else "")
     files = report.write(df, limits, out, training, None if args.from_pytest_json else autotune.winners(),
@@ -202,6 +207,9 @@ def _bench(args) -> int:
     plots = len(files["plots"])
     print(f"\nwrote {', '.join(str(f) for k, f in files.items() if k != 'plots')} and {plots} "
           f"plot{'' if plots == 1 else 's'} in {out}")
+    if interrupted:
+        print("tritonlab bench: interrupted; the report holds the rows timed before it", file=sys.stderr)
+        return 130
     return 0
 
 

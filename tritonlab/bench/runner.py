@@ -152,20 +152,26 @@ def budget_spent(started: float, time_budget_s: float | None) -> str | None:
     return None
 
 
+INTERRUPTED = "skipped: the run was interrupted (SIGINT: Ctrl-C, or a time limit's signal)"
+
+
 def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=None, modes=None,
         progress=True, full=False, time_budget_s: float | None = None,
-        tf32: bool | None = None) -> tuple[pd.DataFrame, ceil.Ceilings]:
+        tf32: bool | None = None, started: float | None = None) -> tuple[pd.DataFrame, ceil.Ceilings]:
     """Benchmark `ops` (names or Op objects; all of OPS by default) on the cases sized
     for `device`, and return (rows, the measured ceilings). `providers` defaults to
     providers.DEFAULT for the device, `modes` to all three (fwd and fwd+bwd if quick);
     `quick` runs each op's quick case, `full` every case (the default skips those
     marked full). `time_budget_s`: once the run has taken that long, no provider starts
     on a new case; the rows left are recorded as skipped, so a run with a hard time
-    limit (a lent GPU) still ends with a report. TF32 for float32: on or off for every op
-    (convolutions and cuDNN's RNNs too, see same_tf32) as `tf32` says; None: as torch's
-    setting for float32 matmuls says."""
+    limit (a lent GPU) still ends with a report; it counts from the _clock() reading
+    `started` (default: this call; `tritonlab bench` passes its own start). An interrupt
+    (KeyboardInterrupt, e.g. the SIGINT of `timeout -s INT`) ends the timing: the rows
+    timed so far are returned and the rest say INTERRUPTED. TF32 for float32: on or off
+    for every op (convolutions and cuDNN's RNNs too, see same_tf32) as `tf32` says; None:
+    as torch's setting for float32 matmuls says."""
     refuse_interpreter()
-    started = _clock()  # the budget counts the ceilings' measurement too
+    started = _clock() if started is None else started  # the budget counts the ceilings' measurement too
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     chosen = [OPS.get(o, o) if isinstance(o, str) else o for o in (ops or OPS)]
     unknown = [o for o in chosen if not isinstance(o, Op)]
@@ -185,14 +191,19 @@ def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=None,
                 if case.device == kind and (case.quick if quick else full or not case.full)]
         rows = []
         budget = 0.2 if quick else 0.5
+        es = torch.empty(0, dtype=dtype).element_size()
+        stop = None  # INTERRUPTED once an interrupt came: every row left says so
         for op, case in tqdm(work, desc="bench", disable=not progress, unit="case"):
-            torch.manual_seed(0)
-            ref = op.torch(case.params).to(device=device, dtype=dtype)
-            inputs = [t.to(device=device, dtype=dtype) for t in op.inputs(case.params)]
-            es = inputs[0].element_size()
+            try:
+                if not stop:
+                    torch.manual_seed(0)
+                    ref = op.torch(case.params).to(device=device, dtype=dtype)
+                    inputs = [t.to(device=device, dtype=dtype) for t in op.inputs(case.params)]
+            except KeyboardInterrupt:
+                stop = INTERRUPTED
             for provider in prov.for_op(op, providers):
                 checked = mod = None  # the module and its forward check, once per provider
-                spent = budget_spent(started, time_budget_s)
+                spent = stop or budget_spent(started, time_budget_s)
                 if spent:
                     checked = {"status": spent}
                 for mode in modes:
@@ -214,6 +225,9 @@ def run(ops=None, dtype=torch.float32, device=None, quick=False, providers=None,
                             row.update(checked)
                             if row["status"] == "ok":
                                 row.update(_time(mod, inputs, mode, device, budget))
+                    except KeyboardInterrupt:
+                        stop = row["status"] = INTERRUPTED
+                        checked = {"status": stop}
                     except Exception as e:  # recorded, so one broken provider does not end the run
                         row["status"] = _outcome(e, provider)
                         if checked is None and row["status"].startswith("failed"):
