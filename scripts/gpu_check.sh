@@ -8,6 +8,9 @@
 # brings back at most 8, so each report folder is packed into one archive.
 #
 #   OUT=/tmp/out scripts/gpu_check.sh                         # everything: 240 + 120 + 240 s at most
+#   OUT=$OUT TESTS_S=240 LESSONS_S=0 BENCH_S=240 DTYPES=bfloat16 scripts/gpu_check.sh \
+#     --ops gru lstm attention softmax_dropout linear relu --providers reference triton torch graph
+#                                                             # the next lent GPU: the least-measured ops first
 #   TESTS_S=200 TESTS="tests/test_gpu.py tests/test_swap.py" LESSONS_S=0 BENCH_S=150 \
 #     DTYPES=bfloat16 scripts/gpu_check.sh --ops attention --quick
 #

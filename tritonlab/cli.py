@@ -402,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--dtype", choices=DTYPES, help="default: float32")
     bench.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when there is one")
     bench.add_argument("--providers", nargs="+", choices=BASE, metavar="P",
-                       help=f"of {', '.join(BASE)} (default: all on a GPU; no compile or graph on a CPU)")
+                       help=f"of {', '.join(BASE)} (default: all but compile, which runs when named; "
+                            "no graph on a CPU)")
     bench.add_argument("--modes", nargs="+", choices=MODES, metavar="M",
                        help=f"of {', '.join(MODES)} (default: all; fwd and fwd+bwd with --quick)")
     bench.add_argument("--quick", action="store_true", help="one small case per op")

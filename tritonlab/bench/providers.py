@@ -17,8 +17,10 @@ from ..layers._base import LabLayer
 from .ops import Op
 
 BASE = ("naive", "reference", "triton", "torch", "compile", "graph")
-# what a plain `tritonlab bench` runs: compile is minutes of inductor work on a CPU
-DEFAULT = {"cpu": ("naive", "reference", "triton", "torch"), "cuda": BASE}
+# what a plain `tritonlab bench` runs: compile only when named, as inductor takes seconds
+# to minutes per case and mode (tens of graphs on a GPU, where the default run is to
+# take minutes)
+DEFAULT = {"cpu": ("naive", "reference", "triton", "torch"), "cuda": ("naive", "reference", "triton", "torch", "graph")}
 
 
 def for_op(op: Op, providers) -> list[str]:
@@ -55,7 +57,9 @@ def build(op: Op, params: dict, provider: str, ref: nn.Module, device, dtype) ->
                 setattr(m, name, value)
     lab.train(ref.training)
     if provider == "compile":
-        return torch.compile(lab)
+        # static shapes: with dynamic=None a later case's new shapes would recompile it as
+        # symbolic-shape code, not comparable with the first case's
+        return torch.compile(lab, dynamic=False)
     if provider == "graph":
         return CudaGraphed(lab)
     return lab
