@@ -327,7 +327,7 @@ def matmul(dt, cfg, precision="tf32", split=False, even_k=True, ones=("stride_ak
     ptrs = {"a_ptr": "*" + dt, "b_ptr": "*" + dt, "c_ptr": "*fp32" if split else "*" + dt, "bias_ptr": "*" + dt}
     consts = dict(HAS_BIAS=True, ACT=3, PRECISION=precision, SPLIT=split, EVEN_K=even_k, **cfg.kwargs)
     ones = ones + ("stride_cn",)
-    div = [n for n in gemm._matmul_kernel.arg_names[:16] if n not in ones and n != "M_BUCKET"]
+    div = [n for n in gemm._matmul_kernel.arg_names[:17] if n not in ones and n not in ("M_BUCKET", "LAYOUT")]
     return build(gemm._matmul_kernel, ptrs, consts, ones, div, cfg.num_warps, cfg.num_stages)
 
 
@@ -557,3 +557,15 @@ def test_bfloat16_on_cpu_is_refused_not_garbage(triton_device):
     for layer in (tritonlab.Linear(16, 8, backend="triton"), tritonlab.LinearActivation(16, 8, "tanh", backend="triton")):
         with pytest.raises(TypeError, match="interpreter has no bfloat16"):
             layer.to(torch.bfloat16)(torch.randn(4, 16, dtype=torch.bfloat16))
+
+
+def test_linears_three_gemms_are_tuned_apart_by_their_layout(triton_device, monkeypatch):
+    """Forward x Wᵀ, dX = g W and dW = gᵀ x of a square layer share M, N and K; the
+    autotune key's LAYOUT keeps their (differently loaded) tiles tuned apart."""
+    from tritonlab.kernels import gemm
+    seen, real = [], gemm._layout
+    monkeypatch.setattr(gemm, "_layout", lambda a, b: seen.append(real(a, b)) or seen[-1])
+    lab = tritonlab.Linear(32, 32, bias=False, device=triton_device, backend="triton")
+    x = torch.randn(32, 32, device=triton_device, requires_grad=True)
+    lab(x).square().sum().backward()
+    assert sorted(seen) == [1, 2, 3]

@@ -60,10 +60,10 @@ _TUNE_MIN_MACS = 1 << 21
 _SMALL_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 4}
 
 
-@triton.jit(do_not_specialize=["M_BUCKET"])
+@triton.jit(do_not_specialize=["M_BUCKET", "LAYOUT"])
 def _matmul_kernel(
     a_ptr, b_ptr, c_ptr, bias_ptr,
-    M, N, K, K_PER_SPLIT, M_BUCKET,
+    M, N, K, K_PER_SPLIT, M_BUCKET, LAYOUT,
     stride_am, stride_ak, stride_bk, stride_bn, stride_cs, stride_cm, stride_cn,
     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -73,7 +73,8 @@ def _matmul_kernel(
 
     Pointers: a (M, K), b (K, N), c (M, N), each with its own strides; bias (N,)
     contiguous (unused unless HAS_BIAS). ACT is an activation code of `_math`.
-    M_BUCKET only feeds the autotune key (a power-of-two bucket of M).
+    M_BUCKET and LAYOUT only feed the autotune key (a power-of-two bucket of M; which
+    operands are contiguous along K and N, see _layout).
     Split-K (SPLIT): program (t, s) sums only k in [s * K_PER_SPLIT, (s+1) * K_PER_SPLIT)
     and stores its raw fp32 partial at c + s * stride_cs, c being then an (S, M, N)
     workspace; `_split_k_sum_kernel` adds the partials and applies the epilogue.
@@ -165,8 +166,16 @@ _even_k = triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] 
 _matmul_fixed = _even_k(_matmul_kernel)
 # The key holds no raw M: a new batch size retunes only when it enters a new bucket.
 # The autotuner adds every tensor argument's dtype to the key itself.
-_matmul_tuned = triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K", "K_PER_SPLIT", "PRECISION"],
+_matmul_tuned = triton.autotune(configs=_configs(),
+                                key=["M_BUCKET", "N", "K", "K_PER_SPLIT", "PRECISION", "LAYOUT"],
                                 prune_configs_by={"early_config_prune": _fits_smem})(_matmul_fixed)
+
+
+def _layout(a: torch.Tensor, b: torch.Tensor) -> int:
+    """2 if a's rows are contiguous (a K-major tile load), plus 1 if b's are (N-major):
+    Linear's forward (x @ Wᵀ: 2), dX (g @ W: 3) and dW (gᵀ @ x: 1) share M, N and K at a
+    square layer, yet load their tiles differently, so each is tuned on its own."""
+    return 2 * (a.stride(1) == 1) + (b.stride(1) == 1)
 
 
 def _check_2d(t, name: str) -> None:
@@ -276,7 +285,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
     tf32 = a.dtype == torch.float32 and tf32_enabled("matmul")
     bias_ptr = bias if bias is not None else out  # a placeholder pointer when there is no bias
     args = (
-        a, b, c, bias_ptr, M, N, K, k_per_split, min(triton.next_power_of_2(M), _M_BUCKET_CAP),
+        a, b, c, bias_ptr, M, N, K, k_per_split, min(triton.next_power_of_2(M), _M_BUCKET_CAP), _layout(a, b),
         a.stride(0), a.stride(1), b.stride(0), b.stride(1),
         c.stride(0) if splits > 1 else 0, c.stride(-2), c.stride(-1),
     )
