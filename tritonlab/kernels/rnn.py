@@ -118,7 +118,8 @@ def _end_step(sync_ptr, done, MODE: tl.constexpr):
     block barrier. MODE 2 (persistent-grid): a barrier over the programs of this batch
     block (program_id(1) = 0..): each adds 1 to its block's counter and spins until all
     have, `done` + 1 times over. The spin gives up after MAX_SPINS reads and raises the
-    flag at sync_ptr[num_programs(0)] instead of hanging; the launcher checks it.
+    flag at sync_ptr[num_programs(0)] instead of hanging; later barriers see the flag and
+    skip their wait, and the launcher checks it.
     Visibility: block barrier, one thread's release add, its acquire reads (sm_90 PTX:
     red.release.gpu, ld.acquire.gpu), block barrier -- the pattern of CUDA's
     cooperative-groups grid sync, ordered by the PTX memory model. Loads of other
@@ -131,7 +132,10 @@ def _end_step(sync_ptr, done, MODE: tl.constexpr):
         tl.debug_barrier()  # every thread's stores are issued before the release below
         tl.atomic_add(count_ptr, 1, sem="release", scope="gpu")
         seen = tl.atomic_add(count_ptr, 0, sem="acquire", scope="gpu")
-        spins = 0
+        # once any barrier has timed out the result is wrong anyway: no more waiting, so a
+        # grid that is not all resident costs one timeout, not one per step
+        failed = tl.atomic_add(sync_ptr + tl.num_programs(0), 0, sem="relaxed", scope="gpu")
+        spins = tl.where(failed != 0, MAX_SPINS, 0)
         while (seen < target) & (spins < MAX_SPINS):
             seen = tl.atomic_add(count_ptr, 0, sem="acquire", scope="gpu")
             spins += 1
