@@ -313,6 +313,23 @@ def test_dropout_keeping_too_few_or_too_many_is_wrong_not_timed(broken, kept):
     assert bad["ms_p50"].isna().all() and (good["status"] == "ok").all()
 
 
+class _Uniform(torch.nn.Softmax):
+    def forward(self, x):
+        return torch.full_like(x, 1 / x.shape[-1])
+
+
+def test_the_tolerance_scales_with_torchs_output_not_with_1():
+    """Softmax rows of 4096 columns hold values near 1e-3: an absolute bfloat16 tolerance
+    (0.05) would pass uniform probabilities; scaled by torch's largest output it does not."""
+    op = dataclasses.replace(_tiny("softmax", {"shape": (4, 4096)}), lab=lambda p: _Uniform(-1))
+    df, _ = runner.run([op], dtype=torch.bfloat16, quick=True, providers=("reference", "torch"), progress=False)
+    assert (df.loc[df["provider"] == "reference", "status"] == "wrong").all()
+    assert (df.loc[df["provider"] == "torch", "status"] == "ok").all()
+    right = _tiny("softmax", {"shape": (4, 4096)})
+    df, _ = runner.run([right], dtype=torch.bfloat16, quick=True, providers=("reference",), progress=False)
+    assert (df["status"] == "ok").all()  # the reference tier's own bfloat16 rounding passes
+
+
 class _SameMaskEveryCall(torch.nn.Dropout):
     def forward(self, x):
         keep = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) >= self.p
