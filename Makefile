@@ -10,8 +10,12 @@ BIN := $(VENV)/bin
 
 .PHONY: setup bench test
 
+# a Python that already has torch (say a CUDA build matched to this machine's driver)
+# lends it to the venv instead of a download of torch==2.13.0
+SYSTEM_TORCH := $(shell $(PYTHON) -c "import torch" 2>/dev/null && echo --system-site-packages)
+
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(SYSTEM_TORCH) $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[test]"
