@@ -18,7 +18,8 @@
 # messages at the end of gpu-tests.txt (-rfE, short tracebacks) and in gpu-tests.xml.
 # Each time limit first sends SIGINT, which pytest and `tritonlab bench` answer by
 # writing what they have (the failures' summary and XML; the rows timed so far), then
-# SIGKILL 30 s later. TESTS lists the files that changed since the last GPU run first.
+# SIGKILL 30 s later. TESTS_FIRST names the test files that run first (those that
+# changed most since the last GPU run; tests/conftest.py orders them).
 set -uo pipefail
 out=${OUT:-out/gpu-check}
 py=${PYTHON:-python3}  # on the lent machine python3 is the interpreter that holds torch
@@ -28,27 +29,29 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/dev
 $py -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)" \
   >> "$out/device.txt" 2>&1
 tests_s=${TESTS_S:-240} lessons_s=${LESSONS_S:-120} bench_s=${BENCH_S:-240}
-limit() { timeout -s INT -k 30 "$@"; }
+limit() { timeout --preserve-status -s INT -k 30 "$@"; }  # the command's own exit code
 if [ "$tests_s" != 0 ]; then
   workers=$($py -c "import xdist" 2>/dev/null && echo "-n ${WORKERS:-8}")
   per_test=$($py -c "import pytest_timeout" 2>/dev/null && echo "--timeout=${TEST_TIMEOUT_S:-90}")
+  export TRITONLAB_TESTS_FIRST=${TESTS_FIRST-test_triton_rnn.py test_triton_attention.py test_gpu.py}
   # shellcheck disable=SC2086  # TESTS, workers and per_test are word lists
   limit "$tests_s" $py -m pytest -m gpu -q -rfE --tb=short -p no:cacheprovider $workers $per_test \
-    --junitxml="$out/gpu-tests.xml" ${TESTS:-tests/test_triton_rnn.py tests/test_triton_attention.py \
-    tests/test_gpu.py tests/} > "$out/gpu-tests.txt" 2>&1
+    --junitxml="$out/gpu-tests.xml" ${TESTS:-tests/} > "$out/gpu-tests.txt" 2>&1
   echo "pytest -m gpu exit code $? (2: interrupted by TESTS_S=$tests_s)" >> "$out/gpu-tests.txt"
   tail -3 "$out/gpu-tests.txt"
 fi
 if [ "$lessons_s" != 0 ]; then  # the learning path's ladders of timings, one file
   lessons=(${LESSONS:-tutorials/[0-9][0-9]_*.py})
   for lesson in "${lessons[@]}"; do
-    echo "### $lesson"; limit $(( lessons_s / ${#lessons[@]} )) $py "$lesson" 2>&1; echo "exit code $?"
+    # at least 1 s each: timeout 0 would mean no limit at all
+    echo "### $lesson"; limit $(( lessons_s / ${#lessons[@]} > 0 ? lessons_s / ${#lessons[@]} : 1 )) $py "$lesson" 2>&1
+    echo "exit code $?"
   done > "$out/tutorials.txt"
   grep -c "^exit code 0" "$out/tutorials.txt" | sed 's/$/ lessons ran/'
 fi
 if [ "$bench_s" != 0 ]; then
   dtypes=(${DTYPES:-float32 bfloat16})
-  per=$(( bench_s / ${#dtypes[@]} ))
+  per=$(( bench_s / ${#dtypes[@]} > 0 ? bench_s / ${#dtypes[@]} : 1 ))
   for dtype in "${dtypes[@]}"; do
     # the run stops starting cases at 2/3 of its share, so it writes its report before the kill
     limit "$per" $py -m tritonlab bench --dtype "$dtype" --out "$out/$dtype" \

@@ -403,8 +403,11 @@ def matmul_v3(a, b):
 # - **`EVEN_K`** (a `triton.heuristics`): when BLOCK_K divides K the K mask is dropped
 #   too; it sits inside the autotuner because it depends on the BLOCK_K chosen.
 # - **Autotune key** `M_BUCKET` (M rounded up to a power of two, capped at 4096), not
-#   M itself: a new batch size does not re-tune unless it changes bucket. Configs
-#   that overflow shared memory for the dtype are pruned before they are compiled.
+#   M itself: a new batch size does not re-tune unless it changes bucket. `LAYOUT`
+#   (which operands are contiguous along K and N) is in the key too: Linear's
+#   forward, dX and dW have the same M, N, K at a square layer but load their tiles
+#   differently. Configs that overflow shared memory for the dtype are pruned before
+#   they are compiled.
 #   GEMMs of ≤ 2²¹ multiply-adds skip tuning (one small tile): they are launch-bound.
 # - **Precision**: fp32 uses TF32 exactly when `torch.backends.cuda.matmul.allow_tf32`
 #   is set (torch's own flag, off by default), IEEE fp32 otherwise.

@@ -1,0 +1,24 @@
+"""What scripts/gpu_check.sh relies on that can be checked without a GPU."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _collected(env_first: str | None) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k != "TRITONLAB_TESTS_FIRST"}
+    if env_first is not None:
+        env["TRITONLAB_TESTS_FIRST"] = env_first
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                           "tests/test_flatten.py", "tests/test_dropout.py", "tests/test_data.py"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    files = [line.split("::")[0].removeprefix("tests/") for line in done.stdout.splitlines() if "::" in line]
+    return list(dict.fromkeys(files))  # each file once, in the order its tests come
+
+
+def test_the_files_named_first_run_first_in_that_order_and_the_rest_as_collected():
+    assert _collected(None) == ["test_flatten.py", "test_dropout.py", "test_data.py"]  # as pytest collects them
+    assert _collected("test_data.py test_flatten.py") == ["test_data.py", "test_flatten.py", "test_dropout.py"]
