@@ -697,3 +697,21 @@ def test_ceilings_measure_every_dtypes_matmul_and_the_runs_own_roofline(dtype, m
     assert all(v > 0 for v in limits.matmul_all.values())
     assert limits.matmul_tflops == limits.matmul_all[str(dtype).removeprefix("torch.")]
     assert limits.copy_gbps > 0 and limits.launch_us > 0
+
+
+def test_every_case_of_the_compile_provider_is_compiled(monkeypatch):
+    """Dynamo allows 8 graphs per code object, then runs it eagerly without a word: a
+    case compiles two (with and without grad), so each build starts a fresh Dynamo."""
+    from torch._dynamo.utils import counters
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: real(m, backend="eager", **kw))  # Dynamo only: fast
+    counters.clear()
+    for width in range(5, 12):  # 7 cases: 14 graphs in all
+        shape = (3, width)
+        mod = prov.build(OPS["relu"], {"shape": shape}, "compile", OPS["relu"].torch({"shape": shape}),
+                         torch.device("cpu"), torch.float32)
+        x = torch.randn(shape)
+        with torch.no_grad():
+            mod(x)
+        mod(x.requires_grad_()).sum().backward()
+    assert counters["stats"]["unique_graphs"] == 14

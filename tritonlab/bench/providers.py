@@ -57,8 +57,11 @@ def build(op: Op, params: dict, provider: str, ref: nn.Module, device, dtype) ->
                 setattr(m, name, value)
     lab.train(ref.training)
     if provider == "compile":
-        # static shapes: with dynamic=None a later case's new shapes would recompile it as
-        # symbolic-shape code, not comparable with the first case's
+        # a fresh Dynamo per case: every case's graphs (with and without grad) count
+        # against one recompile limit (8) per code object, past which Dynamo runs the
+        # module eagerly without a word, so a fifth case would time eager code as
+        # compiled. Static shapes: each case compiled for its own
+        torch._dynamo.reset()
         return torch.compile(lab, dynamic=False)
     if provider == "graph":
         return CudaGraphed(lab)
