@@ -330,6 +330,26 @@ def test_the_tolerance_scales_with_torchs_output_not_with_1():
     assert (df["status"] == "ok").all()  # the reference tier's own bfloat16 rounding passes
 
 
+class _ZerosTheLastRows(torch.nn.ReLU):
+    def forward(self, x):
+        return torch.cat([torch.relu(x[:1229]), torch.zeros_like(x[1229:])])
+
+
+def test_small_rows_gone_wrong_fail_on_the_rms_error():
+    """Rows whose magnitude falls as 1/sqrt(row), as causal attention's outputs do: the
+    last 70% zeroed stay within 0.05 of the largest output (bfloat16), yet carry ~38% of
+    the RMS error; a right bfloat16 provider passes."""
+    rows = torch.randn(4096, 64).abs() / torch.arange(1, 4097).sqrt()[:, None]
+    op = dataclasses.replace(_tiny("relu", {"shape": (4096, 64)}), inputs=lambda p: (rows.clone(),))
+    def status(op):
+        df, _ = runner.run([op], dtype=torch.bfloat16, quick=True, providers=("reference",), modes=("fwd",),
+                           progress=False)
+        return df["status"].item(), df["max_abs_err"].item()
+    wrong, err = status(dataclasses.replace(op, lab=lambda p: _ZerosTheLastRows()))
+    assert wrong == "wrong" and err < 0.05 * rows.max().item()  # the max bound alone would have passed it
+    assert status(op)[0] == "ok"
+
+
 class _SameMaskEveryCall(torch.nn.Dropout):
     def forward(self, x):
         keep = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) >= self.p

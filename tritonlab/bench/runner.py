@@ -57,10 +57,11 @@ def _first(out) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else _first(out[0])
 
 
-def _error(op: Op, out: torch.Tensor, ref: nn.Module, inputs) -> tuple[float, float]:
-    """Largest absolute difference from torch (inf for an output of another shape), and
-    the largest magnitude torch's output holds (1 where it holds none): the scale the
-    tolerance applies to. For a dropout op the masks differ, so the expectation is
+def _error(op: Op, out: torch.Tensor, ref: nn.Module, inputs) -> tuple[float, float, float]:
+    """Largest absolute difference from torch (inf for an output of another shape); the
+    largest magnitude torch's output holds (1 where it holds none), the scale that
+    difference is held to; and the difference's 2-norm over torch's output's (its
+    relative RMS error). For a dropout op the masks differ, so the expectation is
     torch's eval output (no dropout) under this provider's mask."""
     with torch.no_grad():
         if op.random:
@@ -70,11 +71,13 @@ def _error(op: Op, out: torch.Tensor, ref: nn.Module, inputs) -> tuple[float, fl
         else:
             expected = _first(ref(*inputs))
     if out.shape != expected.shape:  # broadcasting would compare a wrong shape without a word
-        return float("inf"), 1.0
+        return float("inf"), 1.0, float("inf")
     if not out.numel():
-        return 0.0, 1.0
-    scale = expected.double().abs().max().item()
-    return (out.double() - expected.double()).abs().max().item(), scale if scale > 0 else 1.0
+        return 0.0, 1.0, 0.0
+    diff, expected = out.double() - expected.double(), expected.double()
+    scale, norm = expected.abs().max().item(), expected.norm().item()
+    rms = diff.norm().item() / norm if norm > 0 else (0.0 if not diff.any() else float("inf"))
+    return diff.abs().max().item(), scale if scale > 0 else 1.0, rms
 
 
 def _cuda_versions() -> dict:
@@ -261,12 +264,15 @@ def check(op, mod, ref, inputs, dtype, device) -> dict:
         out = _first(mod(*inputs))
     _sync(device)
     first_ms = (time.perf_counter() - start) * 1e3
-    err, scale = _error(op, out, ref, inputs)
+    err, scale, rms = _error(op, out, ref, inputs)
     # relative to torch's output, not to 1: softmax rows of 32K columns hold values near
-    # 3e-5, which an absolute 0.05 (bfloat16) would pass whatever they were. TF32 keeps
-    # float16's 10-bit mantissa, so float32 with TF32 gets float16's tolerance
+    # 3e-5, which an absolute 0.05 (bfloat16) would pass whatever they were. The RMS
+    # error too: causal attention's first rows dwarf its last, so zeroed last rows would
+    # pass a bound scaled by the largest output. TF32 keeps float16's 10-bit mantissa,
+    # so float32 with TF32 gets float16's tolerance
     tf32 = dtype == torch.float32 and device.type == "cuda" and tf32_enabled()
-    status = "ok" if err <= TOLERANCE[torch.float16 if tf32 else dtype] * scale else "wrong"
+    tol = TOLERANCE[torch.float16 if tf32 else dtype]
+    status = "ok" if err <= tol * scale and rms <= tol else "wrong"
     if status == "ok":
         status = _kept_problem(op, out) or _same_mask_problem(op, mod, inputs, out) or status
     return {"max_abs_err": err, "first_call_ms": first_ms, "status": status}
