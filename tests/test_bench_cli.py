@@ -57,15 +57,21 @@ def test_the_interpreter_is_refused_in_one_line_before_any_folder(tmp_path, caps
     assert not (tmp_path / "r").exists()
 
 
-def test_an_interrupt_in_the_training_step_keeps_the_op_rows_and_exits_130(tmp_path, monkeypatch, capsys):
-    def interrupted(*a, **k):
-        raise KeyboardInterrupt
-    monkeypatch.setattr(training, "run_training", interrupted)
+def test_an_interrupt_in_the_training_step_keeps_every_row_timed_and_exits_130(tmp_path, monkeypatch, capsys):
+    calls, real = [], training._bench
+
+    def bench(*args, **kwargs):  # the third provider's step is interrupted
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(training, "_bench", bench)
     assert cli.main(["bench", "--quick", "--providers", "torch", "--modes", "fwd", "--out", str(tmp_path)]) == 130
     assert set(pd.read_csv(tmp_path / "results.csv")["op"]) >= {"relu", "linear"}
     assert "## relu" in (tmp_path / "summary.md").read_text()
-    assert not (tmp_path / "training.csv").exists()
-    assert "interrupted in the training step" in capsys.readouterr().err
+    steps = pd.read_csv(tmp_path / "training.csv")
+    assert list(steps["status"][:2]) == ["ok", "ok"] and (steps["status"][2:] == runner.INTERRUPTED).all()
+    assert "interrupted; the report holds the rows timed before it" in capsys.readouterr().err
 
 
 def test_without_the_genome_the_training_step_says_so(monkeypatch, tmp_path):

@@ -190,12 +190,9 @@ def _bench(args) -> int:
         if not (args.ops or args.no_training or interrupted):  # a whole run also times the training step
             from .bench.training import run_training
             report.write(df, limits, out, draw=False)  # the op rows kept, whatever the training step meets
-            try:
-                training = run_training(device, dtype, quick=args.quick, time_budget_s=args.time_budget,
-                                        started=started, tf32=args.tf32)
-            except KeyboardInterrupt:
-                interrupted = True
-                print("tritonlab bench: interrupted in the training step; writing the op rows", file=sys.stderr)
+            training = run_training(device, dtype, quick=args.quick, time_budget_s=args.time_budget,
+                                    started=started, tf32=args.tf32)
+            interrupted = (training["status"] == runner.INTERRUPTED).any()
     source = (f"These rows come from pytest-benchmark ({args.from_pytest_json}): only the tests that ran, timed by "
               "its wall clock, each GPU call ending with a synchronize." if args.from_pytest_json else "")
     files = report.write(df, limits, out, training, None if args.from_pytest_json else autotune.winners(),

@@ -62,7 +62,8 @@ def run_training(device=None, dtype=torch.float32, models=MODEL_KINDS, steps: in
     quick). A provider that raises gets a row whose status names the error.
     `time_budget_s`, counted from the runner._clock() reading `started` (default: this
     call; `tritonlab bench` passes its own start): once spent, no provider starts and
-    the rows left say so. `tf32`: as in runner.run. Without the genome (an installed
+    the rows left say so; after an interrupt (KeyboardInterrupt) they say
+    runner.INTERRUPTED. `tf32`: as in runner.run. Without the genome (an installed
     wheel has no data/) every row is skipped and says why."""
     refuse_interpreter()
     started = runner._clock() if started is None else started
@@ -88,6 +89,7 @@ def run_training(device=None, dtype=torch.float32, models=MODEL_KINDS, steps: in
         ids = vocab.encode(load_sequence(path)).to(device)
         budget = 0.2 if quick else 0.5
         rows = []
+        stop = None  # runner.INTERRUPTED once an interrupt came: every row left says so
         for kind in models:
             torch.manual_seed(0)
             base = build_model(kind, vocab_size=len(vocab), **sizes[kind])
@@ -97,13 +99,15 @@ def run_training(device=None, dtype=torch.float32, models=MODEL_KINDS, steps: in
             for provider in PROVIDERS[device.type]:
                 row = {"model": kind, "config": _config(base), "params": params, "provider": provider,
                        "batch": batch, "seq": seq, **common}
-                row["status"] = runner.budget_spent(started, time_budget_s)
+                row["status"] = stop or runner.budget_spent(started, time_budget_s)
                 if row["status"]:
                     rows.append(row)
                     continue
                 try:
                     row.update(_bench(_provider_model(base, provider), ids, batch, seq, steps, device, budget))
                     row["status"] = "ok"
+                except KeyboardInterrupt:  # as runner.run: the rows timed are kept
+                    stop = row["status"] = runner.INTERRUPTED
                 except Exception as e:  # recorded, so one broken provider does not end the run
                     msg = str(e).strip().split("\n")[0][:200]
                     row["status"] = f"failed: {type(e).__name__}: {msg}"
