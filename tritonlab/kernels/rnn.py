@@ -132,15 +132,16 @@ def _end_step(sync_ptr, done, MODE: tl.constexpr):
         tl.debug_barrier()  # every thread's stores are issued before the release below
         tl.atomic_add(count_ptr, 1, sem="release", scope="gpu")
         seen = tl.atomic_add(count_ptr, 0, sem="acquire", scope="gpu")
-        # once any barrier has timed out the result is wrong anyway: no more waiting, so a
-        # grid that is not all resident costs one timeout, not one per step
-        failed = tl.atomic_add(sync_ptr + tl.num_programs(0), 0, sem="relaxed", scope="gpu")
-        spins = tl.where(failed != 0, MAX_SPINS, 0)
-        while (seen < target) & (spins < MAX_SPINS):
-            seen = tl.atomic_add(count_ptr, 0, sem="acquire", scope="gpu")
-            spins += 1
-        if seen < target:
-            tl.atomic_xchg(sync_ptr + tl.num_programs(0), 1)
+        if seen < target:  # read the flag only when there is a wait: not on the last arrival's path
+            # once any barrier has timed out the result is wrong anyway: no more waiting, so
+            # a grid that is not all resident costs one timeout, not one per step
+            failed = tl.load(sync_ptr + tl.num_programs(0), volatile=True)
+            spins = tl.where(failed != 0, MAX_SPINS, 0)
+            while (seen < target) & (spins < MAX_SPINS):
+                seen = tl.atomic_add(count_ptr, 0, sem="acquire", scope="gpu")
+                spins += 1
+            if seen < target:
+                tl.atomic_xchg(sync_ptr + tl.num_programs(0), 1)
         tl.debug_barrier()  # no thread reads the next step's state before the wait is over
 
 
