@@ -10,9 +10,10 @@ BIN := $(VENV)/bin
 
 .PHONY: setup bench test
 
-# a Python that already has torch (say a CUDA build matched to this machine's driver)
-# lends it to the venv instead of a download of torch==2.13.0
-SYSTEM_TORCH := $(shell $(PYTHON) -c "import torch" 2>/dev/null && echo --system-site-packages)
+# a Python whose torch sees a GPU (a CUDA build matched to this machine's driver) lends
+# it to the venv instead of a download of torch==2.13.0
+SYSTEM_TORCH = $$($(PYTHON) -c "import sys, torch; sys.exit(not torch.cuda.is_available())" 2>/dev/null \
+	&& echo --system-site-packages)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(SYSTEM_TORCH) $(VENV)
