@@ -32,7 +32,7 @@ import torch
 from ..backend import interpreter_enabled
 from . import ceilings as ceil
 from .ops import Cost
-from .runner import TOLERANCE, device_name
+from .runner import TOLERANCE, _first, device_name, implausible_keep
 from .timing import time_fn
 
 __all__ = ["device", "pick", "ladder", "exercise", "Cost", "Mismatch", "require_plausible_mask"]
@@ -62,11 +62,12 @@ class Mismatch(Exception):
 
 
 def require_plausible_mask(keep: torch.Tensor, p: float) -> None:
-    """Raise Mismatch unless the kept fraction of `keep` is within 6 standard deviations
-    of 1 - p (a random mask passes; "keep everything" or "drop everything" does not)."""
-    kept, sd = keep.double().mean().item(), (p * (1 - p) / keep.numel()) ** 0.5
-    if abs(kept - (1 - p)) > 6 * sd:
-        raise Mismatch(f"kept fraction {kept:.4f}, implausible for p={p} (expected {1 - p:.4f} ± {6 * sd:.4f})")
+    """Raise Mismatch unless the kept fraction of `keep` is plausible for p, as the
+    benchmark judges it (runner.implausible_keep: a random mask passes; "keep
+    everything" or "drop everything" does not)."""
+    bad = implausible_keep(keep, p)
+    if bad:
+        raise Mismatch(f"kept fraction {bad[0]:.4f}, implausible for p={p} (expected {1 - p:.4f} ± {bad[1]:.4f})")
 
 
 def error(out, expected: Expected) -> tuple[float, str | None]:
@@ -88,7 +89,7 @@ def error(out, expected: Expected) -> tuple[float, str | None]:
     except Exception as e:  # e.g. an expectation built from the mask of a result of another shape
         return float("inf"), f"no expected value for this result ({type(e).__name__}: {_line(e)})"
     if isinstance(want, torch.Tensor):
-        pairs = [("", _first_tensor(out), want)]
+        pairs = [("", _first(out), want)]
     elif len(out) != len(want):
         return float("inf"), f"expected {len(want)} tensors, got {_kind(out)}"
     else:
@@ -115,26 +116,26 @@ def _compare(o: torch.Tensor, w: torch.Tensor) -> tuple[float, str | None]:
     two tensors of one shape and dtype. Compared in float64, so bool and integer tensors
     work too (exactly: their tolerance is 0)."""
     od, wd = o.double(), w.double()
-    equal = (od == wd) if w.is_floating_point() else (o == w)  # integers exactly, even past 2**53
-    # equal infinities count as equal; NaN never equals anything
+    floating = w.is_floating_point()
+    # equal infinities count as equal, NaN never; integers compared and subtracted as
+    # integers, exact even past 2**53
+    equal = (od == wd) if floating else (o == w)
+    gap = (od - wd) if floating else (o.long() - w.long()).double()
     finite_w = wd[wd.isfinite()]
     scale = (finite_w.abs().max().item() if finite_w.numel() else 0.0) or 1.0
-    gap = (od - wd) if w.dtype == torch.bool or w.is_floating_point() else (o.long() - w.long()).double()  # integers subtracted exactly
     diff = torch.where(equal, 0.0, gap.abs())  # inf against a finite value: inf; NaN: NaN
     err = diff.max().item() / scale  # NaN if any entry is NaN
-    if w.is_floating_point():
-        bad = ~(diff <= TOLERANCE.get(w.dtype, 1e-3) * scale)  # NaN counts as a mismatch
-    else:
-        bad = ~equal
+    # NaN counts as a mismatch; integers and bools must be equal
+    bad = ~(diff <= TOLERANCE.get(w.dtype, 1e-3) * scale) if floating else ~equal
     if not bad.any():
         return err, None
-    at = _first(bad)
+    at = _first_index(bad)
     problem = (f"largest relative error {err:.3g}, first mismatch at index {at}: "
                f"got {_value(o[at])}, expected {_value(w[at])}")
     nonfinite = bad & ~(od.isfinite() & wd.isfinite())
     n = int(nonfinite.sum())
     if n:
-        first = _first(nonfinite)
+        first = _first_index(nonfinite)
         problem += (f"; {n} mismatch{'es' * (n != 1)} not finite"
                     + (f", the first at index {first}: got {_value(o[first])}, expected {_value(w[first])}"
                        if first != at else "")
@@ -142,7 +143,7 @@ def _compare(o: torch.Tensor, w: torch.Tensor) -> tuple[float, str | None]:
     return err, problem
 
 
-def _first(mask: torch.Tensor) -> tuple[int, ...]:
+def _first_index(mask: torch.Tensor) -> tuple[int, ...]:
     """The first index (in row-major order) where mask is True; mask has a True."""
     return tuple(int(i) for i in mask.nonzero()[0])
 
@@ -158,13 +159,6 @@ def _is_result(out) -> bool:
     if isinstance(out, torch.Tensor):
         return True
     return isinstance(out, (tuple, list)) and len(out) > 0 and all(_is_result(o) for o in out)
-
-
-def _first_tensor(out) -> torch.Tensor:
-    """The tensor a single expected tensor is checked against: out, or its first item."""
-    while not isinstance(out, torch.Tensor):
-        out = out[0]
-    return out
 
 
 def _kind(obj) -> str:
@@ -203,7 +197,7 @@ def ladder(title: str, versions: dict[str, Version], expected: Expected, cost: C
                 row["status"] = "ok" if problem is None else f"wrong: {problem}"
                 if problem is None:
                     ok[name] = fn
-                    dtype = dtype or _first_tensor(out).dtype  # the ceilings' dtype: what the versions compute in
+                    dtype = dtype or _first(out).dtype  # the ceilings' dtype: what the versions compute in
             except Exception as e:  # kept on record: a broken version never hides the others
                 row["status"] = f"failed: {type(e).__name__}: {_line(e)}"
         rows.append(row)

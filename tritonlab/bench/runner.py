@@ -278,18 +278,22 @@ def check(op, mod, ref, inputs, dtype, device) -> dict:
     return {"max_abs_err": err, "first_call_ms": first_ms, "status": status}
 
 
+def implausible_keep(keep: torch.Tensor, p: float) -> tuple[float, float] | None:
+    """(kept share, allowed deviation) when the share of True in the mask `keep` lies
+    more than six standard deviations of the binomial share from 1 - p, else None: a
+    right mask fails about once in 10^9 checks; "keep all" or "drop all" always does."""
+    kept, tolerance = keep.double().mean().item(), 6 * math.sqrt(p * (1 - p) / keep.numel())
+    return (kept, tolerance) if abs(kept - (1 - p)) > tolerance else None
+
+
 def _kept_problem(op, out: torch.Tensor) -> str | None:
     """Why a dropout op's share of kept (nonzero) elements is not 1 - p, or None: the
     error against torch is measured under the provider's own mask, so it passes any
-    mask, dropping everything too. Allowed: six standard deviations of the binomial
-    share, so a right mask fails about once in 10^9 checks."""
+    mask, dropping everything too."""
     if not op.random or not out.numel():
         return None
-    kept, want = (out != 0).double().mean().item(), 1 - DROPOUT_P
-    tolerance = 6 * math.sqrt(DROPOUT_P * want / out.numel())
-    if abs(kept - want) <= tolerance:
-        return None
-    return f"wrong: kept {kept:.3f} of the elements, expected {want:.3f} ± {tolerance:.3f}"
+    bad = implausible_keep(out != 0, DROPOUT_P)
+    return bad and f"wrong: kept {bad[0]:.3f} of the elements, expected {1 - DROPOUT_P:.3f} ± {bad[1]:.3f}"
 
 
 def _same_mask_problem(op, mod, inputs, out: torch.Tensor) -> str | None:
