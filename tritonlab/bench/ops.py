@@ -8,6 +8,7 @@ GEMM-shaped ops: two more GEMMs of the same size).
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -125,8 +126,6 @@ def _linear_cost(p, mode, es, activation=False):
     return Cost(_gemm_bytes(m * k, k * n, m * n, mode, activation) * es, flops if mode == "fwd" else 3 * flops)
 
 
-def _linear_activation_cost(p, mode, es):
-    return _linear_cost(p, mode, es, activation=True)
 
 
 def _conv_out(p):
@@ -346,7 +345,8 @@ OPS: dict[str, Op] = {op.name: op for op in [
     # with the activation in the GEMM's epilogue on the triton tier
     Op("linear_relu", _linear_cases(),
        lambda p: tritonlab.LinearActivation(p["k"], p["n"], "relu"), lambda p: _LinearReLU(p["k"], p["n"]),
-       lambda p: (torch.randn(p["m"], p["k"]),), _linear_activation_cost, lambda p: p["m"], size_unit="FLOPs"),
+       lambda p: (torch.randn(p["m"], p["k"]),), functools.partial(_linear_cost, activation=True), lambda p: p["m"],
+       size_unit="FLOPs"),
     Op("conv2d", CONV_CASES,
        lambda p: tritonlab.Conv2d(p["c"], p["o"], p["k"], p["stride"], p["padding"], groups=p.get("groups", 1)),
        lambda p: nn.Conv2d(p["c"], p["o"], p["k"], p["stride"], p["padding"], groups=p.get("groups", 1)),

@@ -81,8 +81,8 @@ def run_training(device=None, dtype=torch.float32, models=MODEL_KINDS, steps: in
         common = common_columns(device, dtype)
         path = default_genome_path()
         if not path.is_file():  # an installed wheel carries no data/: the op rows still get their report
-            return _derive(pd.DataFrame([{"model": kind, "provider": provider,
-                                          "config": _config(build_model(kind, vocab_size=len(vocab), **sizes[kind])),
+            configs = {kind: _config(build_model(kind, vocab_size=len(vocab), **sizes[kind])) for kind in models}
+            return _derive(pd.DataFrame([{"model": kind, "provider": provider, "config": configs[kind],
                                           "batch": batch, "seq": seq, **common,
                                           "status": f"skipped: no training data ({path} is absent)"}
                                          for kind in models for provider in PROVIDERS[device.type]]))
