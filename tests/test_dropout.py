@@ -135,21 +135,10 @@ def test_softmax_dropout_eval_is_softmax(tier):
 
 
 @pytest.mark.parametrize("tier", TIERS)
-def test_softmax_dropout_gradcheck(tier):
+@pytest.mark.parametrize("layer_cls", [tritonlab.SoftmaxDropout, tritonlab.Dropout], ids=lambda c: c.__name__)
+def test_dropout_gradcheck(layer_cls, tier):
     x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
-    layer = tritonlab.SoftmaxDropout(0.3, backend=tier)
-
-    def seeded(x):  # the same mask on every call gradcheck makes
-        torch.manual_seed(5)
-        return layer(x)
-
-    assert torch.autograd.gradcheck(seeded, (x,))
-
-
-@pytest.mark.parametrize("tier", TIERS)
-def test_dropout_gradcheck(tier):
-    x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
-    layer = tritonlab.Dropout(0.3, backend=tier)
+    layer = layer_cls(0.3, backend=tier)
 
     def seeded(x):  # the same mask on every call gradcheck makes
         torch.manual_seed(5)
