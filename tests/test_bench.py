@@ -330,6 +330,20 @@ def test_the_tolerance_scales_with_torchs_output_not_with_1():
     assert (df["status"] == "ok").all()  # the reference tier's own bfloat16 rounding passes
 
 
+@pytest.mark.parametrize("tf32", [False, True])
+def test_tf32_loosens_the_tolerance_of_matmul_ops_only(monkeypatch, tf32):
+    """TF32 rounds a GPU's float32 matmuls to float16's mantissa, so linear gets float16's
+    tolerance while it is on; relu, which no matmul touches, keeps float32's."""
+    monkeypatch.setattr(runner, "tf32_enabled", lambda *kind: tf32)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    linear, relu = runner.OPS["linear"], runner.OPS["relu"]
+    fp32, fp16 = runner.TOLERANCE[torch.float32], runner.TOLERANCE[torch.float16]
+    assert runner.tolerance(linear, torch.float32, cuda) == (fp16 if tf32 else fp32)
+    assert runner.tolerance(relu, torch.float32, cuda) == fp32
+    assert runner.tolerance(linear, torch.float32, cpu) == fp32  # no TF32 on a CPU
+    assert runner.tolerance(linear, torch.bfloat16, cuda) == runner.TOLERANCE[torch.bfloat16]
+
+
 class _ZerosTheLastRows(torch.nn.ReLU):
     def forward(self, x):
         return torch.cat([torch.relu(x[:1229]), torch.zeros_like(x[1229:])])

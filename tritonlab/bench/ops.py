@@ -54,6 +54,7 @@ class Op:
     variants: dict = field(default_factory=dict)
     compiled: bool = True                 # benchmark torch.compile of the reference tier
     graphed: bool = False                 # benchmark a CUDA-graph replay of the reference tier
+    matmul: bool = False                  # float32 math through matmuls, which TF32 rounds to 10 bits
     # bytes a provider moves through scratch buffers beyond the op's floor: (params, provider, bytes per element)
     scratch_bytes: Callable[[dict, str, int], float] = lambda p, provider, es: 0.0
 
@@ -203,6 +204,7 @@ def _rnn(name, lab_cls, torch_cls, gates, cases):
         _rnn_cost(gates), lambda p: p["t"] * (gates + 1), size_unit="FLOPs per gate",
         variants={f"triton-{a}": {"algo": a} for a in ("step", "persistent", "persistent-grid")},
         compiled=False, graphed=True,  # compile would unroll every time step into one graph
+        matmul=True,
     )
 
 
@@ -341,21 +343,22 @@ OPS: dict[str, Op] = {op.name: op for op in [
        lambda p: (torch.randn(p["shape"]),), lambda p, mode, es: Cost(0, 0), lambda p: 1, compiled=False),
     Op("linear", _linear_cases(),
        lambda p: tritonlab.Linear(p["k"], p["n"]), lambda p: nn.Linear(p["k"], p["n"]),
-       lambda p: (torch.randn(p["m"], p["k"]),), _linear_cost, lambda p: p["m"], size_unit="FLOPs"),
+       lambda p: (torch.randn(p["m"], p["k"]),), _linear_cost, lambda p: p["m"], size_unit="FLOPs", matmul=True),
     # with the activation in the GEMM's epilogue on the triton tier
     Op("linear_relu", _linear_cases(),
        lambda p: tritonlab.LinearActivation(p["k"], p["n"], "relu"), lambda p: _LinearReLU(p["k"], p["n"]),
        lambda p: (torch.randn(p["m"], p["k"]),), functools.partial(_linear_cost, activation=True), lambda p: p["m"],
-       size_unit="FLOPs"),
+       size_unit="FLOPs", matmul=True),
     Op("conv2d", CONV_CASES,
        lambda p: tritonlab.Conv2d(p["c"], p["o"], p["k"], p["stride"], p["padding"], groups=p.get("groups", 1)),
        lambda p: nn.Conv2d(p["c"], p["o"], p["k"], p["stride"], p["padding"], groups=p.get("groups", 1)),
        _conv_input, _conv_cost, lambda p: _conv_out(p)[0] * _conv_out(p)[1], size_unit="FLOPs",
        variants={"triton-im2col": {"algo": "im2col"}, "triton-implicit": {"algo": "implicit"}},
-       scratch_bytes=_im2col_bytes),
+       scratch_bytes=_im2col_bytes, matmul=True),
     _rnn("gru", tritonlab.GRU, nn.GRU, 3, RNN_CASES),
     _rnn("lstm", tritonlab.LSTM, nn.LSTM, 4, RNN_CASES),
     Op("attention", ATTENTION_CASES,
        lambda p: _LabSDPA(p["causal"], p["hkv"] != p["h"]), lambda p: _TorchSDPA(p["causal"], p["hkv"] != p["h"]),
-       _attention_inputs, _attention_cost, lambda p: p["b"] * p["h"] * p["l"], size_unit="FLOPs"),
+       _attention_inputs, _attention_cost, lambda p: p["b"] * p["h"] * p["l"], size_unit="FLOPs",
+       matmul=True),
 ]}

@@ -268,14 +268,20 @@ def check(op, mod, ref, inputs, dtype, device) -> dict:
     # relative to torch's output, not to 1: softmax rows of 32K columns hold values near
     # 3e-5, which an absolute 0.05 (bfloat16) would pass whatever they were. The RMS
     # error too: causal attention's first rows dwarf its last, so zeroed last rows would
-    # pass a bound scaled by the largest output. TF32 keeps float16's 10-bit mantissa,
-    # so float32 with TF32 gets float16's tolerance
-    tf32 = dtype == torch.float32 and device.type == "cuda" and tf32_enabled()
-    tol = TOLERANCE[torch.float16 if tf32 else dtype]
+    # pass a bound scaled by the largest output
+    tol = tolerance(op, dtype, device)
     status = "ok" if err <= tol * scale and rms <= tol else "wrong"
     if status == "ok":
         status = _kept_problem(op, out) or _same_mask_problem(op, mod, inputs, out) or status
     return {"max_abs_err": err, "first_call_ms": first_ms, "status": status}
+
+
+def tolerance(op, dtype, device) -> float:
+    """The relative error `check` allows. TF32 keeps float16's 10-bit mantissa, so a
+    float32 op whose math runs through matmuls gets float16's tolerance while TF32 is on
+    (on a GPU); an elementwise op keeps float32's, as TF32 does not touch it."""
+    tf32 = op.matmul and dtype == torch.float32 and device.type == "cuda" and tf32_enabled()
+    return TOLERANCE[torch.float16 if tf32 else dtype]
 
 
 def implausible_keep(keep: torch.Tensor, p: float) -> tuple[float, float] | None:
