@@ -62,6 +62,7 @@ import triton
 import triton.language as tl
 
 from ..backend import interpreter_enabled, tf32_enabled
+from ._host import cdiv, next_power_of_2
 from .softmax import _keep
 
 LOG2E = 1.4426950408889634  # the kernels spell it out: a plain global is no constexpr
@@ -428,7 +429,7 @@ _INTERPRET = {"fwd": dict(BLOCK_M=16, BLOCK_N=16), "dkdv": dict(BLOCK_M=16, BLOC
 
 def _pad(n: int) -> int:
     """A head dim padded to the tile width tl.dot takes: a power of two >= 16."""
-    return max(16, triton.next_power_of_2(n))
+    return max(16, next_power_of_2(n))
 
 
 def _cost(kind: str, c: triton.Config, e: int, ev: int, size: int) -> tuple[int, float]:
@@ -477,9 +478,9 @@ def _launch(kernel, tuned, kind: str, tiles: int, rows: int, args, meta) -> None
     block = "BLOCK_N" if kind == "dkdv" else "BLOCK_M"
     if interpreter_enabled():
         cfg = _INTERPRET[kind]
-        kernel[(triton.cdiv(tiles, cfg[block]) * rows,)](*args, **meta, **cfg, num_warps=4)
+        kernel[(cdiv(tiles, cfg[block]) * rows,)](*args, **meta, **cfg, num_warps=4)
     else:
-        tuned[lambda c: (triton.cdiv(tiles, c[block]) * rows,)](*args, **meta)
+        tuned[lambda c: (cdiv(tiles, c[block]) * rows,)](*args, **meta)
 
 
 # ---- launchers ---------------------------------------------------------------------------
@@ -518,7 +519,7 @@ def _common(q, k, v, mask, dropout_p, scale, seed):
 
 
 def _bucket(n: int) -> int:
-    return min(triton.next_power_of_2(max(n, 1)), _LEN_BUCKET_CAP)
+    return min(next_power_of_2(max(n, 1)), _LEN_BUCKET_CAP)
 
 
 def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
@@ -555,7 +556,7 @@ def attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: 
     delta = q.new_empty((B * Hq, L), dtype=_lse_dtype(q.dtype))
     if B * Hq * L > 0:
         block = 16 if interpreter_enabled() else 64
-        _delta_kernel[(triton.cdiv(L, block) * B * Hq,)](out, dout, delta, Hq, L, Ev, *dout.stride(),
+        _delta_kernel[(cdiv(L, block) * B * Hq,)](out, dout, delta, Hq, L, Ev, *dout.stride(),
                                                          BLOCK_M=block, BLOCK_EV=_pad(Ev))
     common = (qk_scale, float(scale), p, drop_scale)
     strides = (*q.stride(), *k.stride(), *v.stride(), *ms, *dout.stride())

@@ -43,6 +43,7 @@ import triton.language as tl
 
 from ..backend import interpreter_enabled as _interpreting
 from ..backend import tf32_enabled
+from ._host import cdiv, next_power_of_2
 from ._math import ACTIVATIONS, activate, activate_grad
 
 _INT32_MAX = 2**31 - 1
@@ -87,8 +88,8 @@ def _prune(operand, n_name, k_name, flat_name=None):
     rounded up to a power of two: their extra columns would be masked-out work."""
     def prune(configs, nargs, **kwargs):
         size = nargs[operand].element_size()
-        n_cap = max(16, triton.next_power_of_2(nargs[n_name]))
-        k_cap = max(16, triton.next_power_of_2(nargs[k_name]))
+        n_cap = max(16, next_power_of_2(nargs[n_name]))
+        k_cap = max(16, next_power_of_2(nargs[k_name]))
         if flat_name is not None and kwargs.get(flat_name, nargs.get(flat_name)):
             k_cap = 1 << 30
         kept = [c for c in configs
@@ -213,7 +214,7 @@ def packed(weight: torch.Tensor) -> torch.Tensor:
 
 def _m_bucket(m: int) -> int:
     """The autotune key's bucket of m rows (M_BUCKET only feeds the key)."""
-    return min(triton.next_power_of_2(m), _M_BUCKET_CAP)
+    return min(next_power_of_2(m), _M_BUCKET_CAP)
 
 
 def _check_rows(m: int, what: str) -> None:
@@ -235,7 +236,7 @@ def conv2d_fwd(x, weight, bias, y, stride, pad, dilation, groups, activation=Non
     _check_rows(m, "N*P*Q")
     og = o // groups
     weight = packed(weight)
-    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(og, meta["BLOCK_N"]), groups)  # noqa: E731
+    grid = lambda meta: (cdiv(m, meta["BLOCK_M"]) * cdiv(og, meta["BLOCK_N"]), groups)  # noqa: E731
     _launch(_conv_fwd_kernel, _conv_fwd_tuned, grid,
             x, weight, bias if bias is not None else y, y,
             h, w, p, q, m, _m_bucket(m), cg, og, r, s,
@@ -353,7 +354,7 @@ def conv2d_dgrad(dy, weight, dx, stride, pad, dilation, groups):
     _, _, p, q = dy.shape
     if dx.numel() == 0:
         return dx
-    hi, wi = triton.cdiv(h, stride[0]), triton.cdiv(w, stride[1])
+    hi, wi = cdiv(h, stride[0]), cdiv(w, stride[1])
     m = n * hi * wi
     _check_rows(m, "N*cdiv(H, stride)*cdiv(W, stride)")
     tap_h = _tap_table(stride[0], pad[0], dilation[0], r, dx.device)
@@ -361,7 +362,7 @@ def conv2d_dgrad(dy, weight, dx, stride, pad, dilation, groups):
     og = o // groups
     weight = packed(weight)
     phases = stride[0] * stride[1]
-    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(cg, meta["BLOCK_N"]), groups * phases)  # noqa: E731
+    grid = lambda meta: (cdiv(m, meta["BLOCK_M"]) * cdiv(cg, meta["BLOCK_N"]), groups * phases)  # noqa: E731
     _launch(_conv_dgrad_kernel, _conv_dgrad_tuned, grid,
             dy, weight, dx, tap_h, tap_w,
             h, w, p, q, hi, wi, m, _m_bucket(m), cg, og, r, s,
@@ -459,8 +460,8 @@ def _split(m: int, tiles: int, device: torch.device, granule: int) -> tuple[int,
     never slices shorter than 8 granules."""
     want = max(1, 2 * _sm_count(device) // max(tiles, 1))
     split = max(1, min(want, m // (8 * granule) if device.type == "cuda" else m // granule))
-    chunk = triton.cdiv(triton.cdiv(m, split), granule) * granule
-    return triton.cdiv(m, chunk), chunk
+    chunk = cdiv(cdiv(m, split), granule) * granule
+    return cdiv(m, chunk), chunk
 
 
 def conv2d_wgrad(dy, x, weight_shape, stride, pad, dilation, groups, out=None):
@@ -475,11 +476,11 @@ def conv2d_wgrad(dy, x, weight_shape, stride, pad, dilation, groups, out=None):
     _check_rows(m, "N*P*Q")
     og = o // groups
     # nominal 64x64 tiles decide the split; the tile the autotuner picks may differ
-    tiles = triton.cdiv(og, 64) * triton.cdiv(cg, 64) * groups * r * s
+    tiles = cdiv(og, 64) * cdiv(cg, 64) * groups * r * s
     split, chunk = _split(m, tiles, dy.device, 16 if _interpreting() else 64)
     target = dw if split == 1 else torch.empty((split, *weight_shape), device=dy.device, dtype=torch.float32)
     strides = target.stride() if split > 1 else (0, *dw.stride())
-    grid = lambda meta: (triton.cdiv(og, meta["BLOCK_M"]) * triton.cdiv(cg, meta["BLOCK_N"]), groups * r * s, split)  # noqa: E731
+    grid = lambda meta: (cdiv(og, meta["BLOCK_M"]) * cdiv(cg, meta["BLOCK_N"]), groups * r * s, split)  # noqa: E731
     _launch(_conv_wgrad_kernel, _conv_wgrad_tuned, grid,
             dy, x, target,
             h, w, p, q, m, cg, og, r, s, chunk, _m_bucket(chunk),
@@ -533,9 +534,9 @@ def conv2d_bias_grad(dy):
         return dy.new_zeros(o)
     _check_rows(m, "N*P*Q")
     block_o = 16 if _interpreting() else 64
-    split, chunk = _split(m, triton.cdiv(o, block_o), dy.device, 16 if _interpreting() else 256)
+    split, chunk = _split(m, cdiv(o, block_o), dy.device, 16 if _interpreting() else 256)
     partial = torch.empty((split, o), device=dy.device, dtype=torch.float32)
-    _bias_grad_kernel[(triton.cdiv(o, block_o), split)](
+    _bias_grad_kernel[(cdiv(o, block_o), split)](
         dy, partial, p, q, m, o, chunk, *dy.stride(),
         BLOCK_M=16 if _interpreting() else 64, BLOCK_O=block_o)
     return partial.sum(0).to(dy.dtype)
@@ -563,6 +564,6 @@ def activation_grad(dy, y, activation):
     if y.numel() == 0:
         return dz
     block = 1024
-    _activation_grad_kernel[(triton.cdiv(y.numel(), block),)](
+    _activation_grad_kernel[(cdiv(y.numel(), block),)](
         dy, y, dz, y.numel(), ACT=ACTIVATIONS[activation], BLOCK=block)
     return dz

@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from ..backend import interpreter_enabled, tf32_enabled
+from ._host import cdiv, next_power_of_2
 from ._math import ACTIVATIONS, activate, activate_grad
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -237,15 +238,15 @@ def _split_k(M: int, N: int, K: int, device: torch.device, split_k: int | None) 
         split_k = 1
         if device.type == "cuda" and K >= 4096:
             sms = torch.cuda.get_device_properties(device).multi_processor_count
-            tiles = triton.cdiv(M, 64) * triton.cdiv(N, 64)
+            tiles = cdiv(M, 64) * cdiv(N, 64)
             if 2 * tiles <= sms:
-                split_k = min(triton.cdiv(sms, tiles), K // 1024, 32)
+                split_k = min(cdiv(sms, tiles), K // 1024, 32)
     if split_k == 1 or K == 0:
         return 1, K
     grain = _INTERPRET_CONFIG["BLOCK_K"] if interpreter_enabled() else max(c.kwargs["BLOCK_K"] for c in _configs())
     # at most 65535 ranges: the CUDA limit of the grid's second axis
-    per = triton.cdiv(triton.cdiv(K, min(split_k, 65535)), grain) * grain
-    return triton.cdiv(K, per), per
+    per = cdiv(cdiv(K, min(split_k, 65535)), grain) * grain
+    return cdiv(K, per), per
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
@@ -285,7 +286,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
     tf32 = a.dtype == torch.float32 and tf32_enabled("matmul")
     bias_ptr = bias if bias is not None else out  # a placeholder pointer when there is no bias
     args = (
-        a, b, c, bias_ptr, M, N, K, k_per_split, min(triton.next_power_of_2(M), _M_BUCKET_CAP), _layout(a, b),
+        a, b, c, bias_ptr, M, N, K, k_per_split, min(next_power_of_2(M), _M_BUCKET_CAP), _layout(a, b),
         a.stride(0), a.stride(1), b.stride(0), b.stride(1),
         c.stride(0) if splits > 1 else 0, c.stride(-2), c.stride(-1),
     )
@@ -293,15 +294,15 @@ def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
                 PRECISION="tf32" if tf32 or a.dtype != torch.float32 else "ieee")
     if interpreter_enabled() or M * N * K <= _TUNE_MIN_MACS:
         cfg = _INTERPRET_CONFIG if interpreter_enabled() else _SMALL_CONFIG
-        grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]), splits)
+        grid = (cdiv(M, cfg["BLOCK_M"]) * cdiv(N, cfg["BLOCK_N"]), splits)
         _matmul_fixed[grid](*args, **meta, **cfg)
     else:
         def grid(m):
-            return (triton.cdiv(M, m["BLOCK_M"]) * triton.cdiv(N, m["BLOCK_N"]), splits)
+            return (cdiv(M, m["BLOCK_M"]) * cdiv(N, m["BLOCK_N"]), splits)
         _matmul_tuned[grid](*args, **meta)
     if splits > 1:
         block_m, block_n = 32, 64
-        _split_k_sum_kernel[(triton.cdiv(M, block_m), triton.cdiv(N, block_n))](
+        _split_k_sum_kernel[(cdiv(M, block_m), cdiv(N, block_n))](
             c, bias_ptr, out, M, N, splits, c.stride(0), out.stride(0), out.stride(1),
             HAS_BIAS=bias is not None, ACT=ACTIVATIONS[activation], BLOCK_M=block_m, BLOCK_N=block_n,
         )
@@ -387,10 +388,10 @@ def _epilogue_grad(dy, y, g, act, bias_grad, db_dtype):
     """Launch `_epilogue_grad_kernel`; returns db ((N,), db_dtype) or None."""
     M, N = dy.shape
     block_m, block_n = (16, 32) if interpreter_enabled() else (32, 128)
-    col_programs = triton.cdiv(N, block_n)
-    splits = max(1, min(triton.cdiv(M, block_m), _programs_wanted(dy.device) // col_programs))
-    rows = triton.cdiv(triton.cdiv(M, splits), block_m) * block_m
-    splits = triton.cdiv(M, rows)
+    col_programs = cdiv(N, block_n)
+    splits = max(1, min(cdiv(M, block_m), _programs_wanted(dy.device) // col_programs))
+    rows = cdiv(cdiv(M, splits), block_m) * block_m
+    splits = cdiv(M, rows)
     db = None
     if bias_grad:
         db = torch.empty((splits, N), device=dy.device, dtype=torch.float32 if splits > 1 else db_dtype)

@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 
 from ..backend import interpreter_enabled
+from ._host import cdiv
 
 
 @triton.jit
@@ -62,7 +63,7 @@ def im2col(x, kernel, stride, pad, dilation, out_size):
     if cols.numel() == 0:
         return cols
     block_m, block_k = (16, 16) if interpreter_enabled() else (64, 64)
-    _im2col_kernel[(triton.cdiv(m, block_m), triton.cdiv(k, block_k))](
+    _im2col_kernel[(cdiv(m, block_m), cdiv(k, block_k))](
         x, cols, h, w, p, q, m, k, r, s, *x.stride(), cols.stride(0),
         *stride, *pad, *dilation, BLOCK_M=block_m, BLOCK_K=block_k)
     return cols

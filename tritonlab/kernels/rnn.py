@@ -43,6 +43,7 @@ import triton
 import triton.language as tl
 
 from ..backend import interpreter_enabled, tf32_enabled
+from ._host import cdiv, next_power_of_2
 from ._math import sigmoid, tanh
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -460,12 +461,12 @@ def _grid_block_h(B: int, H: int, device: torch.device) -> int | None:
     read spreads over most SMs) that keeps every program co-resident, one per SM at
     most, as the spinning barrier needs; None when none does. Under the interpreter,
     which runs programs one after another, only a single hidden block (no wait)."""
-    blocks_b = triton.cdiv(B, _block_b(B))
+    blocks_b = cdiv(B, _block_b(B))
     if interpreter_enabled():
         return 16 if H <= 16 else None
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     for block_h in (16, 32, 64, 128):
-        if blocks_b * triton.cdiv(H, block_h) <= sms:
+        if blocks_b * cdiv(H, block_h) <= sms:
             return block_h
     return None
 
@@ -490,7 +491,7 @@ def _blocks(B: int, H: int, mode: int, device: torch.device, dtype: torch.dtype,
         if block_h is None:
             raise ValueError(f"the persistent-grid RNN kernel needs all its programs resident at once; "
                              f"B={B}, H={H} need too many on {device} (use the step or persistent variant)")
-        span = max(16, triton.next_power_of_2(contraction))  # tl.dot: K >= 16
+        span = max(16, next_power_of_2(contraction))  # tl.dot: K >= 16
         # with 32 rows the (rows, span) operand tiles no longer fit beside W (spills, and
         # past 227 KB of shared memory in the fp32 backward)
         if _block_b(B) == 16 and w_tiles * span * block_h <= RESIDENT_ELEMENTS:
@@ -498,11 +499,11 @@ def _blocks(B: int, H: int, mode: int, device: torch.device, dtype: torch.dtype,
     elif interpreter_enabled():
         block_h = 16
     else:
-        block_h = max(16, min(64 if mode == PERSISTENT else 32, triton.next_power_of_2(H)))
+        block_h = max(16, min(64 if mode == PERSISTENT else 32, next_power_of_2(H)))
     # fp32 tiles take twice the registers of 16-bit ones, 32 rows twice those of 16: half
     # the K per iteration (ptxas reports spills otherwise)
     wide = dtype == torch.float32 or _block_b(B) == 32
-    block_k = 16 if interpreter_enabled() else max(16, min(32 if wide else 64, triton.next_power_of_2(H)))
+    block_k = 16 if interpreter_enabled() else max(16, min(32 if wide else 64, next_power_of_2(H)))
     return _block_b(B), block_h, block_k, False
 
 
@@ -525,16 +526,16 @@ def _launch(kernel, tensors, flags, sizes: list[int], B: int, H: int, reverse: b
     meta = dict(REVERSE=reverse, PACKED=offs is not None, MODE=mode, PRECISION="tf32" if tf32 else "ieee",
                 W_RESIDENT=resident, BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k,
                 num_warps=8, num_stages=2, **flags)
-    blocks_b = triton.cdiv(B, block_b)
+    blocks_b = cdiv(B, block_b)
     if mode == STEP:
-        grid = (blocks_b, triton.cdiv(H, block_h))
+        grid = (blocks_b, cdiv(H, block_h))
         for s in range(phases):
             kernel[grid](*tensors, offs, counts, None, B, H, T, s, s + 1, **meta)
     elif mode == PERSISTENT:
         kernel[(blocks_b, 1)](*tensors, offs, counts, None, B, H, T, 0, phases, **meta)
     else:
         sync = torch.zeros(blocks_b + 1, dtype=torch.int32, device=device)  # counters, timeout flag
-        kernel[(blocks_b, triton.cdiv(H, block_h))](*tensors, offs, counts, sync, B, H, T, 0, phases, **meta)
+        kernel[(blocks_b, cdiv(H, block_h))](*tensors, offs, counts, sync, B, H, T, 0, phases, **meta)
         # the timeout flag can only be read back outside CUDA-graph capture (a readback
         # is a host sync, which capture forbids); under capture it goes unchecked
         capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()

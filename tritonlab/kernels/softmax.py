@@ -40,6 +40,7 @@ import triton
 import triton.language as tl
 from triton.language.random import philox, uint_to_uniform_float
 
+from ._host import cdiv, next_power_of_2
 from .activations import collapse, compute_dtype
 
 SINGLE_PASS_MAX_COLS = 16384   # longest row held in registers in one piece
@@ -248,8 +249,8 @@ def _config(n: int, n_rows: int):
     """(LOOPED, ROWS, BLOCK_N, num_warps) for rows of n columns."""
     if n > SINGLE_PASS_MAX_COLS:
         return True, 1, LOOP_BLOCK, 8
-    block = max(4, triton.next_power_of_2(n))  # >= 4: the mask takes columns in fours
-    rows = max(1, min(TILE // block, triton.next_power_of_2(n_rows)))
+    block = max(4, next_power_of_2(n))  # >= 4: the mask takes columns in fours
+    rows = max(1, min(TILE // block, next_power_of_2(n_rows)))
     # 16 elements a thread from 2048 up (fewer warps spill the fused backward at 16K)
     return False, rows, block, min(32, max(4, rows * block // 512))
 
@@ -267,7 +268,7 @@ def softmax_dropout_forward(x: torch.Tensor, dim: int, p: float, seed: torch.Ten
     if x.numel() == 0:
         return out, lse
     looped, rows, block, warps = _config(n, n_rows)
-    _fwd_kernel[(triton.cdiv(n_rows, rows),)](
+    _fwd_kernel[(cdiv(n_rows, rows),)](
         x, out, out if lse is None else lse, x if seed is None else seed, p, _scale(p),
         n_rows, n, inner, *strides,
         SOFTMAX=softmax, DROPOUT=seed is not None, SAVE_LSE=save_lse, LOOPED=looped,
@@ -288,7 +289,7 @@ def softmax_dropout_backward(src: torch.Tensor, lse: torch.Tensor | None, dout: 
     dout, (outer, n, inner), d_strides = rows_view(dout, dim)
     n_rows = outer * inner
     looped, rows, block, warps = _config(n, n_rows)
-    _bwd_kernel[(triton.cdiv(n_rows, rows),)](
+    _bwd_kernel[(cdiv(n_rows, rows),)](
         src, dout if lse is None else lse, dout, dx, dout if seed is None else seed, p, _scale(p),
         n_rows, n, inner, *s_strides, *d_strides,
         SOFTMAX=softmax, DROPOUT=seed is not None, FROM_LOGITS=lse is not None, LOOPED=looped,
