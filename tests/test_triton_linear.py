@@ -7,6 +7,7 @@ import pytest
 import torch
 
 pytest.importorskip("triton")
+from tritonlab.kernels import gemm  # noqa: E402
 from tritonlab.kernels.gemm import matmul  # noqa: E402
 
 ACTS = [None, "relu", "sigmoid", "tanh"]
@@ -127,7 +128,8 @@ def test_matmul_bad_input(args, kwargs, err, match):
 
 
 def test_matmul_on_cpu_without_the_interpreter(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    """A process whose kernels were decorated without TRITON_INTERPRET (compiled for a GPU)."""
+    monkeypatch.setattr(gemm, "INTERPRETED", False)
     with pytest.raises(ValueError, match="CUDA tensors, or on CPU tensors under Triton's interpreter.*TRITON_INTERPRET=1"):
         matmul(torch.randn(3, 4), torch.randn(4, 2))
 

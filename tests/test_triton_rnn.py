@@ -214,7 +214,7 @@ def test_auto_on_a_gpu_takes_persistent_grid_where_its_programs_fit(monkeypatch)
     from tritonlab.layers.functions import rnn
     cuda = torch.device("cuda")
     sms = 132
-    monkeypatch.setattr(kernels, "interpreter_enabled", lambda: False)
+    monkeypatch.setattr(kernels, "INTERPRETED", False)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: type("P", (), {"multi_processor_count": sms}))
     assert rnn._mode("auto", 8, 256, cuda) == kernels.PERSISTENT_GRID    # 1 batch block x 16 hidden blocks
     assert rnn._mode("auto", 64, 64, cuda) == kernels.PERSISTENT_GRID

@@ -6,6 +6,14 @@ on this project's 2-core CPU against ~0.1 us for the arithmetic. A Linear forwar
 backward makes ~20 such calls, so the launchers use these plain twins (same results,
 tests/test_kernels_host.py). Inside @triton.jit code, keep tl.cdiv / triton's own.
 """
+from ..backend import interpreter_enabled
+
+# Whether this process's kernels run in Triton's interpreter. triton.jit reads
+# TRITON_INTERPRET once, when it decorates a kernel (as these modules load), so the
+# launchers read it once too, with the kernels: a read of the environment costs ~1 us
+# and a MultiheadAttention forward and backward made ~20. (backend.interpreter_enabled
+# stays live: it decides whether the triton tier may take CPU tensors at all.)
+INTERPRETED = interpreter_enabled()
 
 
 def cdiv(a: int, b: int) -> int:

@@ -61,8 +61,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import interpreter_enabled, tf32_enabled
-from ._host import cdiv, next_power_of_2
+from ..backend import tf32_enabled
+from ._host import INTERPRETED, cdiv, next_power_of_2
 from .softmax import _keep
 
 LOG2E = 1.4426950408889634  # the kernels spell it out: a plain global is no constexpr
@@ -476,7 +476,7 @@ def _launch(kernel, tuned, kind: str, tiles: int, rows: int, args, meta) -> None
     """Launch with the interpreter's fixed config or the autotuner's; the grid is
     (cdiv(tiles, BLOCK_M or BLOCK_N) · rows,), see _tile_and_row."""
     block = "BLOCK_N" if kind == "dkdv" else "BLOCK_M"
-    if interpreter_enabled():
+    if INTERPRETED:
         cfg = _INTERPRET[kind]
         kernel[(cdiv(tiles, cfg[block]) * rows,)](*args, **meta, **cfg, num_warps=4)
     else:
@@ -555,7 +555,7 @@ def attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: 
     dm = _mask_grad_buffer(mask, (B, Hq, L, S)) if mask_grad else None
     delta = q.new_empty((B * Hq, L), dtype=_lse_dtype(q.dtype))
     if B * Hq * L > 0:
-        block = 16 if interpreter_enabled() else 64
+        block = 16 if INTERPRETED else 64
         _delta_kernel[(cdiv(L, block) * B * Hq,)](out, dout, delta, Hq, L, Ev, *dout.stride(),
                                                          BLOCK_M=block, BLOCK_EV=_pad(Ev))
     common = (qk_scale, float(scale), p, drop_scale)

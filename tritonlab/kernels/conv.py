@@ -41,9 +41,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import interpreter_enabled as _interpreting
 from ..backend import tf32_enabled
-from ._host import cdiv, next_power_of_2
+from ._host import INTERPRETED, cdiv, next_power_of_2
 from ._math import ACTIVATIONS, activate, activate_grad
 
 _INT32_MAX = 2**31 - 1
@@ -198,7 +197,7 @@ _conv_fwd_tuned = triton.autotune(
 def _launch(kernel, tuned, grid, *args, **constexprs):
     """The autotuned kernel on a GPU; the bare kernel with one small tile under the
     interpreter (autotuning times configs, which the interpreter must not)."""
-    if _interpreting():
+    if INTERPRETED:
         kernel[grid(_INTERPRET)](*args, **constexprs, **_INTERPRET)
     else:
         tuned[grid](*args, **constexprs)
@@ -477,7 +476,7 @@ def conv2d_wgrad(dy, x, weight_shape, stride, pad, dilation, groups, out=None):
     og = o // groups
     # nominal 64x64 tiles decide the split; the tile the autotuner picks may differ
     tiles = cdiv(og, 64) * cdiv(cg, 64) * groups * r * s
-    split, chunk = _split(m, tiles, dy.device, 16 if _interpreting() else 64)
+    split, chunk = _split(m, tiles, dy.device, 16 if INTERPRETED else 64)
     target = dw if split == 1 else torch.empty((split, *weight_shape), device=dy.device, dtype=torch.float32)
     strides = target.stride() if split > 1 else (0, *dw.stride())
     grid = lambda meta: (cdiv(og, meta["BLOCK_M"]) * cdiv(cg, meta["BLOCK_N"]), groups * r * s, split)  # noqa: E731
@@ -533,12 +532,12 @@ def conv2d_bias_grad(dy):
     if m == 0:
         return dy.new_zeros(o)
     _check_rows(m, "N*P*Q")
-    block_o = 16 if _interpreting() else 64
-    split, chunk = _split(m, cdiv(o, block_o), dy.device, 16 if _interpreting() else 256)
+    block_o = 16 if INTERPRETED else 64
+    split, chunk = _split(m, cdiv(o, block_o), dy.device, 16 if INTERPRETED else 256)
     partial = torch.empty((split, o), device=dy.device, dtype=torch.float32)
     _bias_grad_kernel[(cdiv(o, block_o), split)](
         dy, partial, p, q, m, o, chunk, *dy.stride(),
-        BLOCK_M=16 if _interpreting() else 64, BLOCK_O=block_o)
+        BLOCK_M=16 if INTERPRETED else 64, BLOCK_O=block_o)
     return partial.sum(0).to(dy.dtype)
 
 

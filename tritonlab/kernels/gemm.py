@@ -15,8 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import interpreter_enabled, tf32_enabled
-from ._host import cdiv, next_power_of_2
+from ..backend import tf32_enabled
+from ._host import INTERPRETED, cdiv, next_power_of_2
 from ._math import ACTIVATIONS, activate, activate_grad
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -243,7 +243,7 @@ def _split_k(M: int, N: int, K: int, device: torch.device, split_k: int | None) 
                 split_k = min(cdiv(sms, tiles), K // 1024, 32)
     if split_k == 1 or K == 0:
         return 1, K
-    grain = _INTERPRET_CONFIG["BLOCK_K"] if interpreter_enabled() else max(c.kwargs["BLOCK_K"] for c in _configs())
+    grain = _INTERPRET_CONFIG["BLOCK_K"] if INTERPRETED else max(c.kwargs["BLOCK_K"] for c in _configs())
     # at most 65535 ranges: the CUDA limit of the grid's second axis
     per = cdiv(cdiv(K, min(split_k, 65535)), grain) * grain
     return cdiv(K, per), per
@@ -266,7 +266,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
     _check(a, b, bias, activation, out)
     if split_k is not None and (not isinstance(split_k, int) or split_k < 1):
         raise ValueError(f"matmul expected split_k to be None or an int >= 1, got {split_k!r}")
-    if not a.is_cuda and not interpreter_enabled():
+    if not a.is_cuda and not INTERPRETED:
         raise ValueError(
             f"matmul runs on CUDA tensors, or on CPU tensors under Triton's interpreter; got "
             f"tensors on {a.device}: move them to CUDA or set TRITON_INTERPRET=1 before Python starts"
@@ -292,8 +292,8 @@ def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
     )
     meta = dict(HAS_BIAS=bias is not None, ACT=ACTIVATIONS[activation], SPLIT=splits > 1,
                 PRECISION="tf32" if tf32 or a.dtype != torch.float32 else "ieee")
-    if interpreter_enabled() or M * N * K <= _TUNE_MIN_MACS:
-        cfg = _INTERPRET_CONFIG if interpreter_enabled() else _SMALL_CONFIG
+    if INTERPRETED or M * N * K <= _TUNE_MIN_MACS:
+        cfg = _INTERPRET_CONFIG if INTERPRETED else _SMALL_CONFIG
         grid = (cdiv(M, cfg["BLOCK_M"]) * cdiv(N, cfg["BLOCK_N"]), splits)
         _matmul_fixed[grid](*args, **meta, **cfg)
     else:
@@ -387,7 +387,7 @@ def epilogue_grad(dy: torch.Tensor, y: torch.Tensor | None, activation: str | No
 def _epilogue_grad(dy, y, g, act, bias_grad, db_dtype):
     """Launch `_epilogue_grad_kernel`; returns db ((N,), db_dtype) or None."""
     M, N = dy.shape
-    block_m, block_n = (16, 32) if interpreter_enabled() else (32, 128)
+    block_m, block_n = (16, 32) if INTERPRETED else (32, 128)
     col_programs = cdiv(N, block_n)
     splits = max(1, min(cdiv(M, block_m), _programs_wanted(dy.device) // col_programs))
     rows = cdiv(cdiv(M, splits), block_m) * block_m

@@ -17,8 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import interpreter_enabled
-from ._host import cdiv
+from ._host import INTERPRETED, cdiv
 
 
 @triton.jit
@@ -62,7 +61,7 @@ def im2col(x, kernel, stride, pad, dilation, out_size):
     cols = torch.empty((m, k), device=x.device, dtype=x.dtype)
     if cols.numel() == 0:
         return cols
-    block_m, block_k = (16, 16) if interpreter_enabled() else (64, 64)
+    block_m, block_k = (16, 16) if INTERPRETED else (64, 64)
     _im2col_kernel[(cdiv(m, block_m), cdiv(k, block_k))](
         x, cols, h, w, p, q, m, k, r, s, *x.stride(), cols.stride(0),
         *stride, *pad, *dilation, BLOCK_M=block_m, BLOCK_K=block_k)

@@ -42,8 +42,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import interpreter_enabled, tf32_enabled
-from ._host import cdiv, next_power_of_2
+from ..backend import tf32_enabled
+from ._host import INTERPRETED, cdiv, next_power_of_2
 from ._math import sigmoid, tanh
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -453,7 +453,7 @@ def _gru_bwd_kernel(
 
 def _block_b(B: int) -> int:
     # tl.dot: tile sides >= 16; past 32 rows the forward kernels spill registers on sm_90
-    return 16 if interpreter_enabled() or B <= 16 else 32
+    return 16 if INTERPRETED or B <= 16 else 32
 
 
 def _grid_block_h(B: int, H: int, device: torch.device) -> int | None:
@@ -462,7 +462,7 @@ def _grid_block_h(B: int, H: int, device: torch.device) -> int | None:
     most, as the spinning barrier needs; None when none does. Under the interpreter,
     which runs programs one after another, only a single hidden block (no wait)."""
     blocks_b = cdiv(B, _block_b(B))
-    if interpreter_enabled():
+    if INTERPRETED:
         return 16 if H <= 16 else None
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     for block_h in (16, 32, 64, 128):
@@ -496,14 +496,14 @@ def _blocks(B: int, H: int, mode: int, device: torch.device, dtype: torch.dtype,
         # past 227 KB of shared memory in the fp32 backward)
         if _block_b(B) == 16 and w_tiles * span * block_h <= RESIDENT_ELEMENTS:
             return _block_b(B), block_h, span, True
-    elif interpreter_enabled():
+    elif INTERPRETED:
         block_h = 16
     else:
         block_h = max(16, min(64 if mode == PERSISTENT else 32, next_power_of_2(H)))
     # fp32 tiles take twice the registers of 16-bit ones, 32 rows twice those of 16: half
     # the K per iteration (ptxas reports spills otherwise)
     wide = dtype == torch.float32 or _block_b(B) == 32
-    block_k = 16 if interpreter_enabled() else max(16, min(32 if wide else 64, next_power_of_2(H)))
+    block_k = 16 if INTERPRETED else max(16, min(32 if wide else 64, next_power_of_2(H)))
     return _block_b(B), block_h, block_k, False
 
 
