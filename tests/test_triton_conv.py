@@ -2,6 +2,8 @@
 reference tier: forward and every gradient. Without a GPU the kernels run under the
 Triton interpreter, so the shapes stay small (N <= 3, C <= 20, H, W <= 11)."""
 
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -170,14 +172,25 @@ def test_both_forward_k_loops(case, flat_k_below, monkeypatch, triton_device):
     _assert_three_agree(kwargs, _x(shape), "implicit")
 
 
-@pytest.mark.parametrize("sms", [1, 1000], ids=["no_split", "split"])
+@pytest.mark.parametrize("sms", [0, 1000], ids=["no_split", "split"])
 @pytest.mark.parametrize("case", ["k1x1", "k3x3", "everything", "c17_strided"])
 def test_wgrad_split(case, sms, monkeypatch, triton_device):
     """The weight gradient with and without split-K over N*P*Q (partial sums + reduce)."""
     from tritonlab.kernels import conv as kernels
+    # 0 SMs: one slice whatever the tiles (a single output tile splits in two on 1 SM)
     monkeypatch.setattr(kernels, "_sm_count", lambda device: sms)
+    splits, split = [], kernels._split
+
+    def spy(*args):  # (caller, SPLIT) of each reduction cut
+        cut = split(*args)
+        splits.append((sys._getframe(1).f_code.co_name, cut[0]))
+        return cut
+
+    monkeypatch.setattr(kernels, "_split", spy)
     _, kwargs, shape = next(c for c in CASES if c[0] == case)
     _assert_three_agree(kwargs, _x(shape), "implicit")
+    wgrad = [n for caller, n in splits if caller == "conv2d_wgrad"]
+    assert wgrad and all((n > 1) == (sms > 0) for n in wgrad), splits
 
 
 @pytest.mark.parametrize("algo", ALGOS)
