@@ -733,6 +733,14 @@ def test_ceilings_measure_every_dtypes_matmul_and_the_runs_own_roofline(dtype, m
     assert limits.copy_gbps > 0 and limits.launch_us > 0
 
 
+def test_the_floor_is_bytes_or_flops_and_at_least_the_smallest_op():
+    from tritonlab.bench.ceilings import Ceilings
+    limits = Ceilings(copy_gbps=1000, matmul_tflops=10, launch_us=5)
+    assert limits.floor_ms(1e9, 0) == pytest.approx(1.0)    # 1 GB at 1 TB/s
+    assert limits.floor_ms(1e9, 1e11) == pytest.approx(10.0)  # 100 GFLOP at 10 TFLOP/s
+    assert limits.floor_ms(1e6, 1e6) == pytest.approx(0.005)  # 1 us of bytes: one launch, 5 us
+
+
 def test_every_case_of_the_compile_provider_is_compiled(monkeypatch):
     """Dynamo allows 8 graphs per code object, then runs it eagerly without a word: a
     case compiles two (with and without grad), so each build starts a fresh Dynamo."""

@@ -2,7 +2,8 @@
 FLOP/s (fp32, fp16 and bf16, and on a GPU fp32 with TF32 on too; the run's own setting
 gives the roofline, the others are measured at one small size on a CPU), and the latency of the smallest op (a launch on a GPU, the
 dispatcher's overhead on a CPU). Every row's roofline fraction divides the op's floor
-time under these ceilings by its measured time."""
+time under these ceilings (bytes at the copy bandwidth or FLOPs at the matmul rate, at
+least one smallest op) by its measured time."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -21,8 +22,12 @@ class Ceilings:
     matmul_all: dict = field(default_factory=dict)  # label -> TFLOP/s, every dtype measured
 
     def floor_ms(self, nbytes: float, flops: float) -> float:
-        """The least time an op moving `nbytes` and doing `flops` can take here."""
-        return max(nbytes / (self.copy_gbps * 1e9), flops / (self.matmul_tflops * 1e12)) * 1e3
+        """The least time an op moving `nbytes` and doing `flops` can take here: its
+        bytes at the copy bandwidth or its FLOPs at the matmul rate, whichever is
+        longer, and never less than the smallest op (an op is at least one launch, so a
+        tiny case's share says how close it comes to that, not to a bandwidth it
+        cannot reach)."""
+        return max(nbytes / (self.copy_gbps * 1e9), flops / (self.matmul_tflops * 1e12), self.launch_us * 1e-6) * 1e3
 
 
 def measure(device: torch.device, dtype: torch.dtype, quick: bool = False) -> Ceilings:
