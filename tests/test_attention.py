@@ -1,7 +1,5 @@
 """scaled_dot_product_attention and MultiheadAttention on every tier against torch:
 forward and every gradient, masks, causal, grouped-query heads, dropout, bad input."""
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,9 +10,6 @@ from parity import assert_matches_torch
 
 TIERS = ["naive", "reference"]
 TOL = {torch.float32: dict(atol=2e-5, rtol=2e-5), torch.float64: dict(atol=1e-10, rtol=1e-10)}
-HAS_TRITON_TIER = (Path(tritonlab.__file__).parent / "layers" / "functions" / "attention.py").exists()
-needs_triton_tier = pytest.mark.skipif(not HAS_TRITON_TIER, reason="the triton tier "
-                                       "(tritonlab/layers/functions/attention.py) has not landed yet")
 
 
 def _leaves(*ts):
@@ -387,11 +382,16 @@ def test_mha_is_causal_hint(key_padding, need_weights):
 
 
 def test_mha_causal_mask_and_hint_agree():
+    """The hint (which replaces the mask here) and the mask itself both give torch's result."""
     x = _seq(6, 2, 8)
     mha = tritonlab.MultiheadAttention(8, 2, dtype=torch.float64)
+    ref = nn.MultiheadAttention(8, 2, dtype=torch.float64)
+    ref.load_state_dict(mha.state_dict())
     causal = nn.Transformer.generate_square_subsequent_mask(6, dtype=torch.float64)
-    with_hint = mha(x, x, x, attn_mask=causal, is_causal=True, need_weights=False)[0]
-    torch.testing.assert_close(with_hint, mha(x, x, x, attn_mask=causal, need_weights=False)[0])
+    expected = ref(x, x, x, attn_mask=causal, need_weights=False)[0]
+    for hint in (True, False):
+        torch.testing.assert_close(mha(x, x, x, attn_mask=causal, is_causal=hint, need_weights=False)[0], expected,
+                                   **TOL[x.dtype], msg=lambda m: f"is_causal={hint}: {m}")
 
 
 def test_mha_fully_masked_query_gives_zero_attention():
@@ -513,7 +513,6 @@ def test_mha_bad_input(case, call, error, message):
 
 # ---- the triton tier (interpreter on CPU) -------------------------------------------
 
-@needs_triton_tier
 class TestTritonTier:
     TOL = dict(atol=1e-4, rtol=1e-4)
 

@@ -12,10 +12,9 @@ import torch
 import torch.nn.functional as F
 
 import tritonlab
+import tritonlab.kernels.attention as kernels
 from sm90 import compile_for_sm90
-
-attention = pytest.importorskip("tritonlab.layers.functions.attention")
-kernels = pytest.importorskip("tritonlab.kernels.attention")
+from tritonlab.layers.functions import attention
 
 TOL = {torch.float32: dict(atol=2e-5, rtol=2e-5), torch.float16: dict(atol=4e-3, rtol=4e-3),
        torch.float64: dict(atol=1e-10, rtol=1e-10)}
