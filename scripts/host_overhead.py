@@ -12,13 +12,14 @@ top) and without any kernel. torch.nn's time on the same CPU tensors is printed 
 it for scale (its CPU kernels included, so it is not a like-for-like host time).
 The outputs are garbage (nothing computes them); only the time means anything.
 
-    .venv/bin/python scripts/host_overhead.py [layer ...]
+    .venv/bin/python scripts/host_overhead.py [layer ...] [--calls N]
 
-Each number is the best of 5 rounds of the median-free mean over N calls after a
+Each number is the best of 5 rounds of the mean over N calls (2000 by default) after a
 warm-up, in microseconds; on a shared 2-core machine expect ±10%.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -93,21 +94,28 @@ def _step(mod, x, backward: bool):
     return fwd_bwd
 
 
-def main(names: list[str]) -> int:
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description="Host time per call of each triton-tier layer, launches stubbed.")
+    parser.add_argument("layers", nargs="*", help="layers to time (all by default)")
+    parser.add_argument("--calls", type=int, default=2000, help="calls per round (5 rounds, the best kept)")
+    args = parser.parse_args(argv)
     cases = _cases()
-    unknown = sorted(set(names) - set(cases))
+    unknown = sorted(set(args.layers) - set(cases))
     if unknown:
         print(f"unknown layer(s) {unknown}; choose from {sorted(cases)}", file=sys.stderr)
         return 2
+    if args.calls < 1:
+        print(f"--calls must be at least 1, got {args.calls}", file=sys.stderr)
+        return 2
     torch.manual_seed(0)
     print(f"{'layer':16s} {'fwd us':>8s} {'torch.nn':>9s} {'fwd+bwd us':>11s} {'torch.nn':>9s}")
-    for name in names or cases:
+    for name in args.layers or cases:
         lab_cls, torch_cls, shape = cases[name]
         lab = lab_cls()
         lab.backend = "triton"
         x = torch.randn(shape)
-        row = [_per_call_us(_step(lab, x, b), 2000) for b in (False, True)]
-        ref = [_per_call_us(_step(torch_cls(), x, b), 2000) for b in (False, True)] if torch_cls else [None] * 2
+        row = [_per_call_us(_step(lab, x, b), args.calls) for b in (False, True)]
+        ref = [_per_call_us(_step(torch_cls(), x, b), args.calls) for b in (False, True)] if torch_cls else [None] * 2
         cells = [f"{v:8.1f}" if v is not None else f"{'–':>8s}" for v in (row[0], ref[0], row[1], ref[1])]
         print(f"{name:16s} {cells[0]} {cells[1]:>9s} {cells[2]:>11s} {cells[3]:>9s}")
     return 0
