@@ -36,6 +36,7 @@ def test_backward_uses_the_forward_mask(tier):
     x = torch.rand(7, 33) + 0.5  # no zeros, so y == 0 marks exactly the dropped elements
     y, dx, dy = _dropout_and_grad(tritonlab.Dropout(0.3, backend=tier), x)
     keep = y != 0
+    assert not keep.all()
     torch.testing.assert_close(dx, dy * keep / 0.7)
 
 

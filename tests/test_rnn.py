@@ -129,14 +129,16 @@ def test_gradcheck(cell, tier):
 @pytest.mark.parametrize("cell", CELLS)
 def test_dropout_in_training(cell, tier):
     """Train-mode dropout between layers: differs from eval, reproducible under a seed,
-    and differentiable."""
+    a fresh mask on each call, and differentiable."""
     lab = CELLS[cell][0](3, 5, num_layers=3, dropout=0.5, backend=tier)
     x = torch.randn(4, 2, 3)
     torch.manual_seed(7)
     first = lab(x)[0]
+    fresh = lab(x)[0]
     torch.manual_seed(7)
     again = lab(x)[0]
     torch.testing.assert_close(first, again, atol=0, rtol=0)
+    assert not torch.allclose(first, fresh)
     lab.eval()
     assert not torch.allclose(first, lab(x)[0])
     first.sum().backward()
