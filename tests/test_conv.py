@@ -78,7 +78,7 @@ def test_empty_batch(tier):
     y = layer(x)
     y.sum().backward()
     assert y.shape == (0, 4, 5, 6) and x.grad.shape == x.shape
-    assert not layer.weight.grad.any()
+    assert not layer.weight.grad.any() and not layer.bias.grad.any()
 
 
 # channels_last: (id, kwargs, input shape, input in channels_last, weights in channels_last)

@@ -248,20 +248,28 @@ def test_reswap_is_a_no_op_reported_as_such(net):
 
 
 def test_the_root_module_is_swapped_in_place():
-    lstm = nn.LSTM(3, 4)
+    lstm, x = nn.LSTM(3, 4), torch.randn(5, 2, 3)
+    expected = lstm(x)
     report = tritonlab.swap(lstm)
     assert type(lstm) is tritonlab.LSTM and lstm.algo == "auto" and report.changed == [""]
     assert "(root)" in str(report)
-    out, (h, c) = lstm(torch.randn(5, 2, 3))
-    assert out.shape == (5, 2, 4) and h.shape == c.shape == (1, 2, 4)
+    torch.testing.assert_close(lstm(x), expected, atol=1e-5, rtol=1e-5)  # its weights kept
 
 
-def test_backend_none_follows_the_global_choice():
+def test_backend_none_follows_the_global_choice(monkeypatch):
+    from tritonlab.layers import activations
+    calls = []
+    naive = activations._RELU["naive"]
+    monkeypatch.setitem(activations._RELU, "naive", lambda x: calls.append(1) or naive(x))
     relu = nn.ReLU()
     tritonlab.swap(relu, backend=None)
     assert relu.backend is None
     with tritonlab.use_backend("naive"):
         torch.testing.assert_close(relu(torch.tensor([-1.0, 2.0])), torch.tensor([0.0, 2.0]))
+    assert calls == [1]
+    with tritonlab.use_backend("reference"):
+        relu(torch.tensor([-1.0, 2.0]))
+    assert calls == [1]
 
 
 def test_shared_modules_are_reported_once():
