@@ -70,9 +70,10 @@ def test_encode_and_decode_reject_what_is_not_in_the_vocab():
         vocab.decode([-1])
 
 
-@pytest.mark.parametrize("itos", [("A", "A"), ("AB",), ()])
-def test_vocab_rejects_bad_itos(itos):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("itos,message", [(("A", "A"), "distinct, got 'AA'"), (("AB",), "single characters, got 'AB'"),
+                                          ((), "at least one character")])
+def test_vocab_rejects_bad_itos(itos, message):
+    with pytest.raises(ValueError, match=message):
         Vocab(itos)
 
 
