@@ -23,8 +23,17 @@ def _leaf(i):
     if type(i) is tuple:
         return tuple(_leaf(t) for t in i)
     if isinstance(i, torch.Tensor):
-        return i.detach().clone().requires_grad_(i.is_floating_point())
+        return _same_strides(i.detach()).requires_grad_(i.is_floating_point())
     return i
+
+
+def _same_strides(t: torch.Tensor) -> torch.Tensor:
+    """A copy of `t` with t's strides, gaps included: clone() makes a sliced view
+    (x[..., ::2]) contiguous, so the layer would never see the strided input the test
+    built. An expanded tensor (stride 0) cannot be written elementwise: cloned."""
+    if any(st == 0 and n > 1 for st, n in zip(t.stride(), t.shape)):
+        return t.clone()
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device).copy_(t)
 
 
 def _flat(items):
