@@ -34,14 +34,22 @@ CASES = {  # name: (layer for a backend, input shape)
     "attention": (SelfAttention, (2, 5, 4)),
 }
 TRITON_CASES = [name for name in CASES if name not in ("flatten", "lstm_proj")]  # no kernels
+# the tritonlab:: ops each triton-tier graph must call (a graph of plain aten ops would
+# mean the export had traced another tier)
+TRITON_OPS = {"conv2d": {"conv2d"}, "relu": {"activation"}, "sigmoid": {"activation"}, "tanh": {"activation"},
+              "softmax": {"softmax"}, "dropout": {"dropout"}, "softmax_dropout": {"softmax_dropout"},
+              "linear": {"linear"}, "lstm": {"lstm", "dropout"}, "gru": {"gru"}, "gru_no_bias": {"gru"},
+              "attention": {"attention", "linear"}}
 
 
 def _check_export(name, backend, device, training, strict=False):
+    """Returns the tritonlab:: ops the exported graph calls, by name."""
     make, shape = CASES[name]
     torch.manual_seed(0)
     layer = make(backend).to(device).train(training)
     x = torch.randn(shape, device=device, requires_grad=True)
-    program = torch.export.export(layer, (x,), strict=strict).module()
+    traced = torch.export.export(layer, (x,), strict=strict)
+    program = traced.module()
 
     def run(module):
         torch.manual_seed(1)  # the same dropout mask in both
@@ -57,6 +65,8 @@ def _check_export(name, backend, device, training, strict=False):
     assert exported_grads.keys() == eager_grads.keys()
     for key, expected in eager_grads.items():
         torch.testing.assert_close(exported_grads[key], expected, msg=lambda m: f"{key}: {m}")
+    return {node.target.name().split("::")[1].split(".")[0] for node in traced.graph.nodes
+            if isinstance(node.target, torch._ops.OpOverload) and node.target.namespace == "tritonlab"}
 
 
 @pytest.mark.parametrize("strict", [False, True], ids=["non-strict", "strict"])
@@ -72,7 +82,7 @@ def test_exported_program_matches_eager(name, backend, training, strict):
 def test_exported_program_matches_eager_on_the_triton_tier(name, triton_device, strict):
     """The triton ops are opaque nodes of the graph (tritonlab:: custom ops) that carry
     their Triton backward."""
-    _check_export(name, "triton", triton_device, training=True, strict=strict)
+    assert _check_export(name, "triton", triton_device, training=True, strict=strict) == TRITON_OPS[name]
 
 
 @pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh"])
@@ -85,5 +95,7 @@ def test_exported_reference_activation_has_eager_gradients_at_the_edges(name):
     program = torch.export.export(layer, (x,)).module()
     (exported,) = torch.autograd.grad(program(x).sum(), x)
     (eager,) = torch.autograd.grad(layer(x).sum(), x)
+    (theirs,) = torch.autograd.grad(getattr(torch, name)(x).sum(), x)
     torch.testing.assert_close(exported, eager)
+    torch.testing.assert_close(exported, theirs)  # the eager tier could be wrong at the edges too
     assert torch.isfinite(exported).all() and exported[0] == 0
