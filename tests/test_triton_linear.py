@@ -71,15 +71,25 @@ def test_matmul_out_in_float32_for_half_inputs(triton_device):
     torch.testing.assert_close(out, (a.double() @ b.double()).float(), atol=1e-4, rtol=1e-4)
 
 
+def _spy_splits(monkeypatch):
+    """The number of K ranges each matmul call cuts K into (1: the unsplit path ran)."""
+    splits, real = [], gemm._split_k
+    monkeypatch.setattr(gemm, "_split_k", lambda *a: splits.append(real(*a)[0]) or real(*a))
+    return splits
+
+
+# K long enough to split at the interpreter's BLOCK_K (32) and at the GPU's largest (128)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
-@pytest.mark.parametrize("m,k,n,split_k", [(5, 400, 7, 3), (33, 129, 67, 2), (1, 1000, 1, 40), (20, 64, 30, 5)],
+@pytest.mark.parametrize("m,k,n,split_k", [(5, 400, 7, 3), (33, 129, 67, 2), (1, 1000, 1, 40), (20, 300, 30, 5)],
                          ids=str)
-def test_matmul_split_k(m, k, n, split_k, dtype, triton_device):
+def test_matmul_split_k(m, k, n, split_k, dtype, triton_device, monkeypatch):
     a = torch.randn(m, k, device=triton_device, dtype=dtype)
     b = torch.randn(n, k, device=triton_device, dtype=dtype).t() / k ** 0.5
     bias = torch.randn(n, device=triton_device, dtype=dtype)
+    splits = _spy_splits(monkeypatch)
     for activation in (None, "sigmoid"):
         _close(matmul(a, b, bias, activation, split_k=split_k), _expected(a, b, bias, activation), dtype, scale=2)
+    assert len(splits) == 2 and all(1 < s <= split_k for s in splits), splits  # the split path, both times
 
 
 def test_split_k_ranges():
@@ -92,12 +102,14 @@ def test_split_k_ranges():
         assert s <= min(n, 65535) and (s - 1) * per < k <= s * per  # every k in exactly one range
 
 
-def test_matmul_split_k_into_out_with_odd_strides(triton_device):
+def test_matmul_split_k_into_out_with_odd_strides(triton_device, monkeypatch):
     a = torch.randn(300, 10, device=triton_device).t()             # (10, 300), strides (1, 10)
     b = torch.randn(300, 9, device=triton_device) / 17
     store = torch.zeros(9, 12, device=triton_device)
     out = store.t()[2:]                                             # (10, 9), strides (1, 12)
+    splits = _spy_splits(monkeypatch)
     matmul(a, b, None, "relu", out=out, split_k=4)
+    assert len(splits) == 1 and splits[0] > 1
     _close(out, _expected(a, b, None, "relu"), torch.float32)
     assert (store.t()[:2] == 0).all()
 
@@ -263,11 +275,26 @@ def test_empty_batch_and_zero_in_or_out_features(triton_device):
                          torch.randn(2, 3, device=triton_device), tier="triton")
 
 
-def test_only_the_gradients_asked_for(triton_device):
+def test_only_the_gradients_asked_for(triton_device, monkeypatch):
+    """A frozen input gets no dX GEMM, a frozen weight no dW GEMM; the one asked for is right."""
+    from tritonlab.layers.functions import linear as functions
+    gemms, real = [], functions.matmul
+
+    def counted(a, b, *rest, **kw):
+        gemms.append((tuple(a.shape), tuple(b.shape)))
+        return real(a, b, *rest, **kw)
+    monkeypatch.setattr(functions, "matmul", counted)
     x = torch.randn(5, 8, device=triton_device)
     w = torch.randn(3, 8, device=triton_device, requires_grad=True)
     linear_triton(x, w, None, "relu").sum().backward()
-    assert w.grad is not None and w.grad.shape == (3, 8)
+    assert gemms == [((5, 8), (8, 3)), ((3, 5), (5, 8))]  # forward, then dW = gᵀ x only
+    mask = (x @ w.detach().t() > 0).float()                 # d relu(y).sum() / dy
+    torch.testing.assert_close(w.grad, mask.t() @ x, atol=1e-5, rtol=1e-5)
+    gemms.clear()
+    x.requires_grad_()
+    linear_triton(x, w.detach(), None, "relu").sum().backward()
+    assert gemms == [((5, 8), (8, 3)), ((5, 3), (3, 8))]  # forward, then dX = g W only
+    torch.testing.assert_close(x.grad, mask @ w.detach(), atol=1e-5, rtol=1e-5)
 
 
 def test_second_derivative_refused(triton_device):
