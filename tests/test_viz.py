@@ -73,9 +73,18 @@ def test_gates_match_torch_nn_seq_first(cls, bias):
 
 def test_conv_feature_maps_by_hooks(checkpoints):
     model, _, _ = load_model(checkpoints["cnn"])
-    maps = _conv_outputs(model, torch.randint(4, (1, 30)))
+    x = torch.randint(4, (1, 30))
+    maps = _conv_outputs(model, x)
     assert [m.shape for m in maps] == [(12, 30), (12, 30)]
     assert all(not conv._forward_hooks for conv in model.convs)  # hooks removed again
+    # each map is its convolution's output, rebuilt layer by layer (eval: no dropout; the
+    # causal left padding as the model pads)
+    h = model.embed(x).transpose(1, 2).unsqueeze(2)
+    with torch.no_grad():
+        for conv, m in zip(model.convs, maps, strict=True):
+            out = conv(torch.nn.functional.pad(h, ((conv.kernel_size[1] - 1) * conv.dilation[1], 0)))
+            torch.testing.assert_close(torch.from_numpy(m), out[0, :, 0])
+            h = torch.relu(out)
 
 
 def test_attention_maps_are_the_causal_weights_torch_computes(checkpoints):
