@@ -32,11 +32,12 @@ def _tiny(name, params, label="tiny"):
     return dataclasses.replace(OPS[name], cases=[Case(label, 1, params, quick=True)])
 
 
+TINY = {"linear": {"m": 5, "k": 7, "n": 3}, "relu": {"shape": (4, 9)}, "lstm": {"b": 2, "t": 3, "i": 4, "h": 5}}
+
+
 @pytest.fixture(scope="module")
 def tiny_run():
-    ops = [_tiny("linear", {"m": 5, "k": 7, "n": 3}), _tiny("relu", {"shape": (4, 9)}),
-           _tiny("lstm", {"b": 2, "t": 3, "i": 4, "h": 5})]
-    return runner.run(ops, quick=True, progress=False)
+    return runner.run([_tiny(name, params) for name, params in TINY.items()], quick=True, progress=False)
 
 
 def test_rows_for_every_provider_and_mode(tiny_run):
@@ -207,11 +208,23 @@ def test_cases_sized_for_the_device():
 
 
 def test_derived_columns_follow_the_cost_model(tiny_run):
+    """Every timed row: bytes and FLOPs from its op's cost model, throughput and roofline
+    from them and its own median, speed-up against torch's row of the same op, case and
+    mode (the bwd mode's cost: test_bwd_mode_costs_the_backward_alone)."""
     df, limits = tiny_run
     r = df[(df["op"] == "linear") & (df["provider"] == "reference") & (df["mode"] == "fwd")].iloc[0]
     assert r["flops"] == 2 * 5 * 7 * 3
-    assert r["tflops"] == pytest.approx(r["flops"] / (r["ms_p50"] * 1e-3) / 1e12)
-    assert r["roofline_frac"] == pytest.approx(limits.floor_ms(r["bytes"], r["flops"]) / r["ms_p50"])
+    ok = df[df["status"] == "ok"]
+    assert set(ok["mode"]) == set(runner.QUICK_MODES) and set(ok["op"]) == set(TINY)
+    torch_ms = ok[ok["provider"] == "torch"].set_index(["op", "mode"])["ms_p50"]
+    for _, r in ok.iterrows():
+        cost, where = OPS[r["op"]].cost(TINY[r["op"]], r["mode"], 4), (r["op"], r["provider"], r["mode"])
+        assert (r["bytes"], r["flops"]) == (cost.bytes, cost.flops), where
+        sec = r["ms_p50"] * 1e-3
+        assert r["gbps"] == pytest.approx(r["bytes"] / sec / 1e9), where
+        assert r["tflops"] == pytest.approx(r["flops"] / sec / 1e12), where
+        assert r["roofline_frac"] == pytest.approx(limits.floor_ms(r["bytes"], r["flops"]) / r["ms_p50"]), where
+        assert r["speedup_vs_torch"] == pytest.approx(torch_ms[(r["op"], r["mode"])] / r["ms_p50"]), where
 
 
 def test_report_files(tiny_run, tmp_path):
