@@ -8,9 +8,12 @@ H200 run of 2026-11-28 showed it (ReLU on 16M elements: 0.080 ms through the lay
 interpreter is switched on so the triton tier accepts CPU tensors, and every kernel
 launch (`kernel[grid](...)`) is replaced by a no-op, so what is timed is tritonlab's
 own host code plus torch's autograd, without Triton's launcher (which a GPU adds on
-top) and without any kernel. torch.nn's time on the same CPU tensors is printed beside
-it for scale (its CPU kernels included, so it is not a like-for-like host time).
-The outputs are garbage (nothing computes them); only the time means anything.
+top) and without any kernel. The launchers take their interpreter branches: GEMM,
+conv and attention a fixed tile instead of the autotuner's lookup (which a GPU adds
+too); the RNNs are set to persistent-grid, the variant `auto` takes on a GPU at these
+sizes. torch.nn's time on the same CPU tensors is printed beside it for scale (its CPU
+kernels included, so it is not a like-for-like host time). The outputs are garbage
+(nothing computes them); only the time means anything.
 
     .venv/bin/python scripts/host_overhead.py [layer ...] [--calls N]
 
@@ -24,7 +27,7 @@ import os
 import sys
 import time
 
-os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported: it reads it once
+os.environ["TRITON_INTERPRET"] = "1"  # before tritonlab's kernel modules load: triton.jit reads it per kernel
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -113,6 +116,8 @@ def main(argv: list[str]) -> int:
         lab_cls, torch_cls, shape = cases[name]
         lab = lab_cls()
         lab.backend = "triton"
+        if isinstance(lab, nn.RNNBase):
+            lab.algo = "persistent-grid"
         x = torch.randn(shape)
         row = [_per_call_us(_step(lab, x, b), args.calls) for b in (False, True)]
         ref = [_per_call_us(_step(torch_cls(), x, b), args.calls) for b in (False, True)] if torch_cls else [None] * 2

@@ -97,8 +97,8 @@ def _shape_cases(shapes: dict[str, list[tuple]], quick: tuple) -> list[Case]:
 
 # CPU: seconds on two cores. GPU: 16M+ elements, so a kernel runs long enough to
 # reach bandwidth; rows of 1K-8K columns, and 32K (past what one program holds on chip);
-# and one small case (a few MB, under a microsecond of bandwidth), where what a call
-# costs is its launch and the host code around it, as for a small model's layers
+# and one small case (1-2 MB a pass, about a microsecond of bandwidth), where a call
+# costs about one launch, as a small model's layers do
 ELEMENTWISE = {"cpu": [(256, 1024), (1024, 4096)], "cuda": [(512, 512), (4096, 4096), (8192, 8192)]}
 ROWS = {"cpu": [(256, 1024), (1024, 4096)],
         "cuda": [(512, 512), (8192, 1024), (8192, 4096), (8192, 8192), (2048, 32768)]}
@@ -216,7 +216,7 @@ RNN_CASES = [_rnn_case(8, 64, 64, 128, quick=True), _rnn_case(32, 64, 128, 256)]
     _rnn_case(*c, quick=i == 1, device="cuda", full=i in (2, 4)) for i, c in enumerate(
         [(1, 512, 128, 256), (8, 512, 256, 256), (32, 256, 256, 512), (64, 512, 512, 1024), (256, 128, 1024, 1024)])]
 
-# the GPU's first: issue 3's target; second: a small layer (a char model's), launch-bound
+# the GPU's first: 4096³, where cuBLAS is the bar; second: a small layer (a char model's), launch-bound
 LINEAR = {"cpu": [(256, 512, 512), (1024, 1024, 1024)],
           "cuda": [(4096, 4096, 4096), (64, 256, 256), (128, 4096, 4096), (16384, 1024, 4096)]}
 

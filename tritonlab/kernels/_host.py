@@ -5,15 +5,12 @@ callable from host code, but each call unwraps its arguments as constexprs first
 on this project's 2-core CPU against ~0.1 us for the arithmetic. A Linear forward and
 backward makes ~20 such calls, so the launchers use these plain twins (same results,
 tests/test_kernels_host.py). Inside @triton.jit code, keep tl.cdiv / triton's own.
-"""
-from ..backend import interpreter_enabled
 
-# Whether this process's kernels run in Triton's interpreter. triton.jit reads
-# TRITON_INTERPRET once, when it decorates a kernel (as these modules load), so the
-# launchers read it once too, with the kernels: a read of the environment costs ~1 us
-# and a MultiheadAttention forward and backward made ~20. (backend.interpreter_enabled
-# stays live: it decides whether the triton tier may take CPU tensors at all.)
-INTERPRETED = interpreter_enabled()
+Each kernel module also holds INTERPRETED, TRITON_INTERPRET as it read when its
+kernels were decorated (triton.jit reads it then, per kernel): the launchers branch on
+it (the interpreter's fixed small tiles) without reading the environment on every
+launch (~1 us a read, ~20 reads a MultiheadAttention forward and backward).
+"""
 
 
 def cdiv(a: int, b: int) -> int:

@@ -61,9 +61,11 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import tf32_enabled
-from ._host import INTERPRETED, cdiv, next_power_of_2
+from ..backend import interpreter_enabled, tf32_enabled
+from ._host import cdiv, next_power_of_2
 from .softmax import _keep
+
+INTERPRETED = interpreter_enabled()  # as triton.jit read it for this module's kernels (see _host)
 
 LOG2E = 1.4426950408889634  # the kernels spell it out: a plain global is no constexpr
 _LEN_BUCKET_CAP = 16384   # autotune per power-of-two bucket of L and S up to this

@@ -41,9 +41,11 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import tf32_enabled
-from ._host import INTERPRETED, cdiv, next_power_of_2
+from ..backend import interpreter_enabled, tf32_enabled
+from ._host import cdiv, next_power_of_2
 from ._math import ACTIVATIONS, activate, activate_grad
+
+INTERPRETED = interpreter_enabled()  # as triton.jit read it for this module's kernels (see _host)
 
 _INT32_MAX = 2**31 - 1
 # below this many input channels per group the forward flattens K = (r, s, c) into one

@@ -15,9 +15,11 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import tf32_enabled
-from ._host import INTERPRETED, cdiv, next_power_of_2
+from ..backend import interpreter_enabled, tf32_enabled
+from ._host import cdiv, next_power_of_2
 from ._math import ACTIVATIONS, activate, activate_grad
+
+INTERPRETED = interpreter_enabled()  # as triton.jit read it for this module's kernels (see _host)
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _M_BUCKET_CAP = 4096  # autotune per power-of-two bucket of M up to this, then once for all larger M

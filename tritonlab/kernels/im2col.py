@@ -17,7 +17,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ._host import INTERPRETED, cdiv
+from ..backend import interpreter_enabled
+from ._host import cdiv
+
+INTERPRETED = interpreter_enabled()  # as triton.jit read it for this module's kernels (see _host)
 
 
 @triton.jit
