@@ -38,10 +38,15 @@ CONFIGS = {
 
 @pytest.fixture(params=VARIANTS)
 def variant(request, monkeypatch, triton_device):
-    """Run the test with the module-wide recurrence variant set (restored after)."""
+    """Run the test with the module-wide recurrence variant set (restored after), and
+    check that the kernels ran in that variant's mode: both variants computing alike
+    proves nothing if one of them never ran."""
     from tritonlab.layers.functions import rnn
     monkeypatch.setattr(rnn, "variant", request.param)
-    return request.param
+    modes, real = [], rnn._mode
+    monkeypatch.setattr(rnn, "_mode", lambda *a: modes.append(real(*a)) or modes[-1])
+    yield request.param
+    assert modes and set(modes) == {rnn._MODES[request.param]}, modes
 
 
 def initial_state(cell, kwargs, batch, dtype, device="cpu"):
