@@ -17,7 +17,7 @@ from .ceilings import Ceilings  # noqa: E402
 
 COLUMNS = ["op", "provider", "mode", "case", "dtype", "device", "ms_p50", "ms_p20", "ms_p80", "gbps", "tflops",
            "roofline_frac", "speedup_vs_torch", "peak_mem_mb", "max_abs_err", "torch_version", "triton_version",
-           "timestamp", "status", "first_call_ms", "size", "bytes", "flops", "scratch_bytes", "tf32", "cuda_version",
+           "timestamp", "status", "first_call_ms", "loop_ms", "size", "bytes", "flops", "scratch_bytes", "tf32", "cuda_version",
            "driver_version", "copy_gbps_ceiling", "matmul_tflops_ceiling", "launch_us"]
 
 
@@ -53,7 +53,11 @@ def summary(df: pd.DataFrame, limits: Ceilings, source: str = "") -> str:
            f"smallest op {limits.launch_us:.1f} µs. "
            "Times are medians in ms (p20–p80 in results.csv; on a CPU a slow row gets as few as "
            "five runs, so compare spreads before reading much into a small difference), the first "
-           "forward (compile, autotune) kept out and reported as first_call_ms; peak_mem_mb is "
+           "forward (compile, autotune) kept out and reported as first_call_ms; "
+           + ("ms is CUDA-event time after an L2 flush, which hides host time shorter than the flush, and loop "
+              "ms the wall-clock time per call of back-to-back calls (no flush), host time included, as a "
+              "training loop pays it; " if cuda else "") +
+           "peak_mem_mb is "
            "the most memory allocated during one call, inputs included (a GPU only); ×torch is torch's time over "
            "this provider's (above 1 is faster); roofline is the op's floor time under the "
            "measured ceilings (its bytes at the copy bandwidth or its FLOPs at the matmul rate, and at least "
@@ -64,6 +68,7 @@ def summary(df: pd.DataFrame, limits: Ceilings, source: str = "") -> str:
            "output without dropout times this provider's own mask / (1 - p), and the share of elements "
            "they keep against 1 - p." + (f" {source}" if source else ""),
            ""]
+    loop = bool(cuda) and "loop_ms" in df and bool(df["loop_ms"].notna().any())  # a GPU run's column
     for op, g in df.groupby("op", sort=False):
         out += [f"## {op}", ""]
         rows = []
@@ -71,10 +76,13 @@ def summary(df: pd.DataFrame, limits: Ceilings, source: str = "") -> str:
             timed = r["status"] == "ok"
             rows.append([r["case"], r["mode"], r["provider"],
                          _fmt(r["ms_p50"], ".3f") if timed else r["status"],
+                         *([_fmt(r["loop_ms"], ".3f") if timed else ""] if loop else []),
                          _fmt(r["speedup_vs_torch"], ".2f") if timed else "",
                          _fmt(100 * r["roofline_frac"], ".1f") if timed else "",
                          _fmt(r["max_abs_err"], ".1e")])
-        out += [_table(["case", "mode", "provider", "ms", "×torch", "% roofline", "max abs err"], rows), ""]
+        header = ["case", "mode", "provider", "ms", *(["loop ms"] if loop else []), "×torch", "% roofline",
+                  "max abs err"]
+        out += [_table(header, rows), ""]
         notes = g[g["note"] != ""].drop_duplicates(["provider", "case"]) if "note" in g else g.iloc[:0]
         out += [f"Note: {r['provider']} on {r['case']}: {r['note']}." for _, r in notes.iterrows()]
         out += [""] if len(notes) else []

@@ -1,11 +1,13 @@
 """How one callable is timed: CUDA events on a GPU, repeated wall-clock runs on CPU.
 
 Both return (p50, p20, p80) in milliseconds, the first call (compilation, autotuning,
-allocator warm-up) kept out. Under TRITON_INTERPRET=1 nothing is timed: the
+allocator warm-up) kept out. On a GPU, time_loop adds the wall-clock time per call of a
+loop of calls, host time included. Under TRITON_INTERPRET=1 nothing is timed: the
 interpreter runs kernels in Python, thousands of times slower than the device.
 """
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from typing import Callable
@@ -51,6 +53,25 @@ def time_gpu(fn: Callable[[], object]) -> tuple[float, float, float]:
     torch.cuda.synchronize()
     p50, p20, p80 = do_bench(fn, warmup=25, rep=100, quantiles=[0.5, 0.2, 0.8])
     return p50, p20, p80
+
+
+def time_loop(fn: Callable[[], object], device: torch.device, per_call_ms: float, target_ms: float = 50.0) -> float:
+    """Mean wall-clock ms per call over back-to-back calls (about `target_ms` in all, 3 to
+    1000 calls) ending in one synchronize, no cache flush between them: what a loop of
+    calls, such as a training step's layers, pays, host time included. do_bench clears
+    the L2 before each timed call, which gives the host that long to queue the call's
+    kernels, so there a call whose Python outlasts its kernels reads as fast as them.
+    NaN off a GPU, where time_cpu's runs are wall-clock already."""
+    if device.type != "cuda":
+        return float("nan")
+    calls = max(3, min(1000, math.ceil(target_ms / max(per_call_ms, 1e-3))))
+    fn()
+    torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) * 1e3 / calls
 
 
 def time_fn(fn: Callable[[], object], device: torch.device, budget_s: float = 0.5) -> tuple[float, float, float]:
