@@ -127,8 +127,10 @@ def assert_same_training(start: dict, ref: nn.Module, lab: nn.Module, ref_losses
     """Losses and final weights agree, and training moved the weights (more than one
     step of lr: two untrained models would agree trivially)."""
     torch.testing.assert_close(lab_losses, ref_losses, rtol=loss_rtol, atol=0)
-    for (name, p), q in zip(ref.named_parameters(), lab.parameters()):
-        torch.testing.assert_close(q, p, rtol=loss_rtol, atol=weight_atol, msg=lambda m: f"{name}: {m}")
+    labs = dict(lab.named_parameters())
+    assert labs.keys() == dict(ref.named_parameters()).keys()  # a parameter lost in the swap goes uncompared otherwise
+    for name, p in ref.named_parameters():
+        torch.testing.assert_close(labs[name], p, rtol=loss_rtol, atol=weight_atol, msg=lambda m: f"{name}: {m}")
     moved = max((p - start[n].to(p)).abs().max().item() for n, p in ref.named_parameters())
     assert moved > LR, f"training moved the weights by only {moved:.2e}"
 

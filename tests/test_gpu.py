@@ -45,13 +45,20 @@ def test_reference_tier_on_cuda(name, build, shape, dtype):
 
 def test_auto_picks_a_working_tier_on_cuda():
     x = torch.randn(4, 8, device="cuda")
+    assert tritonlab.backend.resolve(None, x) == "triton"  # auto on CUDA tensors
     torch.testing.assert_close(tritonlab.Softmax(-1)(x), torch.softmax(x, -1))
 
 
 def test_dropout_mask_reproducible_on_cuda():
+    """Same seed, same mask; another seed, another; the mask drops about p and scales the
+    rest by 1 / (1 - p) (a dropout that dropped nothing would pass the first check alone)."""
     x = torch.randn(64, 256, device="cuda")
-    torch.manual_seed(3)
-    a = tritonlab.Dropout(0.5, backend="reference")(x)
-    torch.manual_seed(3)
-    b = tritonlab.Dropout(0.5, backend="reference")(x)
-    assert torch.equal(a, b) and a.device.type == "cuda"
+
+    def draw(seed):
+        torch.manual_seed(seed)
+        return tritonlab.Dropout(0.5, backend="reference")(x)
+    a, b, c = draw(3), draw(3), draw(4)
+    assert torch.equal(a, b) and not torch.equal(a, c) and a.device.type == "cuda"
+    kept = a != 0
+    assert abs(kept.float().mean().item() - 0.5) < 0.05  # 16384 draws: 0.05 is 12 standard deviations
+    torch.testing.assert_close(a[kept], 2 * x[kept])
