@@ -424,6 +424,14 @@ table_view = ladder(f"relu of a strided view {view.shape[0]}x{view.shape[1]} flo
 #   These follow the usual guidance for memory-bound kernels; they have not been measured
 #   against other choices on a GPU yet. The one H200 run (end of this lesson) put the
 #   flat kernel at 0.85–0.86 of the copy floor, within 4% of torch.
+# - **Short host code.** The launcher's Python runs before every launch, and for a small
+#   tensor it, not the kernel, sets the time. Two measured costs on the project's 2-core
+#   CPU: `triton.cdiv` is a `constexpr_function` (callable in kernels and on the host)
+#   whose host call takes ~1.9 us against ~0.1 us for `-(-a // b)`, and `is_dense`'s loop
+#   over strides ~1 us where `t.is_contiguous()` answers the common case in C++. With
+#   plain `cdiv` (`kernels/_host.py`) and that shortcut, the ReLU layer's host code went
+#   from 18 to 10 us a forward. `scripts/host_overhead.py` measures it on any machine,
+#   every launch replaced by a no-op so only the Python is timed.
 
 # %%
 xt = x.t()  # dense, not contiguous: the flat kernel runs, and y keeps the transposed layout
