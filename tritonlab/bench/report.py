@@ -17,8 +17,8 @@ from .ceilings import Ceilings  # noqa: E402
 
 COLUMNS = ["op", "provider", "mode", "case", "dtype", "device", "ms_p50", "ms_p20", "ms_p80", "gbps", "tflops",
            "roofline_frac", "speedup_vs_torch", "peak_mem_mb", "max_abs_err", "torch_version", "triton_version",
-           "timestamp", "status", "first_call_ms", "loop_ms", "size", "bytes", "flops", "scratch_bytes", "tf32", "cuda_version",
-           "driver_version", "copy_gbps_ceiling", "matmul_tflops_ceiling", "launch_us"]
+           "timestamp", "status", "first_call_ms", "size", "bytes", "flops", "scratch_bytes", "tf32", "cuda_version",
+           "driver_version", "copy_gbps_ceiling", "matmul_tflops_ceiling", "launch_us", "loop_ms"]
 
 
 def _fmt(v, spec: str) -> str:
@@ -42,6 +42,7 @@ def summary(df: pd.DataFrame, limits: Ceilings, source: str = "") -> str:
     cuda = "" if first.get("cuda_version", "none") == "none" else \
         f", CUDA {first['cuda_version']}, driver {first['driver_version']}"
     matmul = ", ".join(f"{k} {v:.3g}" for k, v in limits.matmul_all.items()) or f"{limits.matmul_tflops:.3g}"
+    loop = bool(cuda) and "loop_ms" in df and bool(df["loop_ms"].notna().any())  # a GPU run's column
     # TF32 means something for float32 on a GPU only
     tf32 = f", TF32 {'on' if first['tf32'] else 'off'}" if cuda and first["dtype"] == "float32" else ""
     out = [f"# tritonlab benchmark — {first['device']}, {first['dtype']}",
@@ -56,7 +57,7 @@ def summary(df: pd.DataFrame, limits: Ceilings, source: str = "") -> str:
            "forward (compile, autotune) kept out and reported as first_call_ms; "
            + ("ms is CUDA-event time after an L2 flush, which hides host time shorter than the flush, and loop "
               "ms the wall-clock time per call of back-to-back calls (no flush), host time included, as a "
-              "training loop pays it; " if cuda else "") +
+              "training loop pays it; " if loop else "") +
            "peak_mem_mb is "
            "the most memory allocated during one call, inputs included (a GPU only); ×torch is torch's time over "
            "this provider's (above 1 is faster); roofline is the op's floor time under the "
@@ -68,7 +69,6 @@ def summary(df: pd.DataFrame, limits: Ceilings, source: str = "") -> str:
            "output without dropout times this provider's own mask / (1 - p), and the share of elements "
            "they keep against 1 - p." + (f" {source}" if source else ""),
            ""]
-    loop = bool(cuda) and "loop_ms" in df and bool(df["loop_ms"].notna().any())  # a GPU run's column
     for op, g in df.groupby("op", sort=False):
         out += [f"## {op}", ""]
         rows = []
@@ -183,10 +183,13 @@ def _report_files(out: Path) -> list[Path]:
 
 
 def _is_report(csv: Path) -> bool:
-    """Whether `csv` is a results.csv a tritonlab run wrote (its header starts with COLUMNS)."""
+    """Whether `csv` is a results.csv a tritonlab run wrote: its header starts with
+    DESIGN.md's columns (op ... timestamp), as every version's has; the columns after
+    them grew over time."""
+    leading = COLUMNS[:COLUMNS.index("timestamp") + 1]
     try:
         with open(csv, newline="") as f:
-            return f.readline().strip().split(",")[:len(COLUMNS)] == COLUMNS
+            return f.readline().strip().split(",")[:len(leading)] == leading
     except (OSError, UnicodeDecodeError):
         return False
 

@@ -56,16 +56,15 @@ def time_gpu(fn: Callable[[], object]) -> tuple[float, float, float]:
 
 
 def time_loop(fn: Callable[[], object], device: torch.device, per_call_ms: float, target_ms: float = 50.0) -> float:
-    """Mean wall-clock ms per call over back-to-back calls (about `target_ms` in all, 3 to
-    1000 calls) ending in one synchronize, no cache flush between them: what a loop of
-    calls, such as a training step's layers, pays, host time included. do_bench clears
-    the L2 before each timed call, which gives the host that long to queue the call's
-    kernels, so there a call whose Python outlasts its kernels reads as fast as them.
-    NaN off a GPU, where time_cpu's runs are wall-clock already."""
+    """Mean wall-clock ms per call over back-to-back calls (about `target_ms` in all, 1 to
+    1000 calls; `fn` already warm) ending in one synchronize, no cache flush between
+    them: what a loop of calls, such as a training step's layers, pays, host time
+    included. do_bench clears the L2 before each timed call, which gives the host that
+    long to queue the call's kernels, so there a call whose Python outlasts its kernels
+    reads as fast as them. NaN off a GPU, where time_cpu's runs are wall-clock already."""
     if device.type != "cuda":
         return float("nan")
-    calls = max(3, min(1000, math.ceil(target_ms / max(per_call_ms, 1e-3))))
-    fn()
+    calls = max(1, min(1000, math.ceil(target_ms / max(per_call_ms, 1e-3))))
     torch.cuda.synchronize(device)
     start = time.perf_counter()
     for _ in range(calls):
