@@ -34,6 +34,7 @@ from torch import nn  # noqa: E402
 from triton.runtime import interpreter, jit  # noqa: E402
 
 import tritonlab  # noqa: E402
+from tritonlab.bench.runner import _first  # noqa: E402
 
 
 def _no_launch(self, grid):
@@ -71,10 +72,6 @@ def _per_call_us(fn, calls: int) -> float:
             fn()
         best = min(best, (time.perf_counter() - start) / calls * 1e6)
     return best
-
-
-def _first(out):
-    return out[0] if isinstance(out, tuple) else out
 
 
 def _step(mod, x, backward: bool):
