@@ -129,8 +129,6 @@ def _linear_cost(p, mode, es, activation=False):
     return Cost(_gemm_bytes(m * k, k * n, m * n, mode, activation) * es, flops if mode == "fwd" else 3 * flops)
 
 
-
-
 def _conv_out(p):
     pad, k = p["padding"], p["k"]
     h = (p["h"] + 2 * pad - k) // p["stride"] + 1

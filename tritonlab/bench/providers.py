@@ -20,7 +20,8 @@ BASE = ("naive", "reference", "triton", "torch", "compile", "graph")
 # what a plain `tritonlab bench` runs: compile only when named, as inductor takes seconds
 # to minutes per case and mode (tens of graphs on a GPU, where the default run is to
 # take minutes)
-DEFAULT = {"cpu": ("naive", "reference", "triton", "torch"), "cuda": ("naive", "reference", "triton", "torch", "graph")}
+DEFAULT = {"cpu": tuple(p for p in BASE if p not in ("compile", "graph")),  # no CUDA graphs on a CPU
+           "cuda": tuple(p for p in BASE if p != "compile")}
 
 
 def for_op(op: Op, providers) -> list[str]:
