@@ -78,6 +78,25 @@ def test_a_provider_that_raises_is_recorded_and_the_run_goes_on(monkeypatch):
     assert "| cnn | swapped-reference | failed: RuntimeError: kernel exploded |" in md
 
 
+def test_a_provider_whose_weights_get_no_gradient_fails_its_row(monkeypatch):
+    """A Linear that computes with detached copies of its weights still lowers the loss
+    through the other layers: only the gradient check catches it."""
+    monkeypatch.setitem(lab_linear._LINEAR, "reference", lambda x, w, b: torch.nn.functional.linear(
+        x, w.detach(), None if b is None else b.detach()))
+    df = training.run_training("cpu", models=["cnn"], steps=1, quick=True).set_index("provider")
+    assert df.loc["torch", "status"] == "ok"
+    status = df.loc["swapped-reference", "status"]
+    assert status.startswith("failed: RuntimeError: 2 of ") and "got no gradient in training: " in status, status
+    assert "head.weight" in status and "head.bias" in status and math.isnan(df.loc["swapped-reference", "ms_p50"])
+
+
+def test_an_optimizer_that_never_steps_fails_every_row(monkeypatch):
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, closure=None: None)
+    df = training.run_training("cpu", models=["lstm"], steps=2, quick=True)
+    assert df["status"].str.contains(r"^failed: RuntimeError: \d+ of \d+ parameters never moved").all(), \
+        df["status"].tolist()
+
+
 def test_tf32_flags_alike_while_training_then_the_callers_return(monkeypatch):
     seen, bench = [], training._bench
     flags = lambda: (tf32_enabled("matmul"), tf32_enabled("conv"))  # noqa: E731

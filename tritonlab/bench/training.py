@@ -15,7 +15,8 @@ backward, gradient clipping, AdamW step. Before timing, each provider trains `st
 steps on the same genome batches (compilation, autotuning and allocator warm-up happen
 there); the last of those losses is `loss_after`, a sanity check that every provider
 trained the same model alike (not equally: the lab's dropout draws other masks than
-torch.nn's). The timed step then repeats on one fixed batch. Peak
+torch.nn's). A provider in whose warm-up a parameter got no gradient or never moved
+fails its row instead of being timed. The timed step then repeats on one fixed batch. Peak
 memory is measured over one separate step (do_bench's L2-flush buffer would otherwise
 count): the model, its gradients, AdamW's state and the step's activations.
 """
@@ -159,13 +160,30 @@ def _bench(model, ids, batch: int, seq: int, steps: int, device, budget: float) 
         optimizer.step()
         return loss
 
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
     for _ in range(steps):
         loss = step(*get_batch(ids, batch, seq, generator=batches))
     loss_after = loss.item()
+    _check_trains(model, before)
+    del before
     x, y = get_batch(ids, batch, seq, generator=batches)
     peak = peak_mb(lambda: step(x, y), device)
     p50, p20, p80 = time_fn(lambda: step(x, y), device, budget)
     return {"ms_p50": p50, "ms_p20": p20, "ms_p80": p80, "peak_mem_mb": peak, "loss_after": loss_after}
+
+
+def _check_trains(model, before: dict) -> None:
+    """Raise unless every parameter got a gradient in the last warm-up step and moved
+    since the first: a layer that computes with a copy of its weights, or a backward
+    that returns zeros, would otherwise be timed as a fast provider (AdamW's weight
+    decay moves even a parameter without a gradient, hence both checks)."""
+    params = dict(model.named_parameters())
+    no_grad = [n for n, p in params.items() if p.grad is None or not p.grad.any()]
+    still = [n for n, p in params.items() if torch.equal(p.detach(), before[n])]
+    for what, names in (("got no gradient", no_grad), ("never moved", still)):
+        if names:
+            raise RuntimeError(f"{len(names)} of {len(params)} parameters {what} in training: "
+                               + ", ".join(names[:4]) + (", ..." if len(names) > 4 else ""))
 
 
 def _derive(df: pd.DataFrame) -> pd.DataFrame:
