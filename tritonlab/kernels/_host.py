@@ -1,4 +1,4 @@
-"""Integer helpers for the launchers' host code.
+"""Integer helpers and the SM count for the launchers' host code.
 
 triton.cdiv and triton.next_power_of_2 are constexpr_functions (Triton 3.6 and later):
 callable from host code, but each call unwraps its arguments as constexprs first, ~2 us
@@ -11,6 +11,14 @@ kernels were decorated (triton.jit reads it then, per kernel): the launchers bra
 it (the interpreter's fixed small tiles) without reading the environment on every
 launch (~1 us a read, ~20 reads a MultiheadAttention forward and backward).
 """
+
+import torch
+
+
+def sm_count(device: torch.device) -> int:
+    """The CUDA device's streaming multiprocessor count, which the launchers size their
+    grids and splits by; each caller decides what a CPU (the interpreter) gets."""
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def cdiv(a: int, b: int) -> int:

@@ -42,7 +42,7 @@ import triton
 import triton.language as tl
 
 from ..backend import interpreter_enabled, tf32_enabled
-from ._host import cdiv, next_power_of_2
+from ._host import cdiv, next_power_of_2, sm_count
 from ._math import ACTIVATIONS, activate, activate_grad
 
 INTERPRETED = interpreter_enabled()  # as triton.jit read it for this module's kernels (see _host)
@@ -451,7 +451,7 @@ _conv_wgrad_tuned = triton.autotune(
 
 def _sm_count(device: torch.device) -> int:
     if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
+        return sm_count(device)
     return 2  # interpreter: pretend two SMs so small tests exercise the split
 
 

@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from ..backend import interpreter_enabled, tf32_enabled
-from ._host import cdiv, next_power_of_2
+from ._host import cdiv, next_power_of_2, sm_count
 from ._math import ACTIVATIONS, activate, activate_grad
 
 INTERPRETED = interpreter_enabled()  # as triton.jit read it for this module's kernels (see _host)
@@ -239,7 +239,7 @@ def _split_k(M: int, N: int, K: int, device: torch.device, split_k: int | None) 
     if split_k is None:
         split_k = 1
         if device.type == "cuda" and K >= 4096:
-            sms = torch.cuda.get_device_properties(device).multi_processor_count
+            sms = sm_count(device)
             tiles = cdiv(M, 64) * cdiv(N, 64)
             if 2 * tiles <= sms:
                 split_k = min(cdiv(sms, tiles), K // 1024, 32)
@@ -357,7 +357,7 @@ def _programs_wanted(device: torch.device) -> int:
     (each one runs in Python), but more than one so the split-and-sum path runs there."""
     if device.type != "cuda":
         return 4
-    return 4 * torch.cuda.get_device_properties(device).multi_processor_count
+    return 4 * sm_count(device)
 
 
 def epilogue_grad(dy: torch.Tensor, y: torch.Tensor | None, activation: str | None,

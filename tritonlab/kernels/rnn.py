@@ -43,7 +43,7 @@ import triton
 import triton.language as tl
 
 from ..backend import interpreter_enabled, tf32_enabled
-from ._host import cdiv, next_power_of_2
+from ._host import cdiv, next_power_of_2, sm_count
 from ._math import sigmoid, tanh
 
 INTERPRETED = interpreter_enabled()  # as triton.jit read it for this module's kernels (see _host)
@@ -466,7 +466,7 @@ def _grid_block_h(B: int, H: int, device: torch.device) -> int | None:
     blocks_b = cdiv(B, _block_b(B))
     if INTERPRETED:
         return 16 if H <= 16 else None
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    sms = sm_count(device)
     for block_h in (16, 32, 64, 128):
         if blocks_b * cdiv(H, block_h) <= sms:
             return block_h
