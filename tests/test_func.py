@@ -93,7 +93,13 @@ def test_an_explicit_first_order_reference_tier_is_refused_under_torch_func(name
     x = torch.randn(shape)
     with pytest.raises(RuntimeError, match=f"{name} on the reference tier .* torch.func .* backend='naive'"):
         grad(run)(x)
-    assert torch.isfinite(run(x))  # outside a transform the tier runs
+    # outside a transform the tier runs, and its backward gives the naive tier's gradient
+    leaf = x.clone().requires_grad_()
+    got = torch.autograd.grad(run(leaf), leaf)[0]
+    layer.backend = "naive"
+    torch.testing.assert_close(got, torch.autograd.grad(run(leaf), leaf)[0])
+    assert got.abs().sum() > 0
+    layer.backend = "reference"
     with pytest.raises(RuntimeError, match=f"{name} on the reference tier .* torch.vmap cannot batch; "
                                            "use backend='triton'"):
         vmap(run)(x.expand(2, *shape))  # vmap alone: refused as unbatchable, not as a derivative
