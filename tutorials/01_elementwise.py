@@ -126,7 +126,8 @@ print(f"x: {tuple(x.shape)} float32, {numel:,} elements, {numel * esize / 1e6:.1
 # **memory-bound**: time is bytes moved, and on an H100 no version can beat ~40 us (a
 # faster memory lowers the floor: see the H200 run at the end). (An op becomes
 # compute-bound only above ~67e12 / 3.35e12 ≈ 20 FLOPs per byte moved; ReLU does 1/8.)
-# Launching a kernel costs ~5 us, small against 40 us.
+# Launching a kernel costs ~5 us (a rule of thumb; the H200 run's benchmark measured 4.6 us
+# for its smallest op), small against 40 us.
 #
 # Predictions, before measuring anything:
 # - **naive**: 4096 Python iterations, each launching 2 small GPU ops (`row <= 0`,
@@ -425,12 +426,13 @@ table_view = ladder(f"relu of a strided view {view.shape[0]}x{view.shape[1]} flo
 #   against other choices on a GPU yet. The one H200 run (end of this lesson) put the
 #   flat kernel at 0.85–0.86 of the copy floor, within 4% of torch.
 # - **Short host code.** The launcher's Python runs before every launch, and for a small
-#   tensor it, not the kernel, sets the time. Two measured costs on the project's 2-core
-#   CPU: `triton.cdiv` is a `constexpr_function` (callable in kernels and on the host)
-#   whose host call takes ~1.9 us against ~0.1 us for `-(-a // b)`, and `is_dense`'s loop
-#   over strides ~1 us where `t.is_contiguous()` answers the common case in C++. With
+#   tensor it, not the kernel, sets the time. Two costs on the project's 2-core CPU:
+#   `triton.cdiv` is a `constexpr_function` (callable in kernels and on the host) whose
+#   host call took ~1.9 us against ~0.1 us for `-(-a // b)`, and `is_dense` loops over
+#   strides in Python where `t.is_contiguous()` answers the common case in C++. With
 #   plain `cdiv` (`kernels/_host.py`) and that shortcut, the ReLU layer's host code went
-#   from 18 to 10 us a forward. `scripts/host_overhead.py` measures it on any machine,
+#   from 18.0 to 10.3 us a forward. (These figures are in the messages of commits e5862b8
+#   and 3f1cd59, not in a report.) `scripts/host_overhead.py` measures it on any machine,
 #   every launch replaced by a no-op so only the Python is timed.
 
 # %%

@@ -245,8 +245,9 @@ def dropout_v2(x: torch.Tensor, p: float, seed: int | None = None, store_mask: b
 # Philox work as in v2. At up to four instructions issued per clock per SM that is
 # ~65 us of issue time, still under the 80 us of memory traffic, with less to spare.
 # Prediction (made before any GPU run): near the 80 us floor, like v2. The H200 run timed
-# the layer at 0.135 ms against v2's 0.079, for a reason that is not the kernel's
-# instructions: see the end of the lesson.
+# the layer at 0.135 ms against v2's 0.079; the kernel itself was not timed apart from
+# the layer's host time, so how much of the gap is its instructions is not known: see the
+# end of the lesson.
 #
 # The ladder runs every version, checks each against `dropout_expected`, and — on a GPU
 # only — times those that pass.
@@ -496,8 +497,8 @@ table_dropout_fwd_bwd = ladder(f"dropout forward+backward {ROWS}x{COLS} float32,
 #   spreads (0.198–0.227 and 0.234–0.257 ms) barely miss each other, and are also far
 #   wider than the bare kernels', so host time (autograd around two small Python
 #   functions) is in both. A likely reason, not verified: regenerating runs Philox twice,
-#   and v2 may not hide it fully (0.82 of the copy floor, where lesson 01's ReLU reached
-#   0.86–0.88), while the stored mask's backward is a pure memory pass.
+#   and v2 may not hide it fully (0.82 of the copy floor, where lesson 01's ReLU kernels
+#   reached 0.86 and torch's 0.88), while the stored mask's backward is a pure memory pass.
 #   Timing each backward kernel alone, or a profiler's per-kernel device times, would
 #   settle it. The memory saved (33.5 MB here, held until the backward) is not in doubt.
 

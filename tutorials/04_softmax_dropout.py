@@ -384,7 +384,7 @@ class SoftmaxDropoutV3(torch.autograd.Function):
 # Prediction (made before any GPU run): like v3, ~200 us at this size, unless its
 # generality (int64 strided addressing, the interleaved mask) costs more than the memory
 # traffic hides. The H200 run measured the layer at 0.477 ms, 2.8x v3: the end of the
-# lesson says why that number is mostly not the kernel.
+# lesson says what the data shows about where that time went, and what it does not.
 #
 # ## Validating the gradients first
 #

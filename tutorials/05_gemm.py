@@ -347,8 +347,8 @@ def matmul_v2(a, b, group_m=pick(cpu=2, gpu=8)):
 #   pipeline that loads the tiles of the next `num_stages - 1` steps into shared
 #   memory while the tensor cores multiply the current one, so the loads hide
 #   behind the math. Each stage costs `(BLOCK_M + BLOCK_N) · BLOCK_K · itemsize` bytes
-#   of shared memory: 3 stages of 128 × 256 × 64 in fp16 are 147 KB of the H100's
-#   227 KB per SM; in fp32 they would not fit (the compile fails and the autotuner
+#   of shared memory: 3 stages of 128 × 256 × 64 in fp16 are 147 KB of the 227 KB one
+#   program may use on an H100 (228 KB per SM, data sheet); in fp32 they would not fit (the compile fails and the autotuner
 #   drops that config).
 #
 # Bigger tiles reuse each load more (a 128 × 256 tile does 85 FLOPs per byte loaded

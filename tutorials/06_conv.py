@@ -359,7 +359,7 @@ table_conv = ladder(f"conv2d N{Nb} {C}->{O} {H}x{W} k{R}/{stride} channels_last 
 # exercise 3: 1x1 conv as one GEMM: not attempted yet (replace the NotImplementedError, then rerun this cell)
 # ```
 
-# **The predictions missed by 3–10×, and only part of it is explained.** What the run
+# **The predictions missed by 2.5–12×, and only part of it is explained.** What the run
 # shows, with the H200's floor for this layer: 7.4 GFLOP at the fp16 matmul speed the
 # lesson measured (~680 TFLOP/s) is ~11 us, 25.8 MB at the run's measured 4.12 TB/s 6 us.
 #

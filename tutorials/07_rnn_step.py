@@ -399,7 +399,7 @@ table_lstm = ladder(f"LSTM forward B={B} T={T} I={I} H={H} float32", {
 # What to look for on a GPU: whether times scale with *launches per step*, as predicted,
 # or with something else (the "frac_of_floor" column is tiny for every rung at B=8 either
 # way). Divide each time by T for the cost of a step. Try `B = 256` (and H = 1024): the
-# matmul's FLOPs grow 32× and cuDNN's tuned GEMMs should pull ahead of a simple `tl.dot`
+# matmul's FLOPs grow 32× (512× with H = 1024 too) and cuDNN's tuned GEMMs should pull ahead of a simple `tl.dot`
 # loop.
 
 # %% [markdown]
@@ -442,7 +442,7 @@ table_lstm = ladder(f"LSTM forward B={B} T={T} I={I} H={H} float32", {
 #
 # Why ~37–39 µs of GPU work for 4.2 MFLOP and 1 MiB? The napkin model divides work by
 # an FMA rate and a bandwidth — the whole chip's (0.3 µs a step), or the share of the 8
-# SMs v2 uses (~1–2 µs, lesson 08's per-SM estimate) — and misses by 10–40× even so,
+# SMs v2 uses (~1–2 µs, lesson 08's per-SM estimate) — and misses by ~20–40× even so,
 # because a small step is a **chain of dependent latencies**, not a stream of
 # throughput: each of v2's 8 programs (4 warps, one per SM) walks a serial K loop over H
 # in BLOCK_K chunks, each chunk waiting for its W_hh and h loads before its `tl.dot`; too

@@ -128,7 +128,7 @@ def contenders(kind, B, T, I, H, seed=0):
 # | at full-chip fp32 speed (67 TFLOP/s, 3.35 TB/s) | 0.03 µs | 0.3 µs (reading W_hh) |
 # | one launch per step | 128 × ~5 µs ≈ 0.6 ms | 512 × ~5 µs ≈ 2.6 ms |
 #
-# By this model the launches outweigh the work 15–150 times over, and a persistent kernel
+# By this model the launches outweigh the work ~15–160 times over, and a persistent kernel
 # pays one launch. (Lesson 07's H200 run already disagreed at B = 8, H = 256; this
 # lesson's run, at the end, measures both sides.)
 # But it pays something else: **who does the step's work**. With one program per block of
@@ -395,9 +395,10 @@ def lstm_on_chip(x, w_ih, w_hh, b_ih, b_hh, BLOCK_B=16):
 # ladders skip it there). That is the project's rule (in its design notes, DESIGN.md,
 # kept beside the repository in `../shared/`, not in it): a kernel whose programs wait on
 # each other needs a sequential variant under the interpreter. On a GPU `algo="auto"` picks
-# `"persistent-grid"` where its programs fit at once and H ≤ 256 — the sizes where it was
-# measured fastest of the three (the H200 run at the end of this lesson, and the
-# benchmark's B = 8, H = 256 case) — and `"step"` elsewhere.
+# `"persistent-grid"` where its programs fit at once and H ≤ 256, and `"step"` elsewhere.
+# Two sizes in that range have been measured, and at both it was the fastest of the three
+# (the H200 run at the end of this lesson, B = 64, H = 64; the benchmark's B = 8, H = 256);
+# the rest of the range is an extrapolation.
 
 # %%
 @triton.jit
@@ -557,7 +558,7 @@ table_gru = ladder(f"GRU forward B={B} T={T} I={I} H={H} float32",
 #   step kernels 21, `persistent` 21, `persistent-grid` 20, v1 20, v2 (W_hh and h on chip)
 #   17. One launch or 128 made ~no difference; keeping W_hh and h on chip saved ~12%.
 #   The napkin math predicted ~1 µs (per SM) and a 3–5× gain for persistent over step:
-#   it measured 2.0–2.5× over eager step, and none over a graph of it.
+#   it measured 2.0–2.5× over eager step, and 1.0–1.2× over a graph of it (v2 the 1.2×).
 # - **cuDNN's persistent kernel took 1.8 µs a step** (0.234 ms, with its input
 #   projection), near the napkin estimate: the hardware can do a step that fast, and our
 #   kernels spend their ~20 µs on something the model leaves out. Likely that is
