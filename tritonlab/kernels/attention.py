@@ -40,11 +40,12 @@ about 2.5x that (five matmuls of 2N: S again, dP, dV, dQ, dK); causal halves bot
 Bytes: q, k, v, o once each + lse (4 bytes a row): 4·B·H·L·E·2 bytes in bf16, and the
 backward reads q, k, v, o, dO, lse, delta and writes dq, dk, dv (~2x that). Arithmetic
 intensity of the forward, L = S: 4·L·S·E / (8·L·E) = S/2 FLOPs per byte. An H200's
-~990 dense bf16 TFLOP/s over 4.3 TB/s is ~230 FLOP/byte, so from S ≈ 500 on attention
+~990 dense bf16 TFLOP/s (data sheet) over the 4.12 TB/s a copy measured on one
+(reports/h200-2026-11-28/summary.md) is ~240 FLOP/byte, so from S ≈ 480 on attention
 is compute-bound (and from E >= 64 the tiles are wide enough to keep the tensor cores
 fed): B=4, H=16, L=S=4K, E=128 bf16 is 4·4·16·4096²·128 = 0.55 TFLOP forward, a
-floor of ~0.56 ms at 990 TFLOP/s, against ~62 us for its 4 x 67 MB (S/2 = 2048
-FLOP/byte). What torch's flash SDPA reaches at these sizes is to be measured
+floor of ~0.56 ms at 990 TFLOP/s, against ~65 us for its 4 x 67 MB at 4.12 TB/s
+(S/2 = 2048 FLOP/byte). What torch's flash SDPA reaches at these sizes is to be measured
 on the device (`tritonlab bench --ops attention`), not assumed: compare both providers'
 tflops column against the measured bf16 matmul ceiling.
 

@@ -155,12 +155,13 @@ def transformable(fn_class):
 # ops take their seed as a tensor argument, drawn outside the op from torch's generator.
 #
 # Eager calls skip the dispatcher. Its custom-op path costs ~15 us per call and its
-# autograd wrapper ~100 us per forward+backward on a 2-core CPU; on a GPU that host time
-# starves small kernels (H200: ReLU on 16M elements took 0.080 ms through the layer and
-# 0.038 ms as a bare kernel launch). So a LabOp runs its Python body directly, inside a
-# plain autograd.Function when it has a backward, and the registered op only while
-# torch.compile or torch.export traces (torch.compiler.is_compiling() is True there,
-# backward tracing included), torch.jit.trace or a torch.func transform runs, or its
+# autograd wrapper ~100 us per forward+backward on a 2-core CPU (commit 38f6280's
+# estimate; no report holds it); on a GPU that host time starves small kernels (H200:
+# ReLU on 16M elements took 0.080 ms through the layer, reports/h200-2026-11-28/
+# results.csv, and 0.038 ms as a bare kernel launch, tutorials.txt lesson 01). So a
+# LabOp runs its Python body directly, inside a plain autograd.Function when it has a
+# backward, and the registered op only while torch.compile or torch.export traces
+# (torch.compiler.is_compiling() is True there, backward tracing included), torch.jit.trace or a torch.func transform runs, or its
 # tensors are not plain ones (other tracers). Both paths run the same body, setup and
 # backward.
 

@@ -17,14 +17,14 @@ exp, probabilities, dropout), each written and read again, and kept for backward
 At B=8, H=16, L=S=4096, E=128 in fp16 that is 1.1 TFLOP (~1.1 ms at an H100's
 ~990 dense fp16 TFLOP/s) against 4.3 GB per materialised L·S tensor (~1.3 ms each at
 3.35 TB/s): memory-bound, several times over. A flash kernel (the triton tier) streams
-K/V tiles through on-chip memory and moves only q, k, v, out (4·B·H·L·E·2 bytes = 268 MB,
-~0.08 ms): compute-bound, which is the point of writing it.
+K/V tiles through on-chip memory and moves only q, k, v, out (4·B·H·L·E·2 bytes = 537 MB,
+~0.16 ms): compute-bound, which is the point of writing it.
 
 The reference tier's backward is written out (_Attention): it keeps one L·S tensor (the
 probabilities) where autograd through the same ops kept several. On the project's
 2-core CPU (B=4, H=8, L=S=512, E=64, float32, shared with other jobs) that took the
 forward from 86 to 34 ms and forward+backward from 215 to 94 ms (torch's SDPA: 18 and
-57 ms).
+57 ms), one run each, recorded only here (commit ffe7c67).
 """
 from __future__ import annotations
 

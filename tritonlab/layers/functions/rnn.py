@@ -22,14 +22,15 @@ kernels.rnn):
   most one program per SM). Each call reads back a barrier-timeout flag (a host sync),
   except while a CUDA graph is captured, where nothing may sync: there the check rests
   on the launch having fit (persistent_grid_fits) and a timeout would go unreported;
-- "auto": H <= PERSISTENT_MAX_H (the sizes measured so far) takes persistent-grid on a
-  GPU where its programs fit at once and persistent under the interpreter; step
-  otherwise. Measured on an H200
-  (reports/h200-2026-11-28, float32): LSTM B8 T512 H256 forward persistent-grid 20.1 ms,
-  step 20.9, persistent 146 (fwd+bwd 28.2 / 40.3 / 189); GRU 14.9 / 16.2 / 111 (23.1 /
-  38.0 / 144); the char model's LSTM B64 T128 H64 forward 2.55 / 5.56 / 2.70
-  (tutorials.txt, lesson 08). One program walking all of H loses to the spread read
-  as soon as H is a few hundred units.
+- "auto": H <= PERSISTENT_MAX_H takes persistent-grid on a GPU where its programs fit
+  at once and persistent under the interpreter; step otherwise. Two sizes in that range
+  have been measured (H = 64 and 256), and persistent-grid was the fastest mode at
+  both. Measured on an H200 (reports/h200-2026-11-28, float32): LSTM B8 T512 H256
+  forward persistent-grid 20.1 ms, step 20.9, persistent 146 (fwd+bwd 28.2 / 40.3 /
+  189); GRU 14.9 / 16.2 / 111 (23.1 / 38.0 / 144); the char model's LSTM B64 T128 H64
+  forward 2.55 / 5.56 / 2.70 (tutorials.txt, lesson 08). One program walking all of H lost to the spread read at
+  H = 256, B = 8 (7x step's forward time) and beat step at H = 64, B = 64; where between
+  the two it starts to lose was not measured.
 """
 from __future__ import annotations
 
