@@ -76,7 +76,9 @@ def _constant(value: float, dtype: torch.dtype) -> torch.Tensor | float:
 
 @functools.cache
 def _cached(value: float, dtype: torch.dtype) -> torch.Tensor:
-    return torch.tensor(value, dtype=dtype)
+    # on the CPU whatever torch's default device at the first call: a CPU 0-d tensor
+    # combines with tensors on any device, a CUDA one fails with CPU tensors
+    return torch.tensor(value, dtype=dtype, device="cpu")
 
 
 def _times(x: torch.Tensor, value: float) -> torch.Tensor:
