@@ -9,7 +9,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import tritonlab  # noqa: E402
-from tritonlab.backend import triton_available  # noqa: E402
+from tritonlab.backend import same_tf32, triton_available  # noqa: E402
 from tritonlab.data import default_genome_path, load_sequence  # noqa: E402
 
 
@@ -36,6 +36,20 @@ def triton_device() -> str:
     if not triton_available():
         pytest.skip("needs the triton package")
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture
+def on_triton_device(triton_device):
+    """triton_device, also torch's default device for the test: tensors and modules built
+    without a device land there. On CUDA, TF32 is off meanwhile (torch's convolutions and
+    cuDNN's RNNs use it by default), so float32 still matches torch.nn at the tolerances
+    written for the interpreter. On the CPU nothing changes. (The CUDA branch has not yet
+    run on a GPU.)"""
+    if triton_device == "cpu":
+        yield triton_device
+        return
+    with torch.device(triton_device), same_tf32(False):
+        yield triton_device
 
 
 def pytest_collection_modifyitems(config, items):

@@ -50,8 +50,9 @@ def run(module, inputs, grads_out=None):
     leaves = [_leaf(i) for i in inputs]
     outs = _tensors(module(*leaves))
     if grads_out is None:
+        # drawn on the CPU, where the generator is, even under a default-device context
         gen = torch.Generator().manual_seed(1234)
-        grads_out = [torch.randn(o.shape, generator=gen, dtype=o.dtype).to(o.device) for o in outs]
+        grads_out = [torch.randn(o.shape, generator=gen, dtype=o.dtype, device="cpu").to(o.device) for o in outs]
     loss = sum((o * g).sum() for o, g in zip(outs, grads_out) if o.requires_grad)
     module.zero_grad(set_to_none=True)
     if isinstance(loss, torch.Tensor):

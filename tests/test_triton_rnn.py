@@ -37,7 +37,7 @@ CONFIGS = {
 
 
 @pytest.fixture(params=VARIANTS)
-def variant(request, monkeypatch, triton_device):
+def variant(request, monkeypatch, on_triton_device):
     """Run the test with the module-wide recurrence variant set (restored after), and
     check that the kernels ran in that variant's mode: both variants computing alike
     proves nothing if one of them never ran."""
@@ -49,8 +49,9 @@ def variant(request, monkeypatch, triton_device):
     assert modes and set(modes) == {rnn._MODES[request.param]}, modes
 
 
-def initial_state(cell, kwargs, batch, dtype, device="cpu"):
-    """h0 (GRU) or (h0, c0) (LSTM), each (layers * directions, [batch,] hidden)."""
+def initial_state(cell, kwargs, batch, dtype, device=None):
+    """h0 (GRU) or (h0, c0) (LSTM), each (layers * directions, [batch,] hidden), on
+    `device` (None: torch's default device)."""
     layers = kwargs.get("num_layers", 1) * (2 if kwargs.get("bidirectional") else 1)
     lead = (layers,) if batch is None else (layers, batch)
     h0 = torch.randn(*lead, kwargs["hidden_size"], dtype=dtype, device=device)
@@ -59,7 +60,7 @@ def initial_state(cell, kwargs, batch, dtype, device="cpu"):
     return h0, torch.randn(*lead, kwargs["hidden_size"], dtype=dtype, device=device)
 
 
-def make_inputs(cell, kwargs, steps, batch, with_state, dtype=torch.float32, device="cpu"):
+def make_inputs(cell, kwargs, steps, batch, with_state, dtype=torch.float32, device=None):
     if batch is None:
         x = torch.randn(steps, kwargs["input_size"], dtype=dtype, device=device)
     else:
@@ -144,7 +145,7 @@ def test_packed_sequence(cell, with_state, variant):
     their state (forward) and pass their gradient through (backward)."""
     kwargs = dict(input_size=3, hidden_size=5, num_layers=2, bidirectional=True)
     lab_cls, torch_cls = CELLS[cell]
-    inputs = [torch.randn(6, 5, 3), torch.tensor([3, 6, 1, 6, 2])]
+    inputs = [torch.randn(6, 5, 3), torch.tensor([3, 6, 1, 6, 2], device="cpu")]  # lengths: CPU, as torch asks
     if with_state:
         inputs.append(initial_state(cell, kwargs, 5, torch.float32))
     assert_matches_torch(Packed(lab_cls(**kwargs)), Packed(torch_cls(**kwargs)), *inputs, tier="triton")
@@ -195,7 +196,7 @@ def test_dropout_in_training(cell, variant, monkeypatch):
     assert not torch.allclose(first, lab(x)[0])
 
 
-def test_variant_chosen_per_call_and_automatically(triton_device):
+def test_variant_chosen_per_call_and_automatically(on_triton_device):
     from tritonlab.kernels import rnn as kernels
     from tritonlab.layers.functions import rnn
     cpu = torch.device("cpu")
@@ -229,7 +230,7 @@ def test_auto_on_a_gpu_takes_persistent_grid_where_its_programs_fit(monkeypatch)
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_layer_algo_picks_the_variant(cell, monkeypatch, triton_device):
+def test_layer_algo_picks_the_variant(cell, monkeypatch, on_triton_device):
     from tritonlab.layers.functions import rnn
     from tritonlab.layers.rnn import ALGOS
     assert ALGOS == rnn.VARIANTS  # the layer validates against the tier's own list
@@ -274,7 +275,7 @@ def test_persistent_grid_under_the_interpreter(cell, hidden, monkeypatch, triton
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_refuses_what_it_cannot_do(cell, triton_device):
+def test_refuses_what_it_cannot_do(cell, on_triton_device):
     lab = CELLS[cell][0](3, 5, dtype=torch.float64, backend="triton")
     with pytest.raises(TypeError, match="float32, float16 or bfloat16, got torch.float64"):
         lab(torch.randn(4, 2, 3, dtype=torch.float64))
@@ -283,7 +284,7 @@ def test_refuses_what_it_cannot_do(cell, triton_device):
         torch.autograd.grad(CELLS[cell][0](3, 5, backend="triton")(x)[0].sum(), x, create_graph=True)
 
 
-def test_lstm_proj_size_is_not_implemented(triton_device):
+def test_lstm_proj_size_is_not_implemented(on_triton_device):
     with pytest.raises(NotImplementedError, match="proj_size has no Triton kernel; use backend='reference'"):
         tritonlab.LSTM(3, 5, proj_size=2, backend="triton")(torch.randn(4, 2, 3))
 
