@@ -156,8 +156,8 @@ def test_fully_masked_rows_give_zero_output_zero_gradients_and_no_nan(triton_dev
     mask[1] = float("-inf")   # a whole (batch, head) pair
     mask[0, 1, 5] = float("-inf")  # and one row of another
     out, (dq, dk, dv) = _check(q, k, v, mask)
-    assert torch.equal(out[1], torch.zeros_like(out[1])) and torch.equal(out[0, 1, 5], torch.zeros(16))
-    assert torch.equal(dq[1], torch.zeros_like(dq[1])) and torch.equal(dq[0, 1, 5], torch.zeros(16))
+    assert torch.equal(out[1], torch.zeros_like(out[1])) and torch.equal(out[0, 1, 5], torch.zeros(16, device=triton_device))
+    assert torch.equal(dq[1], torch.zeros_like(dq[1])) and torch.equal(dq[0, 1, 5], torch.zeros(16, device=triton_device))
     assert torch.equal(dk[1], torch.zeros_like(dk[1])) and torch.equal(dv[1], torch.zeros_like(dv[1]))
     lse = _lse(q, k, v, mask)
     assert torch.isinf(lse[1]).all() and (lse[1] > 0).all() and torch.isfinite(lse[0, 0]).all()

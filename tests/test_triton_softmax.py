@@ -105,7 +105,7 @@ def test_softmax_strided_inputs(view, dim, triton_device):
     torch.testing.assert_close(out, ref_out)
     torch.testing.assert_close(dx, ref_dx)
     # stride-0 upstream gradient, as .sum().backward() sends: dx is 0 up to rounding
-    _, dx0, _ = _run(tritonlab.Softmax(dim, backend="triton"), x, torch.ones(()).expand(out.shape), f)
+    _, dx0, _ = _run(tritonlab.Softmax(dim, backend="triton"), x, torch.ones((), device=triton_device).expand(out.shape), f)
     torch.testing.assert_close(dx0, torch.zeros_like(dx0))
 
 
