@@ -57,7 +57,8 @@ def _fits_smem(configs, named_args, **kwargs):
 # programs per test shape, so grouping, ragged edges and the K tail all run.
 _INTERPRET_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, "num_warps": 4, "num_stages": 1}
 # GEMMs of at most this many multiply-adds take one fixed small tile on the GPU: they are
-# launch-bound (128^3 is ~4 ns of tensor-core work against a ~5 us launch), so timing
+# launch-bound (128^3 is ~4 ns of tensor-core work against a launch of several us: the
+# H200 run's smallest op took 4.6 us, reports/h200-2026-11-28), so timing
 # configs would buy nothing and cost a compile of every config per new shape class.
 _TUNE_MIN_MACS = 1 << 21
 _SMALL_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 4}
@@ -87,9 +88,10 @@ def _matmul_kernel(
     together, so the b panel a group reads stays in L2 while its programs run.
     Cost: 2*M*N*K FLOPs; HBM bytes at least (M*K + K*N + M*N) * itemsize (+ N bias,
     + 2*S*M*N*4 for a split-K workspace), more when panels fall out of L2. 4096^3 bf16:
-    137 GFLOP, ~100 MB: the floor is ~0.14 ms at ~990 TFLOP/s on an H100/H200,
-    compute-bound by ~4.6x over the ~30 us the bytes take at 3.35 TB/s (TF32 ~0.28 ms,
-    fp32 FMA ~2 ms).
+    137 GFLOP, ~100 MB: the floor is ~0.14 ms at the data sheet's ~990 TFLOP/s on an
+    H100/H200 (~0.19 ms at the 741 TFLOP/s torch's bf16 matmul reached on the H200),
+    compute-bound by ~4.6x over the ~30 us the bytes take at an H100's 3.35 TB/s (~24 us
+    at the H200's measured 4.12 TB/s); TF32 ~0.28 ms, fp32 FMA ~2 ms.
     """
     pid = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)

@@ -57,10 +57,12 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # integers equal to 1 or divisible by 16)
 _STEP_ARGS = ["s_begin", "s_end"]
 STEP, PERSISTENT, PERSISTENT_GRID = 0, 1, 2  # the kernels' MODE
-MAX_SPINS = tl.constexpr(1 << 22)  # barrier reads (~1 us each) before a grid barrier gives up
+MAX_SPINS = tl.constexpr(1 << 22)  # barrier reads (about 1 us each, an estimate) before a grid barrier gives up
 # W_hh elements a persistent-grid program may hold on chip (H = 256 with 16-wide hidden
 # blocks): the compiled sm_90 kernels keep the tile in shared memory, 64 KB in fp32, and
-# the fp32 backward's operands then take 128 KB of the 227 KB
+# the fp32 backward's operands then take 128 KB of a program's 227 KB (ahead-of-time
+# compiles, Triton 3.6 and 3.9, persistent-grid LSTM at H = 256: forward 80 KB, backward
+# 128 KB of shared memory, no spills)
 RESIDENT_ELEMENTS = 16384
 
 
@@ -168,8 +170,11 @@ def _lstm_fwd_kernel(
     Cost per step: 8·B·H² FLOPs (the recurrent matmul) + ~30·B·H; bytes: W_hh (4H²,
     L2-resident across steps) + B·H·(4 + 3) read (xp, h, c, h again for the update) +
     B·H·(4 + 6) written (gates, out, h_in, c_in, c_out, c, h). B = 8, H = 1024,
-    fp16: 67 MFLOP, 8 MB of W per step -> ~2.5 us at L2 speed (~3 TB/s on an H100), far
-    above the ~0.07 us of tensor-core math: the step is bound by reading W_hh.
+    fp16: 67 MFLOP, 8.4 MB of W per step -> ~2.8 us if L2 delivers ~3 TB/s (assumed, not
+    measured), far above the ~0.07 us of tensor-core math: by this napkin model the step
+    is bound by reading W_hh. Measured, a step takes far longer than such models say:
+    ~39 us (persistent-grid) at B = 8, H = 256, fp32 on the H200 (reports/h200-2026-11-28,
+    lesson 07); what bounds it there is not measured yet (scripts/rnn_probe.py).
     """
     rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     in_b = rows < B
