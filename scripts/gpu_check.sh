@@ -3,14 +3,16 @@
 # matplotlib and tqdm but reaches no package registry: the GPU tests, the lessons of
 # tutorials/ (their ladders of timings), then the benchmark per dtype. Each phase has its
 # own time limit in seconds, split evenly over its lessons or dtypes (0 skips it); the
-# defaults add up to 600 s, one device call, and whatever ran is kept.
+# defaults add up to 600 s, one device call, and whatever ran is kept. PROBE_S (default 0)
+# adds a last phase, scripts/rnn_probe.py: an RNN forward's fixed and per-step time.
 # Everything lands under $OUT (default out/gpu-check) as few files: the device tool
 # brings back at most 8, so each report folder is packed into one archive.
 #
 #   OUT=/tmp/out scripts/gpu_check.sh                         # everything: 240 + 120 + 240 s at most
-#   OUT=$OUT TESTS_S=240 LESSONS_S=0 BENCH_S=240 DTYPES=bfloat16 scripts/gpu_check.sh \
+#   OUT=$OUT TESTS_S=220 LESSONS_S=0 BENCH_S=220 PROBE_S=90 DTYPES=bfloat16 scripts/gpu_check.sh \
 #     --ops gru lstm attention softmax_dropout linear relu --providers reference triton torch graph
-#                                                             # the next lent GPU: the least-measured ops first
+#                                                             # the next lent GPU: the least-measured ops
+#                                                             # first, then where an RNN step's time goes
 #   TESTS_S=200 TESTS="tests/test_gpu.py tests/test_swap.py" LESSONS_S=0 BENCH_S=150 \
 #     DTYPES=bfloat16 scripts/gpu_check.sh --ops attention --quick
 #
@@ -59,4 +61,9 @@ if [ "$bench_s" != 0 ]; then
     echo "bench $dtype exit code $? (130: interrupted at ${per} s of BENCH_S=$bench_s)" | tee -a "$out/bench-$dtype.txt"
     tar czf "$out/report-$dtype.tar.gz" -C "$out" "$dtype" && rm -rf "${out:?}/$dtype"
   done
+fi
+if [ "${PROBE_S:-0}" != 0 ]; then  # it stops starting configurations at 2/3 of its share, then prints its summary
+  limit "$PROBE_S" $py scripts/rnn_probe.py --out "$out/rnn-probe.csv" --time-budget $(( PROBE_S * 2 / 3 )) \
+    > "$out/rnn-probe.txt" 2>&1
+  echo "rnn_probe exit code $? (130: interrupted at PROBE_S=$PROBE_S)" | tee -a "$out/rnn-probe.txt"
 fi

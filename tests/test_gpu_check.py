@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -22,3 +24,20 @@ def _collected(env_first: str | None) -> list[str]:
 def test_the_files_named_first_run_first_in_that_order_and_the_rest_as_collected():
     assert _collected(None) == ["test_flatten.py", "test_dropout.py", "test_data.py"]  # as pytest collects them
     assert _collected("test_data.py test_flatten.py") == ["test_data.py", "test_flatten.py", "test_dropout.py"]
+
+
+def test_the_probe_phase_runs_only_when_asked_and_keeps_its_output(tmp_path):
+    """PROBE_S: scripts/rnn_probe.py as the last phase, its output in rnn-probe.txt (here
+    its refusal: no GPU); without PROBE_S there is no such phase."""
+    def check(**phases):
+        out = tmp_path / "-".join(phases) if phases else tmp_path / "none"
+        env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "TESTS_S": "0", "LESSONS_S": "0",
+               "BENCH_S": "0", **phases}
+        done = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+        return out
+    assert not (check() / "rnn-probe.txt").exists()
+    if not torch.cuda.is_available():
+        text = (check(PROBE_S="20") / "rnn-probe.txt").read_text()
+        assert "needs a CUDA device" in text and "rnn_probe exit code 2" in text

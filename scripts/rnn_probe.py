@@ -1,0 +1,161 @@
+"""Where a recurrent step's GPU time goes: the triton tier's LSTM/GRU forward split into
+a fixed cost per call and a cost per time step, per variant and precision, beside cuDNN.
+
+Lesson 08's H200 run found the triton kernels at ~17-21 us of GPU time per step on the
+char model (B 64, H 64, float32 without TF32) where cuDNN took 1.8 us, and listed what
+would locate the gap; this runs the part of that list the library's knobs reach:
+- one call at T = 16 and at T = 128, so a call's time splits into
+  `fixed_us` + T x `us_per_step` (a straight line through the two points): launches,
+  the input projection's GEMM and a persistent kernel's start on one side, the chain
+  every step waits on on the other;
+- float32 with TF32 off (tl.dot's "ieee": FMA, no tensor cores), with TF32 on, and
+  bfloat16: if the step's time falls with the precision the dot's arithmetic bounds it,
+  if not its latency does (dependent loads, the barrier);
+- each variant (step: a launch per step, persistent, persistent-grid) and cuDNN
+  (`torch`), at the char model's size and the sizes of the benchmark's RNN cases.
+
+    python scripts/rnn_probe.py [--out probe.csv] [--time-budget S] [--cells lstm gru]
+    python scripts/rnn_probe.py --list        # the configurations, without timing them
+
+Each time is do_bench's median of the forward (inference: no autograd), the L2 flushed
+before each call. Rows are written to --out as they are measured, so a run stopped by
+its time budget or an interrupt keeps what it timed; a summary prints at the end. GPU
+only: a time under the interpreter means nothing, and on a CPU the triton tier has no
+kernel to time.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import tritonlab
+from tritonlab.backend import same_tf32
+from tritonlab.bench.timing import time_gpu
+from tritonlab.kernels.rnn import persistent_grid_fits
+
+CELLS = {"lstm": (tritonlab.LSTM, nn.LSTM), "gru": (tritonlab.GRU, nn.GRU)}
+# (B, H): the char model's LSTM, then the benchmark's RNN cases' batch and hidden sizes
+SIZES = [(64, 64), (1, 256), (8, 256), (32, 512), (64, 1024)]
+INPUT = 64  # the input projection is one GEMM before the recurrence: kept small, not the subject
+PRECISIONS = {"fp32": (torch.float32, False), "tf32": (torch.float32, True), "bf16": (torch.bfloat16, False)}
+PROVIDERS = ("step", "persistent", "persistent-grid", "torch")
+SHORT, LONG = 16, 128
+COLUMNS = ["cell", "B", "H", "precision", "provider", "T", "ms_p50", "ms_p20", "ms_p80", "status"]
+
+
+def configs(cells) -> list[tuple]:
+    """(cell, B, H, precision, provider) in the order they are timed: SIZES' order (the
+    char model's first), each size's cells, precisions and providers together."""
+    return [(cell, b, h, precision, provider)
+            for (b, h), cell, precision, provider in itertools.product(SIZES, cells, PRECISIONS, PROVIDERS)]
+
+
+def fit(ms_short: float, ms_long: float, short: int = SHORT, long: int = LONG) -> tuple[float, float]:
+    """(fixed_us, us_per_step) of the line through (short, ms_short) and (long, ms_long)."""
+    per_step = (ms_long - ms_short) / (long - short) * 1e3
+    return ms_short * 1e3 - short * per_step, per_step
+
+
+def _forward(cell: str, batch: int, hidden: int, precision: str, provider: str, steps: int):
+    lab_cls, torch_cls = CELLS[cell]
+    dtype = PRECISIONS[precision][0]
+    if provider == "torch":
+        module = torch_cls(INPUT, hidden, device="cuda", dtype=dtype)
+    else:
+        module = lab_cls(INPUT, hidden, device="cuda", dtype=dtype, backend="triton", algo=provider)
+    x = torch.randn(steps, batch, INPUT, device="cuda", dtype=dtype)
+
+    def run():
+        with torch.no_grad():
+            module(x)
+    return run
+
+
+def _skip_reason(batch: int, hidden: int, provider: str) -> str | None:
+    if provider == "persistent-grid" and not persistent_grid_fits(batch, hidden, torch.device("cuda")):
+        return "skipped: its programs would not all be resident at once"
+    if provider == "persistent" and hidden > 256:
+        return "skipped: one program walking all of H > 256 takes seconds a call (lesson 08)"
+    return None
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per configuration timed at both lengths: fixed_us, us_per_step and cuDNN's
+    us_per_step over this provider's (x_cudnn_per_step)."""
+    times = {}
+    for r in rows:
+        if r["status"] == "ok":
+            times.setdefault((r["cell"], r["B"], r["H"], r["precision"], r["provider"]), {})[r["T"]] = r["ms_p50"]
+    out = []
+    for key, by_t in times.items():
+        if {SHORT, LONG} <= set(by_t):
+            fixed, step = fit(by_t[SHORT], by_t[LONG])
+            out.append(dict(zip(("cell", "B", "H", "precision", "provider"), key), fixed_us=fixed, us_per_step=step))
+    cudnn = {(s["cell"], s["B"], s["H"], s["precision"]): s["us_per_step"] for s in out if s["provider"] == "torch"}
+    for s in out:
+        theirs = cudnn.get((s["cell"], s["B"], s["H"], s["precision"]))
+        s["x_cudnn_per_step"] = theirs / s["us_per_step"] if theirs and s["us_per_step"] > 0 else float("nan")
+    return out
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description="An RNN forward's fixed and per-step GPU time, per variant, "
+                                                 "precision and size, beside cuDNN.")
+    parser.add_argument("--out", type=Path, default=Path("rnn-probe.csv"), help="CSV of every timed call")
+    parser.add_argument("--time-budget", type=float, default=90.0, help="seconds; no configuration starts after")
+    parser.add_argument("--cells", nargs="+", choices=sorted(CELLS), default=["lstm", "gru"])
+    parser.add_argument("--list", action="store_true", help="print the configurations and stop")
+    args = parser.parse_args(argv)
+    todo = configs(args.cells)
+    if args.list:
+        for c in todo:
+            print(*c)
+        return 0
+    if not torch.cuda.is_available():
+        print("rnn_probe times GPU kernels and needs a CUDA device (use --list to see what it would run)",
+              file=sys.stderr)
+        return 2
+    started, rows = time.perf_counter(), []
+    with args.out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        try:
+            for cell, batch, hidden, precision, provider in todo:
+                if time.perf_counter() - started > args.time_budget:
+                    print(f"time budget of {args.time_budget:g} s spent: {len(todo) - len(rows) // 2} "
+                          "configurations left untimed", file=sys.stderr)
+                    break
+                for steps in (SHORT, LONG):
+                    row = dict(cell=cell, B=batch, H=hidden, precision=precision, provider=provider, T=steps)
+                    row["status"] = _skip_reason(batch, hidden, provider)
+                    if row["status"] is None:
+                        try:
+                            torch.manual_seed(0)
+                            with same_tf32(PRECISIONS[precision][1]):
+                                row["ms_p50"], row["ms_p20"], row["ms_p80"] = time_gpu(
+                                    _forward(cell, batch, hidden, precision, provider, steps))
+                            row["status"] = "ok"
+                        except Exception as e:  # recorded: one failing variant does not end the probe
+                            row["status"] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+                    rows.append(row)
+                    writer.writerow(row)
+                    f.flush()
+        except KeyboardInterrupt:
+            print("interrupted: the rows timed so far are in the CSV", file=sys.stderr)
+    print(f"{'cell':5s} {'B':>4s} {'H':>5s} {'prec':5s} {'provider':16s} {'fixed us':>9s} {'us/step':>8s} "
+          f"{'cuDNN/step ratio':>16s}")
+    for s in summarize(rows):
+        print(f"{s['cell']:5s} {s['B']:4d} {s['H']:5d} {s['precision']:5s} {s['provider']:16s} "
+              f"{s['fixed_us']:9.1f} {s['us_per_step']:8.2f} {s['x_cudnn_per_step']:16.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
