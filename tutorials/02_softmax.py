@@ -162,16 +162,19 @@ table_softmax = ladder(f"softmax {rows}x{cols} float32", {
 # temporaries: more than a thread can have, so the compiler **spills** values to "local
 # memory" (off-chip, behind the caches). More warps spread the row thinner (32 warps: 32
 # floats a thread), but then one program's 1024 threads fill nearly all of an SM's
-# register file (below: 60 registers each, 61,440 of 65,536), one program runs per SM,
+# register file (below: ~50 registers each, over 50,000 of 65,536), one program runs per SM,
 # and too few loads are in flight to hide memory latency. Long rows
 # are real (a 32K-token attention row, a 50K-word vocabulary): they need another plan.
 #
 # You can check such claims without a GPU: Triton compiles for a given GPU ahead of time,
-# and the `ptxas` it ships reports registers and spills. For sm_90 (H100) with this
-# project's triton (3.9): v1 at 4096 columns, 4 warps: 72 registers a thread, no spills.
-# At 32768 columns, 4 warps: all 255 registers and ~1 KB of spill stores a thread. At
-# 32768 columns with 32 warps: 60 registers a thread, no spills, but 1024 threads x 60
-# registers is nearly all of an SM's 65,536: one program per SM.
+# and the `ptxas` it ships reports registers and spills (`scripts/sm90_resources.py`;
+# its output for triton 3.9 and 3.6 is in reports/sm90-compile-2026-11-29). For sm_90
+# (H100), specialized as the GPU run launches it: v1 at 4096 columns, 4 warps: 48
+# registers a thread with triton 3.9 (54 with 3.6), no spills. At 32768 columns, 4 warps:
+# with 3.6, all 255 registers and ~0.5 KB (520 bytes) of spill stores a thread; 3.9's
+# ptxas keeps 32 registers instead and spills ~4 KB. At 32768 columns with 32 warps: 49
+# (3.9) or 53 (3.6) registers a thread, no spills, but 1024 threads x 53 registers is
+# 54,272 of an SM's 65,536: one program per SM.
 #
 # So read the row in blocks of `BLOCK` columns, in a loop inside the program. The sum
 # needs the maximum, which is only known at the end of the row. Three passes would do it
@@ -340,13 +343,13 @@ print("softmax over dim 0 of", tuple(xd.shape), "matches torch; column sums:", y
 # 32K-column rows: 0.187 ms against 0.205 for the online v2, 0.203 for tritonlab's looped
 # path and 0.213 for torch. What the data shows: a single pass with spills beat two reads
 # of x here, by ~9%. What it does not show is why; two explanations fit and neither was
-# measured. Spilled values go to "local memory", which is cached: ~1 KB a thread, 128 KB a
+# measured. Spilled values go to "local memory", which is cached: ~0.5 KB a thread, ~65 KB a
 # program, may have stayed in the SM's L1 and the 50 MB L2 instead of reaching HBM. And
 # v2's second read of x (805 MB in all if it misses L2) costs more than the spills did:
 # v2's 205 us is close to the 195 us that a second read from HBM predicts. (The spill
-# figures above come from an ahead-of-time compile with triton 3.9; the run used triton
-# 3.6, whose code may spill differently.) A profiler's memory counters (Nsight Compute:
-# local-memory and L2 traffic) would separate the two.
+# figures are from an ahead-of-time compile with triton 3.6, the run's version; triton
+# 3.9 spills ~4 KB a thread instead: reports/sm90-compile-2026-11-29.) A profiler's
+# memory counters (Nsight Compute: local-memory and L2 traffic) would separate the two.
 
 # %% [markdown]
 # ## Exercises

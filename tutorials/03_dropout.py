@@ -125,10 +125,11 @@ F = torch.nn.functional
 # 32-bit multiplies (high and low halves), XORs and key additions. How many instructions is
 # that? No GPU is needed to find out: Triton ships `ptxas`, so the kernel below can be
 # compiled for an H100 (sm_90) here and its machine code (SASS) counted. Done for this
-# lesson: about 30 integer multiply-adds (`IMAD`) and 19 three-input logic ops (`LOP3`) per
-# element, ~50 integer instructions. An H100 runs 32-bit integer instructions at 64 per
-# clock per SM: 132 SMs x 64 x ~1.75 GHz ~ 15 T/s. 33.5 M elements x 50 = 1.7 G
-# instructions, **~115 us** — more than the 80 us the bytes take. We predict v1 is limited
+# lesson (`scripts/sm90_resources.py`, output in reports/sm90-compile-2026-11-29): about
+# 30 integer multiply-adds (`IMAD`) and 18 three-input logic ops (`LOP3`) per element with
+# triton 3.9 (29 and 18 with 3.6), ~50 integer instructions. An H100 runs 32-bit integer
+# instructions at 64 per clock per SM: 132 SMs x 64 x ~1.75 GHz ~ 15 T/s. 33.5 M elements
+# x 50 = 1.7 G instructions, **~115 us** — more than the 80 us the bytes take. We predict v1 is limited
 # by its random numbers, not by memory: ~1.4x the floor, and slower than torch.
 
 # %%
@@ -171,7 +172,7 @@ print("kept fraction:", (dropout_v1(x, P) != 0).float().mean().item())
 # the block layout). Forward and backward must launch with the same `BLOCK` — here a
 # constant. (The final rung removes that dependence.)
 #
-# Napkin math: counted the same way, v2 has ~17 integer instructions per element (a third
+# Napkin math: counted the same way, v2 has ~18 integer instructions per element (a third
 # of v1's, not a quarter: the compiler had already dropped some of the work for the three
 # words v1 ignores), ~40 us of integer work, now *under* the 80 us of memory traffic.
 # Prediction: v2 runs near the floor (~80–90 us), ~1.3x faster than v1 and on par with
@@ -240,10 +241,13 @@ def dropout_v2(x: torch.Tensor, p: float, seed: int | None = None, store_mask: b
 # - rows of the last dim, short rows packed several to a program (2048 elements a
 #   program), float16/bfloat16/float32/float64.
 #
-# The generality costs instructions: int64 row/column arithmetic and strides bring it to
-# ~57 instructions per element in the sm_90 compile (v2: ~33), ~20 of them integer
-# Philox work as in v2. At up to four instructions issued per clock per SM that is
-# ~65 us of issue time, still under the 80 us of memory traffic, with less to spare.
+# The generality might cost instructions (int64 row/column arithmetic, strides), but on a
+# contiguous tensor the unit column stride and the inner size 1 are compile-time constants
+# (Triton specializes integer arguments equal to 1): the sm_90 compile as launched here
+# has ~28 SASS instructions per element against v2's ~35, ~15 of them `IMAD` and `LOP3`
+# (v2: ~18), with triton 3.9 and 3.6 alike (reports/sm90-compile-2026-11-29). At up to
+# four instructions issued per clock per SM that is ~32 us of issue time, well under the
+# 80 us of memory traffic.
 # Prediction (made before any GPU run): near the 80 us floor, like v2. The H200 run timed
 # the layer at 0.135 ms against v2's 0.079; the kernel itself was not timed apart from
 # the layer's host time, so how much of the gap is its instructions is not known: see the

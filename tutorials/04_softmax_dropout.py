@@ -258,8 +258,8 @@ def softmax_dropout_v1(x, p):
 #
 # Napkin math: forward 3 passes (read x, write out and y), backward 3 (read y and dout,
 # write dx): 6 passes, **~240 us**. Predicted ~1.5x faster than v1. The `exp` and the
-# Philox work (~20 integer instructions per element, lesson 03) overlap with the memory
-# traffic: at these sizes we expect the memory to set the time.
+# Philox work (~15-18 integer instructions per element in lesson 03's compiles) overlap
+# with the memory traffic: at these sizes we expect the memory to set the time.
 
 # %%
 @triton.jit(do_not_specialize=["seed"])

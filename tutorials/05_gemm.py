@@ -348,8 +348,9 @@ def matmul_v2(a, b, group_m=pick(cpu=2, gpu=8)):
 #   memory while the tensor cores multiply the current one, so the loads hide
 #   behind the math. Each stage costs `(BLOCK_M + BLOCK_N) · BLOCK_K · itemsize` bytes
 #   of shared memory: 3 stages of 128 × 256 × 64 in fp16 are 147 KB of the 227 KB one
-#   program may use on an H100 (228 KB per SM, data sheet); in fp32 they would not fit (the compile fails and the autotuner
-#   drops that config).
+#   program may use on an H100 (228 KB per SM, data sheet); in fp32 they would not fit
+#   (the sm_90 compile asks for 147,456 and 294,912 bytes, reports/sm90-compile-2026-11-29;
+#   the fp32 kernel fails to load with OutOfResources and the autotuner drops that config).
 #
 # Bigger tiles reuse each load more (a 128 × 256 tile does 85 FLOPs per byte loaded
 # from L2, a 64 × 64 one 32) but give fewer programs: 4096² has 512 tiles of

@@ -265,9 +265,10 @@ def lstm_persistent(x, w_ih, w_hh, b_ih, b_hh, BLOCK_B=16, BLOCK_H=32, BLOCK_K=3
 # written once per step, so it stays in the SM's L1). Carrying c in registers as well is
 # the obvious design, but compiling that version ahead of time for sm_90 with Triton 3.9
 # while writing this lesson hit an assertion inside LLVM's SLP vectorizer; this version
-# compiles (8 warps: 178 registers a thread, no spills, 68 KiB of shared memory for the
-# weight tiles). The barrier at the end of each step orders c's and out's writes before
-# the next step's reads.
+# compiles (8 warps, BLOCK_B = 16, H_PAD = 64: 80 registers a thread with Triton 3.9 and
+# 3.6 alike, no spills, 68 KiB of shared memory for the weight tiles;
+# reports/sm90-compile-2026-11-29). The barrier at the end of each step orders c's and
+# out's writes before the next step's reads.
 #
 # Prediction (char model): per step only the ~1 µs of one SM's arithmetic is left, so
 # somewhat faster than v1; it cannot use more than cdiv(B, 16) SMs either.

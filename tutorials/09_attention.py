@@ -195,15 +195,17 @@ print(f"short: q, k, v {tuple(q.shape)} {dtype}; the reference's L x S buffer: "
 # (sm_90) here without a GPU, as in lesson 02: `tests/sm90.py` compiles a kernel ahead
 # of time for `GPUTarget("cuda", 90, 32)`, and `ptxas-blackwell -v --gpu-name sm_90a`
 # (Triton 3.9 ships it; its plain `ptxas` is too old for the PTX) prints the registers
-# and spills of the cubin. With 16 queries, 8 warps, S = 512, E = 64: it already takes
-# all **255 registers** a thread may have and spills 24 bytes a thread to memory; 32 and
-# 64 queries spill 44 and 1156 bytes (with 4 warps, 16 queries spill 548). At S = 4096,
+# and spills of the cubin (`scripts/sm90_resources.py`; reports/sm90-compile-2026-11-29).
+# With 16 queries, 8 warps, S = 512, E = 64 in fp16: 156 registers a thread with Triton 3.9
+# (128 with 3.6), no spills, 80 KiB of shared memory; 32 queries take 173 (162) registers;
+# 64 queries all **255 registers** a thread may have, and spill 872 (568) bytes a thread
+# to memory (with 4 warps, 16 queries take 254 (218) registers, no spills). At S = 4096,
 # E = 128, one head's K and V alone are 2 MB against an SM's 227 KB of shared memory:
 # **v1 cannot run the long case at all** — that is the ladder's second table.
 #
 # Also, every program re-reads its whole head's K and V: `L / BLOCK_M = 32` times per head
 # at the short size, from the L2 cache if we are lucky. **Predict v1 well ahead of the
-# reference (no L×S traffic), well behind torch** (spills, and 16-row tiles are too thin
+# reference (no L×S traffic), well behind torch** (16-row tiles are too thin
 # for Hopper's `wgmma` matmul instructions, which take 64 rows per warpgroup: the compiled
 # v1 uses the older `mma` ones).
 
@@ -295,9 +297,9 @@ def attention_v1(q, k, v):
 # That is why the query tile is wide (128) and the key tile narrower (64: the score tile
 # `128 × 64` fp32 stays in registers). `num_stages=3` lets Triton's compiler prefetch the
 # next K/V tiles while the current one is multiplied (software pipelining). Compiled for
-# sm_90 as v1 was: at E = 128 with 8 warps, 255 registers a thread and **no spills**, 48 KB
-# of shared memory, and the matmuls on Hopper's `wgmma` instructions (E = 64: 187
-# registers, 24 KB).
+# sm_90 as v1 was: at E = 128 with 8 warps, 176 registers a thread with Triton 3.9 (173
+# with 3.6) and **no spills**, 128 KiB of shared memory, and the matmuls on Hopper's
+# `wgmma` instructions (E = 64: 118 (117) registers, 64 KiB).
 #
 # **Predict:** at 4096 (compute-bound), v2 within 0.6–1.0× of torch's flash backend.
 # FlashAttention-3's authors (Shah et al., 2024) report FlashAttention-2 — what torch's
@@ -638,7 +640,7 @@ table_fwd_bwd = ladder(f"causal attention forward+backward B{LONG[0]} H{LONG[1]}
 # `TESTS_S=0 BENCH_S=0 LESSONS_S=300 LESSONS=tutorials/09_attention.py scripts/gpu_check.sh`,
 # whose default share per lesson is too short for this one: tritonlab's first calls compile
 # and autotune each of its configs) and each ladder prints ms, TFLOP/s and the fraction of
-# the floor per version. Then compare v1 against its spills, v2 and tritonlab against
+# the floor per version. Then compare v1 against its thin tiles, v2 and tritonlab against
 # torch's flash backend, v3 against `SKIP=False`, and the forward+backward against the
 # target of 0.8× torch's flash backend.
 
