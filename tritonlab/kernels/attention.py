@@ -439,10 +439,11 @@ def _cost(kind: str, c: triton.Config, e: int, ev: int, size: int) -> tuple[int,
     """(shared-memory bytes, accumulator registers per thread) a config needs, an upper
     bound: the streamed tiles once per pipeline stage, the resident tiles (q; q and dO;
     k and v) and, in the backward, the P/dS tile a second dot reads from shared memory.
-    An estimate: against sm_90 compiles (triton 3.9) it was 1.0-3.5x the shared memory
-    used (16-bit forward the most generous) and once 3% under (fp64 forward with mask and
-    dropout, 64x64, 3 stages); a config that does not fit fails to launch with
-    OutOfResources, which the autotuner catches and skips."""
+    An estimate: checked against some sm_90 compiles (triton 3.9; the head dims and flags
+    compared were not recorded, and reports/sm90-compile-2026-11-29 does not rerun them) it
+    was mostly generous (16-bit forward the most) and once a few percent under (fp64
+    forward with mask and dropout, 64x64, 3 stages); a config that does not fit fails to
+    launch with OutOfResources, which the autotuner catches and skips."""
     m, n = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
     streamed = c.num_stages * (m if kind == "dkdv" else n) * (e + ev)
     resident = {"fwd": m * e, "dq": m * (e + ev) + m * n, "dkdv": n * (e + ev) + m * n}[kind]

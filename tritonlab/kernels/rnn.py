@@ -62,7 +62,7 @@ MAX_SPINS = tl.constexpr(1 << 22)  # barrier reads (about 1 us each, an estimate
 # blocks): the compiled sm_90 kernels keep the tile in shared memory, 64 KB in fp32, and
 # the fp32 backward's operands then take 128 KB of a program's 227 KB (ahead-of-time
 # compiles, Triton 3.6 and 3.9, persistent-grid LSTM at H = 256: forward 80 KB, backward
-# 128 KB of shared memory, no spills)
+# 128 KB of shared memory, no spills; reports/sm90-compile-2026-11-29)
 RESIDENT_ELEMENTS = 16384
 
 
