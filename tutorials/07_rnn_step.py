@@ -359,10 +359,10 @@ def lstm_v2(x, w_ih, w_hh, b_ih, b_hh, BLOCK_B=16, BLOCK_H=32, BLOCK_K=32):
 #   finished sequences keep their state.
 # - **Launch details**: int64 row offsets; the step numbers are `do_not_specialize` (Triton
 #   compiles a separate variant for integer arguments equal to 1 or divisible by 16 — it
-#   must not recompile every 16th step); 8 warps and BLOCK_H = 32 on a GPU (the module
-#   docstring and `_blocks` record why: register spills reported by an earlier
-#   ahead-of-time sm_90 compile, and more programs to spread W_hh's read; the compiles in
-#   reports/sm90-compile-2026-11-29 show no spills for the fp32 step kernel at 4 warps either).
+#   must not recompile every 16th step); 8 warps and BLOCK_H = 32 on a GPU (`_launch` and
+#   `_blocks` say why: a register budget, and more programs to spread W_hh's read; the
+#   compiles in reports/sm90-compile-2026-11-29 show no spills for the fp32 step kernel
+#   at 4 warps either, and the two were never timed against each other).
 # - fp32 inputs use `tl.dot(..., input_precision="ieee")` unless
 #   `torch.backends.cuda.matmul.allow_tf32` is on, then TF32.
 #

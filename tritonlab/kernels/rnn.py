@@ -459,7 +459,8 @@ def _gru_bwd_kernel(
 # ---- launchers -------------------------------------------------------------------------
 
 def _block_b(B: int) -> int:
-    # tl.dot: tile sides >= 16; past 32 rows the forward kernels spill registers on sm_90
+    # tl.dot: tile sides >= 16; at most 32 rows, a register-budget choice not timed against
+    # 64 on a GPU (sm_90 compiles: reports/sm90-compile-2026-11-29)
     return 16 if INTERPRETED or B <= 16 else 32
 
 
@@ -499,8 +500,8 @@ def _blocks(B: int, H: int, mode: int, device: torch.device, dtype: torch.dtype,
             raise ValueError(f"the persistent-grid RNN kernel needs all its programs resident at once; "
                              f"B={B}, H={H} need too many on {device} (use the step or persistent variant)")
         span = max(16, next_power_of_2(contraction))  # tl.dot: K >= 16
-        # with 32 rows the (rows, span) operand tiles no longer fit beside W (spills, and
-        # past 227 KB of shared memory in the fp32 backward)
+        # with 32 rows the fp32 backward's tiles take 192 KB of shared memory beside W, of
+        # a program's 227 KB (sm_90 compile, reports/sm90-compile-2026-11-29): too close
         if _block_b(B) == 16 and w_tiles * span * block_h <= RESIDENT_ELEMENTS:
             return _block_b(B), block_h, span, True
     elif INTERPRETED:
@@ -508,7 +509,9 @@ def _blocks(B: int, H: int, mode: int, device: torch.device, dtype: torch.dtype,
     else:
         block_h = max(16, min(64 if mode == PERSISTENT else 32, next_power_of_2(H)))
     # fp32 tiles take twice the registers of 16-bit ones, 32 rows twice those of 16: half
-    # the K per iteration (ptxas reports spills otherwise)
+    # the K per iteration, a register-budget choice (the fp32 step forward compiled for
+    # sm_90 with 64-wide K: 80-92 registers, up to 4 B spilled a thread,
+    # reports/sm90-compile-2026-11-29); not timed on a GPU
     wide = dtype == torch.float32 or _block_b(B) == 32
     block_k = 16 if INTERPRETED else max(16, min(32 if wide else 64, next_power_of_2(H)))
     return _block_b(B), block_h, block_k, False
@@ -518,8 +521,9 @@ def _launch(kernel, tensors, flags, sizes: list[int], B: int, H: int, reverse: b
             dtype: torch.dtype, phases: int, w_tiles: int, contraction: int) -> None:
     """Run `kernel`'s `phases` phases (a forward's T steps, a backward's T + 1): one
     launch per phase (STEP) or one for all. w_tiles, contraction: see _blocks.
-    8 warps, 2 stages: with 4 warps the forward's four per-element pointer tiles of W_hh
-    spill registers on sm_90 (ptxas, Triton 3.9), and deeper pipelines only add to them."""
+    8 warps, 2 stages: a register-budget choice (the forward holds four pointer tiles of
+    W_hh); the sm_90 compiles in reports/sm90-compile-2026-11-29 show no spills at 4 warps
+    either, and neither was timed against the other on a GPU."""
     if B == 0:
         return
     T, device = len(sizes), tensors[0].device
