@@ -431,8 +431,8 @@ table_view = ladder(f"relu of a strided view {view.shape[0]}x{view.shape[1]} flo
 #   host call took ~1.9 us against ~0.1 us for `-(-a // b)`, and `is_dense` loops over
 #   strides in Python where `t.is_contiguous()` answers the common case in C++. With
 #   plain `cdiv` (`kernels/_host.py`) and that shortcut, the ReLU layer's host code went
-#   from 18.0 to 10.3 us a forward. (These figures are in the messages of commits e5862b8
-#   and 3f1cd59, not in a report.) `scripts/host_overhead.py` measures it on any machine,
+#   from 18.0 to 10.3 us a forward (reports/cpu-2026-11-29/host-overhead.txt, trees
+#   7c76880 and 64b387a). `scripts/host_overhead.py` measures it on any machine,
 #   every launch replaced by a no-op so only the Python is timed.
 
 # %%
