@@ -81,3 +81,24 @@ def test_complex_input_does_what_torch_does(tier):
 def test_relu_keeps_nan_like_torch(tier):
     y = tritonlab.ReLU(backend=tier)(torch.tensor([float("nan"), -1.0, 2.0]))
     assert torch.isnan(y[0]) and y[1:].tolist() == [0.0, 2.0]
+
+
+def test_a_default_device_set_before_import_or_first_call_does_not_move_the_constants():
+    """The reference tier's cached 0-d constants stay on the CPU whatever torch's default
+    device when they are made (at import, at a first call): a CPU 0-d tensor combines
+    with tensors on any device, one on another device would not. In a fresh process, with
+    the meta device as the default while tritonlab loads and first runs."""
+    import subprocess
+    import sys
+    code = ("import torch\n"
+            "torch.set_default_device('meta')\n"
+            "import tritonlab\n"
+            "from tritonlab.scratch import activations as a\n"
+            "a.sigmoid_reference(torch.randn(3))  # a first call on meta tensors fills the cache\n"
+            "torch.set_default_device('cpu')\n"
+            "x = torch.tensor([-1.0, 0.0, 2.0])\n"
+            "assert torch.allclose(a.sigmoid_reference(x), torch.sigmoid(x))\n"
+            "assert torch.allclose(a.tanh_reference(x), torch.tanh(x))\n"
+            "assert a._ONE.device.type == a._TWO.device.type == 'cpu'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -63,7 +63,9 @@ def tanh_naive(x: torch.Tensor) -> torch.Tensor:
 
 # Python numbers are wrapped into a new tensor on every call (~2 µs on a CPU, more than
 # a small op itself); 0-d tensors made once are not. In place they keep x's dtype.
-_ONE, _TWO = torch.tensor(1.0), torch.tensor(2.0)
+# On the CPU whatever torch's default device at import: a CPU 0-d tensor combines with
+# tensors on any device (see _cached)
+_ONE, _TWO = torch.tensor(1.0, device="cpu"), torch.tensor(2.0, device="cpu")
 # e^x = 2^(x log2 e): on this project's 2-core CPU, exp2 was 2-3x cheaper than exp
 LOG2E = math.log2(math.e)
 
