@@ -4,7 +4,11 @@
 # tutorials/ (their ladders of timings), then the benchmark per dtype. Each phase has its
 # own time limit in seconds, split evenly over its lessons or dtypes (0 skips it); the
 # defaults add up to 600 s, one device call, and whatever ran is kept. PROBE_S (default 0)
-# adds a last phase, scripts/rnn_probe.py: an RNN forward's fixed and per-step time.
+# adds a last phase, scripts/rnn_probe.py: an RNN forward's fixed and per-step time, in
+# rnn-probe.txt (the default phases already write 8 files, the most the device tool
+# brings back: use it with LESSONS_S=0 or one dtype). TESTS_MARK (default gpu) is the
+# tests' -m expression; empty runs every test in TESTS, GPU-compiled where conftest sees
+# CUDA (e.g. TESTS_MARK= TESTS="tests/test_triton_rnn.py": its unmarked tests on CUDA).
 # Everything lands under $OUT (default out/gpu-check) as few files: the device tool
 # brings back at most 8, so each report folder is packed into one archive.
 #
@@ -36,10 +40,11 @@ if [ "$tests_s" != 0 ]; then
   workers=$($py -c "import xdist" 2>/dev/null && echo "-n ${WORKERS:-8}")
   per_test=$($py -c "import pytest_timeout" 2>/dev/null && echo "--timeout=${TEST_TIMEOUT_S:-90}")
   export TRITONLAB_TESTS_FIRST=${TESTS_FIRST-test_triton_rnn.py test_triton_attention.py test_gpu.py}
+  mark=${TESTS_MARK-gpu}
   # shellcheck disable=SC2086  # TESTS, workers and per_test are word lists
-  limit "$tests_s" $py -m pytest -m gpu -q -rfE --tb=short -p no:cacheprovider $workers $per_test \
+  limit "$tests_s" $py -m pytest ${mark:+-m "$mark"} -q -rfE --tb=short -p no:cacheprovider $workers $per_test \
     --junitxml="$out/gpu-tests.xml" ${TESTS:-tests/} > "$out/gpu-tests.txt" 2>&1
-  echo "pytest -m gpu exit code $? (2: interrupted by TESTS_S=$tests_s)" >> "$out/gpu-tests.txt"
+  echo "pytest${mark:+ -m $mark} exit code $? (2: interrupted by TESTS_S=$tests_s)" >> "$out/gpu-tests.txt"
   tail -3 "$out/gpu-tests.txt"
 fi
 if [ "$lessons_s" != 0 ]; then  # the learning path's ladders of timings, one file
@@ -65,5 +70,10 @@ fi
 if [ "${PROBE_S:-0}" != 0 ]; then  # it stops starting configurations at 2/3 of its share, then prints its summary
   limit "$PROBE_S" $py scripts/rnn_probe.py --out "$out/rnn-probe.csv" --time-budget $(( PROBE_S * 2 / 3 )) \
     > "$out/rnn-probe.txt" 2>&1
-  echo "rnn_probe exit code $? (130: interrupted at PROBE_S=$PROBE_S)" | tee -a "$out/rnn-probe.txt"
+  echo "rnn_probe exit code $? (3: its time budget ran out; 130: interrupted at PROBE_S=$PROBE_S)" \
+    | tee -a "$out/rnn-probe.txt"
+  # one file, not two: the device tool brings back at most 8
+  if [ -f "$out/rnn-probe.csv" ]; then
+    { echo "### rnn-probe.csv"; cat "$out/rnn-probe.csv"; } >> "$out/rnn-probe.txt" && rm "$out/rnn-probe.csv"
+  fi
 fi

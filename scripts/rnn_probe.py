@@ -1,27 +1,42 @@
-"""Where a recurrent step's GPU time goes: the triton tier's LSTM/GRU forward split into
-a fixed cost per call and a cost per time step, per variant and precision, beside cuDNN.
+"""Where a recurrent step's GPU time goes: the triton tier's LSTM/GRU recurrence split
+into a fixed cost per call and a cost per time step, per variant and precision, beside
+cuDNN.
 
 Lesson 08's H200 run found the triton kernels at ~17-21 us of GPU time per step on the
 char model (B 64, H 64, float32 without TF32) where cuDNN took 1.8 us, and listed what
 would locate the gap; this runs the part of that list the library's knobs reach:
-- one call at T = 16 and at T = 128, so a call's time splits into
-  `fixed_us` + T x `us_per_step` (a straight line through the two points): launches,
-  the input projection's GEMM and a persistent kernel's start on one side, the chain
-  every step waits on on the other;
-- float32 with TF32 off (tl.dot's "ieee": FMA, no tensor cores), with TF32 on, and
-  bfloat16: if the step's time falls with the precision the dot's arithmetic bounds it,
-  if not its latency does (dependent loads, the barrier);
-- each variant (step: a launch per step, persistent, persistent-grid) and cuDNN
-  (`torch`), at the char model's size and the sizes of the benchmark's RNN cases.
+- a call at T = 16 and at T = 128, fitted as `fixed_us` + T x `us_per_step` (the line
+  through the two points). What does not grow with T lands in fixed_us (a persistent
+  kernel's launch and start, allocations); what a step repeats lands in us_per_step,
+  the step variant's launch per step included;
+- float32 with TF32 off (tl.dot's "ieee": FMA, no tensor cores) against TF32 on: the
+  same bytes, other arithmetic, so a step that gets faster with TF32 is bound by the
+  dot's arithmetic and one that does not by latency (dependent loads, the barrier).
+  bfloat16 also halves the bytes of W_hh, h and every saved tensor, so it does not
+  separate the two;
+- each variant (step: a launch per step; persistent; persistent-grid) and cuDNN (`torch`).
 
-    python scripts/rnn_probe.py [--out probe.csv] [--time-budget S] [--cells lstm gru]
+What is timed: for the triton variants the recurrence alone (kernels/rnn.py's
+lstm_forward / gru_forward on a precomputed input projection xp; the layer adds one GEMM
+before it), and it writes what a backward needs (LSTM: h_in, c_in, gates, c_out, 7 B x H
+values a step beyond out) as the layer's forward always does; cuDNN's nn.LSTM / nn.GRU
+forward under no_grad, its input projection included (input size 16, as the char
+model's embedding, so it stays small) and no saved tensors. Each time is do_bench's
+median (5 ms warm-up, 20 ms of runs, the L2 flushed before each).
+
+Order: every LSTM configuration, then every GRU one; within a cell SIZES' order (the
+char model's size first, then the benchmark's B 8 H 256 case with H200 data in
+reports/h200-2026-11-28), precisions and providers together, so a short budget still
+covers the most-measured sizes. Compiles happen inside the budget (the first call of
+each new kernel specialization), so a 60 s budget may cover only the first sizes.
+
+    python scripts/rnn_probe.py [--out out/rnn-probe.csv] [--time-budget S] [--cells lstm gru]
     python scripts/rnn_probe.py --list        # the configurations, without timing them
 
-Each time is do_bench's median of the forward (inference: no autograd), the L2 flushed
-before each call. Rows are written to --out as they are measured, so a run stopped by
-its time budget or an interrupt keeps what it timed; a summary prints at the end. GPU
-only: a time under the interpreter means nothing, and on a CPU the triton tier has no
-kernel to time.
+Rows are written to --out as they are measured, so a run stopped by its time budget or
+an interrupt keeps what it timed; a summary prints at the end. Exit code 0: every
+configuration ran (some may have failed: see status); 3: the time budget stopped it;
+130: interrupted; 2: no CUDA device (a time under the interpreter means nothing).
 """
 from __future__ import annotations
 
@@ -35,26 +50,26 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import tritonlab
 from tritonlab.backend import same_tf32
 from tritonlab.bench.timing import time_gpu
-from tritonlab.kernels.rnn import persistent_grid_fits
+from tritonlab.kernels import rnn as kernels
 
-CELLS = {"lstm": (tritonlab.LSTM, nn.LSTM), "gru": (tritonlab.GRU, nn.GRU)}
-# (B, H): the char model's LSTM, then the benchmark's RNN cases' batch and hidden sizes
-SIZES = [(64, 64), (1, 256), (8, 256), (32, 512), (64, 1024)]
-INPUT = 64  # the input projection is one GEMM before the recurrence: kept small, not the subject
+CELLS = {"lstm": (kernels.lstm_forward, nn.LSTM, 4), "gru": (kernels.gru_forward, nn.GRU, 3)}
+# (B, H): the char model's LSTM, the benchmark case the H200 run measured, then the other
+# benchmark RNN cases' batch and hidden sizes (B 256 H 1024, a --full case, left out)
+SIZES = [(64, 64), (8, 256), (1, 256), (32, 512), (64, 1024)]
+INPUT = 16  # cuDNN's input projection: one GEMM before its recurrence, kept small
 PRECISIONS = {"fp32": (torch.float32, False), "tf32": (torch.float32, True), "bf16": (torch.bfloat16, False)}
 PROVIDERS = ("step", "persistent", "persistent-grid", "torch")
+MODES = {"step": kernels.STEP, "persistent": kernels.PERSISTENT, "persistent-grid": kernels.PERSISTENT_GRID}
 SHORT, LONG = 16, 128
 COLUMNS = ["cell", "B", "H", "precision", "provider", "T", "ms_p50", "ms_p20", "ms_p80", "status"]
 
 
 def configs(cells) -> list[tuple]:
-    """(cell, B, H, precision, provider) in the order they are timed: SIZES' order (the
-    char model's first), each size's cells, precisions and providers together."""
+    """(cell, B, H, precision, provider) in the order they are timed (see the docstring)."""
     return [(cell, b, h, precision, provider)
-            for (b, h), cell, precision, provider in itertools.product(SIZES, cells, PRECISIONS, PROVIDERS)]
+            for cell, (b, h), precision, provider in itertools.product(cells, SIZES, PRECISIONS, PROVIDERS)]
 
 
 def fit(ms_short: float, ms_long: float, short: int = SHORT, long: int = LONG) -> tuple[float, float]:
@@ -64,22 +79,27 @@ def fit(ms_short: float, ms_long: float, short: int = SHORT, long: int = LONG) -
 
 
 def _forward(cell: str, batch: int, hidden: int, precision: str, provider: str, steps: int):
-    lab_cls, torch_cls = CELLS[cell]
+    """A no-argument call of one forward (see the docstring for what each provider runs)."""
+    forward, torch_cls, gates = CELLS[cell]
     dtype = PRECISIONS[precision][0]
     if provider == "torch":
         module = torch_cls(INPUT, hidden, device="cuda", dtype=dtype)
-    else:
-        module = lab_cls(INPUT, hidden, device="cuda", dtype=dtype, backend="triton", algo=provider)
-    x = torch.randn(steps, batch, INPUT, device="cuda", dtype=dtype)
+        x = torch.randn(steps, batch, INPUT, device="cuda", dtype=dtype)
 
-    def run():
-        with torch.no_grad():
-            module(x)
-    return run
+        def run():
+            with torch.no_grad():
+                module(x)
+        return run
+    xp = torch.randn(steps * batch, gates * hidden, device="cuda", dtype=dtype)
+    w_hh = torch.randn(gates * hidden, hidden, device="cuda", dtype=dtype) / hidden ** 0.5
+    states = [torch.zeros(batch, hidden, device="cuda", dtype=dtype)] * (2 if cell == "lstm" else 1)
+    extra = [] if cell == "lstm" else [torch.zeros(hidden, device="cuda", dtype=dtype)]  # GRU's b_hn
+    sizes, mode = [batch] * steps, MODES[provider]
+    return lambda: forward(xp, w_hh, *extra, *states, sizes, False, mode)
 
 
 def _skip_reason(batch: int, hidden: int, provider: str) -> str | None:
-    if provider == "persistent-grid" and not persistent_grid_fits(batch, hidden, torch.device("cuda")):
+    if provider == "persistent-grid" and not kernels.persistent_grid_fits(batch, hidden, torch.device("cuda")):
         return "skipped: its programs would not all be resident at once"
     if provider == "persistent" and hidden > 256:
         return "skipped: one program walking all of H > 256 takes seconds a call (lesson 08)"
@@ -108,7 +128,7 @@ def summarize(rows: list[dict]) -> list[dict]:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="An RNN forward's fixed and per-step GPU time, per variant, "
                                                  "precision and size, beside cuDNN.")
-    parser.add_argument("--out", type=Path, default=Path("rnn-probe.csv"), help="CSV of every timed call")
+    parser.add_argument("--out", type=Path, default=Path("out/rnn-probe.csv"), help="CSV of every timed call")
     parser.add_argument("--time-budget", type=float, default=90.0, help="seconds; no configuration starts after")
     parser.add_argument("--cells", nargs="+", choices=sorted(CELLS), default=["lstm", "gru"])
     parser.add_argument("--list", action="store_true", help="print the configurations and stop")
@@ -122,7 +142,8 @@ def main(argv: list[str]) -> int:
         print("rnn_probe times GPU kernels and needs a CUDA device (use --list to see what it would run)",
               file=sys.stderr)
         return 2
-    started, rows = time.perf_counter(), []
+    started, rows, code = time.perf_counter(), [], 0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS)
         writer.writeheader()
@@ -131,6 +152,7 @@ def main(argv: list[str]) -> int:
                 if time.perf_counter() - started > args.time_budget:
                     print(f"time budget of {args.time_budget:g} s spent: {len(todo) - len(rows) // 2} "
                           "configurations left untimed", file=sys.stderr)
+                    code = 3
                     break
                 for steps in (SHORT, LONG):
                     row = dict(cell=cell, B=batch, H=hidden, precision=precision, provider=provider, T=steps)
@@ -140,7 +162,7 @@ def main(argv: list[str]) -> int:
                             torch.manual_seed(0)
                             with same_tf32(PRECISIONS[precision][1]):
                                 row["ms_p50"], row["ms_p20"], row["ms_p80"] = time_gpu(
-                                    _forward(cell, batch, hidden, precision, provider, steps))
+                                    _forward(cell, batch, hidden, precision, provider, steps), warmup_ms=5, rep_ms=20)
                             row["status"] = "ok"
                         except Exception as e:  # recorded: one failing variant does not end the probe
                             row["status"] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
@@ -149,12 +171,13 @@ def main(argv: list[str]) -> int:
                     f.flush()
         except KeyboardInterrupt:
             print("interrupted: the rows timed so far are in the CSV", file=sys.stderr)
+            code = 130
     print(f"{'cell':5s} {'B':>4s} {'H':>5s} {'prec':5s} {'provider':16s} {'fixed us':>9s} {'us/step':>8s} "
           f"{'cuDNN/step ratio':>16s}")
     for s in summarize(rows):
         print(f"{s['cell']:5s} {s['B']:4d} {s['H']:5d} {s['precision']:5s} {s['provider']:16s} "
               f"{s['fixed_us']:9.1f} {s['us_per_step']:8.2f} {s['x_cudnn_per_step']:16.2f}")
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -39,5 +39,22 @@ def test_the_probe_phase_runs_only_when_asked_and_keeps_its_output(tmp_path):
         return out
     assert not (check() / "rnn-probe.txt").exists()
     if not torch.cuda.is_available():
-        text = (check(PROBE_S="20") / "rnn-probe.txt").read_text()
+        out = check(PROBE_S="20")
+        text = (out / "rnn-probe.txt").read_text()
         assert "needs a CUDA device" in text and "rnn_probe exit code 2" in text
+        assert not (out / "rnn-probe.csv").exists()  # folded into the txt when there is one
+
+
+def test_tests_mark_picks_the_marker_expression(tmp_path):
+    """TESTS_MARK: -m gpu by default; empty, no -m at all (gpu-tests.txt's last line says
+    which ran)."""
+    def last_line(**extra):
+        out = tmp_path / ("mark-" + str(len(extra)))
+        env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "TESTS_S": "120", "LESSONS_S": "0",
+               "BENCH_S": "0", "TESTS": "tests/test_flatten.py", **extra}
+        done = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+        return (out / "gpu-tests.txt").read_text().splitlines()[-1]
+    assert last_line().startswith("pytest -m gpu exit code ")
+    assert last_line(TESTS_MARK="").startswith("pytest exit code 0 ")  # test_flatten's CPU tests ran and passed

@@ -65,14 +65,14 @@ def test_main_writes_every_row_as_it_goes_and_prints_the_summary(monkeypatch, tm
     fixed + 2 us a step; the persistent variant raising), so what is checked is the CSV,
     the skips, the failure rows and the summary, not a timing."""
     monkeypatch.setattr(probe.torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(probe, "persistent_grid_fits", lambda b, h, device: h <= 256)
+    monkeypatch.setattr(probe.kernels, "persistent_grid_fits", lambda b, h, device: h <= 256)
 
     def forward(cell, batch, hidden, precision, provider, steps):
         if provider == "persistent":
             raise RuntimeError("no kernel\nmore")
         return steps
     monkeypatch.setattr(probe, "_forward", forward)
-    monkeypatch.setattr(probe, "time_gpu", lambda steps: ((10 + 2 * steps) / 1e3,) * 3)
+    monkeypatch.setattr(probe, "time_gpu", lambda steps, **budget: ((10 + 2 * steps) / 1e3,) * 3)
     monkeypatch.setattr(probe, "SIZES", [(64, 64), (32, 512)])
     out = tmp_path / "probe.csv"
     assert probe.main(["--out", str(out), "--cells", "lstm"]) == 0
@@ -91,5 +91,25 @@ def test_main_writes_every_row_as_it_goes_and_prints_the_summary(monkeypatch, tm
 
 def test_a_spent_budget_starts_nothing_more(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(probe.torch.cuda, "is_available", lambda: True)
-    assert probe.main(["--out", str(tmp_path / "p.csv"), "--time-budget", "-1"]) == 0
+    assert probe.main(["--out", str(tmp_path / "p.csv"), "--time-budget", "-1"]) == 3
     assert "time budget of -1 s spent: 120 configurations left untimed" in capsys.readouterr().err
+
+
+def test_an_interrupt_keeps_the_rows_timed_and_exits_130(monkeypatch, tmp_path, capsys):
+    """gpu_check.sh's time limit sends SIGINT: the rows so far stay in the CSV, the summary
+    still prints, and the exit code says the run was cut."""
+    monkeypatch.setattr(probe.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(probe, "_forward", lambda *args: args[-1])
+    calls = []
+
+    def time_gpu(steps, **budget):
+        calls.append(steps)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return ((10 + 2 * steps) / 1e3,) * 3
+    monkeypatch.setattr(probe, "time_gpu", time_gpu)
+    out = tmp_path / "deep" / "p.csv"  # its folder is made
+    assert probe.main(["--out", str(out), "--cells", "gru"]) == 130
+    assert len(out.read_text().splitlines()) == 1 + 2  # header, the step variant at T 16 and 128
+    printed = capsys.readouterr()
+    assert "interrupted" in printed.err and printed.out.splitlines()[1].split()[:5] == ["gru", "64", "64", "fp32", "step"]

@@ -573,10 +573,11 @@ table_gru = ladder(f"GRU forward B={B} T={T} I={I} H={H} float32",
 # T steps, for the fixed cost of a call against the cost of a step; BLOCK_K, BLOCK_H and
 # `num_warps` varied (the K loop's length, the warps that hide latency); and the batch-1
 # and GRU ladders, which the run's 22 s limit cut.
-# `scripts/rnn_probe.py` runs the part of this list the library's own knobs reach: a call
-# at T = 16 and at T = 128 split into a fixed and a per-step time, float32 without and with
-# TF32 and bfloat16 (if the step's time falls with the precision, the dot's arithmetic
-# bounds it; if not, its latency), every variant beside cuDNN. It has not run on a GPU yet.
+# `scripts/rnn_probe.py` runs the part of this list the library's own knobs reach: the
+# recurrence at T = 16 and at T = 128 split into a fixed and a per-step time; float32
+# without and with TF32 (the same bytes, other arithmetic: if the step gets faster with
+# TF32, the dot's arithmetic bounds it, if not its latency does) and bfloat16; every
+# variant beside cuDNN. It has not run on a GPU yet.
 
 # %% [markdown]
 # ## Exercises

@@ -45,13 +45,14 @@ def time_cpu(fn: Callable[[], object], budget_s: float = 0.5, min_runs: int = 5,
     return statistics.median(samples), _quantile(samples, 0.2), _quantile(samples, 0.8)
 
 
-def time_gpu(fn: Callable[[], object]) -> tuple[float, float, float]:
-    """triton.testing.do_bench: CUDA events, warm-up, an L2 flush before every run."""
+def time_gpu(fn: Callable[[], object], warmup_ms: float = 25, rep_ms: float = 100) -> tuple[float, float, float]:
+    """triton.testing.do_bench: CUDA events, `warmup_ms` of warm-up, then runs for about
+    `rep_ms`, an L2 flush before every run."""
     refuse_interpreter()
     from triton.testing import do_bench
     fn()  # compile and autotune outside the timed runs
     torch.cuda.synchronize()
-    p50, p20, p80 = do_bench(fn, warmup=25, rep=100, quantiles=[0.5, 0.2, 0.8])
+    p50, p20, p80 = do_bench(fn, warmup=warmup_ms, rep=rep_ms, quantiles=[0.5, 0.2, 0.8])
     return p50, p20, p80
 
 
