@@ -59,10 +59,10 @@ _STEP_ARGS = ["s_begin", "s_end"]
 STEP, PERSISTENT, PERSISTENT_GRID = 0, 1, 2  # the kernels' MODE
 MAX_SPINS = tl.constexpr(1 << 22)  # barrier reads (about 1 us each, an estimate) before a grid barrier gives up
 # W_hh elements a persistent-grid program may hold on chip (H = 256 with 16-wide hidden
-# blocks): the compiled sm_90 kernels keep the tile in shared memory, 64 KB in fp32, and
-# the fp32 backward's operands then take 128 KB of a program's 227 KB (ahead-of-time
-# compiles, Triton 3.6 and 3.9, persistent-grid LSTM at H = 256: forward 80 KB, backward
-# 128 KB of shared memory, no spills; reports/sm90-compile-2026-11-29)
+# blocks): the compiled sm_90 kernels keep the tile in shared memory, 64 KB in fp32; with
+# its other tiles the fp32 forward takes 80 KB of a program's 227 KB and the backward
+# 128 KB, no spills (ahead-of-time compiles of the LSTM at H = 256, Triton 3.6 and 3.9,
+# reports/sm90-compile-2026-11-29)
 RESIDENT_ELEMENTS = 16384
 
 
@@ -169,12 +169,13 @@ def _lstm_fwd_kernel(
     timeout flag (MODE 2 only). Grid: see the module docstring.
     Cost per step: 8·B·H² FLOPs (the recurrent matmul) + ~30·B·H; bytes: W_hh (4H²,
     L2-resident across steps) + B·H·(4 + 3) read (xp, h, c, h again for the update) +
-    B·H·(4 + 6) written (gates, out, h_in, c_in, c_out, c, h). B = 8, H = 1024,
-    fp16: 67 MFLOP, 8.4 MB of W per step -> ~2.8 us if L2 delivers ~3 TB/s (assumed, not
+    B·H·(4 + 6) written (gates, out, h_in, c_in, c_out, c, h). B = 8, H = 1024, fp16:
+    67 MFLOP, 8.4 MB of W per step -> ~2.8 us if L2 delivers ~3 TB/s (assumed, not
     measured), far above the ~0.07 us of tensor-core math: by this napkin model the step
-    is bound by reading W_hh. Measured, a step takes far longer than such models say:
-    ~39 us (persistent-grid) at B = 8, H = 256, fp32 on the H200 (reports/h200-2026-11-28,
-    lesson 07); what bounds it there is not measured yet (scripts/rnn_probe.py).
+    is bound by reading W_hh. Measured, a step takes far longer: at B = 8, H = 256, fp32
+    (1 MiB of W, ~0.35 us at that assumed rate) the H200 took ~39 us a step
+    (persistent-grid, 20.09 ms for T = 512 in reports/h200-2026-11-28/results.csv); what
+    bounds it is not measured yet (scripts/rnn_probe.py).
     """
     rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     in_b = rows < B
@@ -500,18 +501,19 @@ def _blocks(B: int, H: int, mode: int, device: torch.device, dtype: torch.dtype,
             raise ValueError(f"the persistent-grid RNN kernel needs all its programs resident at once; "
                              f"B={B}, H={H} need too many on {device} (use the step or persistent variant)")
         span = max(16, next_power_of_2(contraction))  # tl.dot: K >= 16
-        # with 32 rows the fp32 backward's tiles take 192 KB of shared memory beside W, of
-        # a program's 227 KB (sm_90 compile, reports/sm90-compile-2026-11-29): too close
+        # with 32 rows the fp32 backward takes 192 KB of shared memory (W's 64 KB and
+        # 128 KB of operand tiles) of a program's 227 KB (sm_90 compile,
+        # reports/sm90-compile-2026-11-29): too close to the limit
         if _block_b(B) == 16 and w_tiles * span * block_h <= RESIDENT_ELEMENTS:
             return _block_b(B), block_h, span, True
     elif INTERPRETED:
         block_h = 16
     else:
         block_h = max(16, min(64 if mode == PERSISTENT else 32, next_power_of_2(H)))
-    # fp32 tiles take twice the registers of 16-bit ones, 32 rows twice those of 16: half
-    # the K per iteration, a register-budget choice (the fp32 step forward compiled for
-    # sm_90 with 64-wide K: 80-92 registers, up to 4 B spilled a thread,
-    # reports/sm90-compile-2026-11-29); not timed on a GPU
+    # K chunks of 32 for fp32 or 32-row blocks, 64 otherwise: a register-budget choice
+    # (fp32 tiles are twice the bytes) that the committed compiles do not bear out: the
+    # fp32 step forward takes 128 registers at 32-wide K and 92 (Triton 3.9) or 80 with
+    # 4 B spilled (3.6) at 64 (reports/sm90-compile-2026-11-29); neither was timed on a GPU
     wide = dtype == torch.float32 or _block_b(B) == 32
     block_k = 16 if INTERPRETED else max(16, min(32 if wide else 64, next_power_of_2(H)))
     return _block_b(B), block_h, block_k, False
