@@ -6,9 +6,10 @@ Each configuration is one kernel with the constexprs, num_warps, num_stages and 
 its source text names. The kernel is compiled with triton.compile(ASTSource(...),
 target=GPUTarget("cuda", 90, 32)) as a launch would specialize it (pointers 16-byte
 aligned, an integer equal to 1 a constant, one divisible by 16 marked so, except the
-do_not_specialize ones); its PTX then goes through the ptxas Triton ships
-(`ptxas -v --gpu-name sm_90a`), which reports registers and spill bytes per thread;
-shared memory per program is Triton's own metadata. Lesson kernels are read out of the
+do_not_specialize ones). Registers and spill bytes per thread come from the `ptxas -v`
+log of Triton's own compile (its flags; where that log is missing, from the ptxas
+Triton ships, run here as `ptxas -v --gpu-name sm_90a`); shared memory per program is
+Triton's own metadata. Lesson kernels are read out of the
 lesson files (their imports and @triton.jit functions only, so no lesson runs).
 
 These are compile results, not measurements on a GPU. One line per configuration:
@@ -17,9 +18,11 @@ These are compile results, not measurements on a GPU. One line per configuration
     [sass_per_element: total=N IMAD=N LOP3=N]   (elementwise kernels: SASS opcodes / elements a thread)
 
 Run (no GPU needed; TRITON_INTERPRET is ignored):
-    .venv/bin/python scripts/sm90_resources.py [--only SUBSTRING ...]
+    .venv/bin/python scripts/sm90_resources.py [--only SUBSTRING ...] [--list]
     PYTHONPATH=/tmp/tr36lib:. .venv/bin/python scripts/sm90_resources.py   # another triton
-Exit code 3, with a message: this triton has no (or another) ahead-of-time compile API.
+Exit code 0: every configuration compiled; 1: one or more failed (their lines say why);
+2: no configuration matches --only; 3, with a message: this triton has no (or another)
+ahead-of-time compile API.
 """
 from __future__ import annotations
 
@@ -222,8 +225,10 @@ def attention(version, block_m, warps, B, H, L, E, stages=3):
 
 def rnn(kernel, dtype, mode, block_b, block_h, block_k, resident, warps=8, stages=2, B=16, H=256):
     """tritonlab.kernels.rnn's LSTM kernels as _launch compiles them (REVERSE=False, not
-    packed; c, dh, dc fp32; tf32 for 16-bit inputs, ieee for fp32)."""
+    packed; c, dh, dc fp32; tf32 for 16-bit inputs, ieee for fp32); mode: the name of
+    one of kernels.rnn's MODE values (STEP, PERSISTENT, PERSISTENT_GRID)."""
     from tritonlab.kernels import rnn as R
+    mode = getattr(R, mode)
     fn = {"fwd": R._lstm_fwd_kernel, "bwd": R._lstm_bwd_kernel}[kernel]
     args = {n: ("*fp32" if n in ("c_ptr", "dh_ptr", "dc_ptr") else "*" + dtype) for n in fn.arg_names if n.endswith("_ptr")}
     args.update(offs_ptr=None, sizes_ptr=None, sync_ptr="*i32" if mode == R.PERSISTENT_GRID else None,
@@ -243,7 +248,6 @@ def softmax_bwd(warps):
     return build(softmax._bwd_kernel, args, consts, warps), None
 
 
-STEP, PERSISTENT, GRID = 0, 1, 2  # tritonlab.kernels.rnn's MODE values
 CONFIGS = {
     "02_softmax v1, 4096 cols, fp32, 4 warps": lambda: softmax_v1(4096, 4),
     "02_softmax v1, 32768 cols, fp32, 4 warps": lambda: softmax_v1(32768, 4),
@@ -262,39 +266,39 @@ CONFIGS = {
     "09_attention v2 128x64, E 64, fp16, 8 warps, 3 stages": lambda: attention(2, 128, 8, 16, 32, 512, 64),
     "09_attention v2 128x64, E 128, fp16, 8 warps, 3 stages": lambda: attention(2, 128, 8, 4, 16, 4096, 128),
     "rnn.py LSTM fwd persistent-grid resident H 256, 16x16x256, fp32, 8 warps, 2 stages":
-        lambda: rnn("fwd", "fp32", GRID, 16, 16, 256, True),
+        lambda: rnn("fwd", "fp32", "PERSISTENT_GRID", 16, 16, 256, True),
     "rnn.py LSTM bwd persistent-grid resident H 256, 16x16x1024, fp32, 8 warps, 2 stages":
-        lambda: rnn("bwd", "fp32", GRID, 16, 16, 1024, True),
+        lambda: rnn("bwd", "fp32", "PERSISTENT_GRID", 16, 16, 1024, True),
     "rnn.py LSTM fwd persistent-grid resident H 256, 32x16x256, fp32, 8 warps, 2 stages":
-        lambda: rnn("fwd", "fp32", GRID, 32, 16, 256, True, B=32),
+        lambda: rnn("fwd", "fp32", "PERSISTENT_GRID", 32, 16, 256, True, B=32),
     "rnn.py LSTM bwd persistent-grid resident H 256, 32x16x1024, fp32, 8 warps, 2 stages":
-        lambda: rnn("bwd", "fp32", GRID, 32, 16, 1024, True, B=32),
-    "rnn.py LSTM fwd step 16x32x32, fp32, 8 warps, 2 stages": lambda: rnn("fwd", "fp32", STEP, 16, 32, 32, False),
+        lambda: rnn("bwd", "fp32", "PERSISTENT_GRID", 32, 16, 1024, True, B=32),
+    "rnn.py LSTM fwd step 16x32x32, fp32, 8 warps, 2 stages": lambda: rnn("fwd", "fp32", "STEP", 16, 32, 32, False),
     "rnn.py LSTM fwd step 16x32x32, fp32, 4 warps, 2 stages":
-        lambda: rnn("fwd", "fp32", STEP, 16, 32, 32, False, warps=4),
+        lambda: rnn("fwd", "fp32", "STEP", 16, 32, 32, False, warps=4),
     "rnn.py LSTM fwd step 16x32x32, fp32, 8 warps, 3 stages":
-        lambda: rnn("fwd", "fp32", STEP, 16, 32, 32, False, stages=3),
-    "rnn.py LSTM fwd step 16x32x64, fp32, 8 warps, 2 stages": lambda: rnn("fwd", "fp32", STEP, 16, 32, 64, False),
+        lambda: rnn("fwd", "fp32", "STEP", 16, 32, 32, False, stages=3),
+    "rnn.py LSTM fwd step 16x32x64, fp32, 8 warps, 2 stages": lambda: rnn("fwd", "fp32", "STEP", 16, 32, 64, False),
     "rnn.py LSTM fwd step 32x32x32, fp16, 8 warps, 2 stages":
-        lambda: rnn("fwd", "fp16", STEP, 32, 32, 32, False, B=64),
+        lambda: rnn("fwd", "fp16", "STEP", 32, 32, 32, False, B=64),
     "rnn.py LSTM fwd step 32x32x64, fp16, 8 warps, 2 stages":
-        lambda: rnn("fwd", "fp16", STEP, 32, 32, 64, False, B=64),
+        lambda: rnn("fwd", "fp16", "STEP", 32, 32, 64, False, B=64),
     "rnn.py LSTM fwd step 64x32x32, fp16, 8 warps, 2 stages":
-        lambda: rnn("fwd", "fp16", STEP, 64, 32, 32, False, B=64),
+        lambda: rnn("fwd", "fp16", "STEP", 64, 32, 32, False, B=64),
     "rnn.py LSTM fwd step 16x32x64, fp16, 4 warps, 2 stages":
-        lambda: rnn("fwd", "fp16", STEP, 16, 32, 64, False, warps=4),
+        lambda: rnn("fwd", "fp16", "STEP", 16, 32, 64, False, warps=4),
     "rnn.py LSTM fwd persistent 16x64x32, fp32, 8 warps, 2 stages":
-        lambda: rnn("fwd", "fp32", PERSISTENT, 16, 64, 32, False),
+        lambda: rnn("fwd", "fp32", "PERSISTENT", 16, 64, 32, False),
     "rnn.py LSTM fwd persistent 16x64x32, fp32, 4 warps, 2 stages":
-        lambda: rnn("fwd", "fp32", PERSISTENT, 16, 64, 32, False, warps=4),
+        lambda: rnn("fwd", "fp32", "PERSISTENT", 16, 64, 32, False, warps=4),
     "rnn.py LSTM fwd persistent 16x64x64, fp32, 8 warps, 2 stages":
-        lambda: rnn("fwd", "fp32", PERSISTENT, 16, 64, 64, False),
+        lambda: rnn("fwd", "fp32", "PERSISTENT", 16, 64, 64, False),
     "rnn.py LSTM fwd persistent 16x64x64, fp16, 8 warps, 2 stages":
-        lambda: rnn("fwd", "fp16", PERSISTENT, 16, 64, 64, False),
+        lambda: rnn("fwd", "fp16", "PERSISTENT", 16, 64, 64, False),
     "rnn.py LSTM fwd persistent 32x64x64, fp16, 8 warps, 2 stages":
-        lambda: rnn("fwd", "fp16", PERSISTENT, 32, 64, 64, False, B=64),
+        lambda: rnn("fwd", "fp16", "PERSISTENT", 32, 64, 64, False, B=64),
     "rnn.py LSTM fwd persistent 64x64x32, fp16, 8 warps, 2 stages":
-        lambda: rnn("fwd", "fp16", PERSISTENT, 64, 64, 32, False, B=64),
+        lambda: rnn("fwd", "fp16", "PERSISTENT", 64, 64, 32, False, B=64),
     "softmax.py _bwd_kernel 16384 cols, fp32, 32 warps": lambda: softmax_bwd(32),
     "softmax.py _bwd_kernel 16384 cols, fp32, 16 warps": lambda: softmax_bwd(16),
     "softmax.py _bwd_kernel 16384 cols, fp32, 8 warps": lambda: softmax_bwd(8),

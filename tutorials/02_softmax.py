@@ -161,8 +161,8 @@ table_softmax = ladder(f"softmax {rows}x{cols} float32", {
 # row of 32768 float32 over v1's 4 warps (128 threads) is 256 floats per thread before any
 # temporaries: more than a thread can have, so the compiler **spills** values to "local
 # memory" (off-chip, behind the caches). More warps spread the row thinner (32 warps: 32
-# floats a thread), but then one program's 1024 threads fill nearly all of an SM's
-# register file (below: ~50 registers each, over 50,000 of 65,536), one program runs per SM,
+# floats a thread), but then one program's 1024 threads take most of an SM's register
+# file (below: ~50 registers each, over 50,000 of 65,536), one program runs per SM,
 # and too few loads are in flight to hide memory latency. Long rows
 # are real (a 32K-token attention row, a 50K-word vocabulary): they need another plan.
 #

@@ -91,7 +91,8 @@ def _matmul_kernel(
     137 GFLOP, ~100 MB: the floor is ~0.14 ms at the data sheet's ~990 TFLOP/s on an
     H100/H200 (~0.19 ms at the 741 TFLOP/s torch's bf16 matmul reached on the H200),
     compute-bound by ~4.6x over the ~30 us the bytes take at an H100's 3.35 TB/s (~24 us
-    at the H200's measured 4.12 TB/s); TF32 ~0.28 ms, fp32 FMA ~2 ms.
+    at the H200's measured 4.12 TB/s); TF32 ~0.28 ms and fp32 FMA ~2 ms by the data
+    sheet (~0.38 and ~2.7 ms at the 358 and 51.2 TFLOP/s the H200 run measured).
     """
     pid = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)
