@@ -16,6 +16,7 @@ These are compile results, not measurements on a GPU. One line per configuration
 
     name  triton=X  registers=N  spill_stores=N  spill_loads=N  shared=N  mma=wgmma|mma|none
     [sass_per_element: total=N IMAD=N LOP3=N]   (elementwise kernels: SASS opcodes / elements a thread)
+    [sass_kernel: total=N FFMA=N LDS=N]         (a whole kernel's static SASS opcodes)
 
 Run (no GPU needed; TRITON_INTERPRET is ignored):
     .venv/bin/python scripts/sm90_resources.py [--only SUBSTRING ...] [--list]
@@ -142,13 +143,16 @@ def sass_counts(compiled) -> Counter:
     return Counter(op for op in ops if op != "NOP")
 
 
-def report(name: str, compiled, per_thread: int | None = None) -> str:
+def report(name: str, compiled, per_thread: int | str | None = None) -> str:
     r = ptxas_report(compiled)
     ptx = compiled.asm["ptx"]
     mma = "wgmma" if "wgmma" in ptx else "mma" if re.search(r"\bmma\.sync", ptx) else "none"
     line = (f"{name}  triton={triton.__version__}  registers={r['registers']}  spill_stores={r['spill_stores']}"
             f"  spill_loads={r['spill_loads']}  shared={compiled.metadata.shared}  mma={mma}")
-    if per_thread:
+    if per_thread == "kernel":  # the static count of the whole kernel
+        ops = sass_counts(compiled)
+        line += f"  sass_kernel: total={sum(ops.values())} FFMA={ops['FFMA']} LDS={ops['LDS']}"
+    elif per_thread:
         ops = sass_counts(compiled)
         line += (f"  sass_per_element: total={sum(ops.values()) / per_thread:.1f}"
                  f" IMAD={sum(n for op, n in ops.items() if op.startswith('IMAD')) / per_thread:.1f}"
@@ -207,7 +211,7 @@ def lstm_step():
 def lstm_on_chip():
     fn = lesson("08_persistent_rnn").lstm_on_chip_kernel
     args = dict(xp_ptr="*fp32", w_ptr="*fp32", c_ptr="*fp32", out_ptr="*fp32", T=128, B=64, H=64)
-    return build(fn, args, dict(BLOCK_B=16, H_PAD=64), 8), None
+    return build(fn, args, dict(BLOCK_B=16, H_PAD=64), 8), "kernel"  # its time loop is nearly all of it
 
 
 def attention(version, block_m, warps, B, H, L, E, stages=3):
