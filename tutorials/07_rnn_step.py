@@ -150,11 +150,13 @@ def lstm_cudnn():
 # compute-bound (67 TFLOP/s fp32 / 3.35 TB/s ≈ 20 FLOP/byte; for bf16 tensor cores ≈ 300).
 # So at small batch a step is bound by *reading W_hh* — 1 MiB at 3.35 TB/s is 0.3 µs (less
 # if it stays in the 50 MB L2, which it does) — and the 4.2 MFLOP take 0.06 µs at full fp32
-# speed. Both are far below the **~5 µs it takes to launch a kernel**. A step that needs k
-# launches costs at least k × 5 µs, whatever it computes: the prediction is that at B=8
-# **the recurrence is launch-bound**. (Measured on an H200, it was for the reference
-# tier's ten small kernels a step, and not for the one-kernel rungs, whose step took
-# ~40 µs of GPU work: the end of the lesson says what this model leaves out.)
+# speed. Both are far below the **~5 µs it takes to launch a kernel** (lesson 01's rule of
+# thumb). A step that needs k launches costs at least k × 5 µs, whatever it computes: the
+# prediction is that at B=8 **the recurrence is launch-bound**. (On the H200 that held for
+# the reference tier as it ran that day, with ten small kernels a step where today's has
+# seven: most of its time was host time. It did not hold for the one-kernel rungs, whose
+# step took ~40 µs of GPU work. The end of the lesson has the numbers and what this model
+# leaves out.)
 #
 # Scale the batch to B=256 and H=1024 (the benchmark's largest case): one step is now 2.1
 # GFLOP, 32 µs at fp32 FMA speed (~2 µs on bf16 tensor cores), intensity 128 FLOP/byte —
@@ -301,7 +303,7 @@ def lstm_step_kernel(xp_ptr, w_ptr, h_ptr, c_ptr, h_next_ptr, B, H,
         acc_f = tl.dot(hk, w_tile(w_ptr, 1, units, ks, H), acc_f, input_precision="ieee")
         acc_g = tl.dot(hk, w_tile(w_ptr, 2, units, ks, H), acc_g, input_precision="ieee")
         acc_o = tl.dot(hk, w_tile(w_ptr, 3, units, ks, H), acc_o, input_precision="ieee")
-    # the epilogue: lesson v1's gate math on the accumulators, still in registers
+    # the epilogue: v1's gate math on the accumulators, still in registers
     m = (rows < B)[:, None] & (units < H)[None, :]
     xp = xp_ptr + rows[:, None] * (4 * H) + units[None, :]
     i = sigmoid(acc_i + tl.load(xp, mask=m, other=0.0))
@@ -359,10 +361,11 @@ def lstm_v2(x, w_ih, w_hh, b_ih, b_hh, BLOCK_B=16, BLOCK_H=32, BLOCK_K=32):
 #   finished sequences keep their state.
 # - **Launch details**: int64 row offsets; the step numbers are `do_not_specialize` (Triton
 #   compiles a separate variant for integer arguments equal to 1 or divisible by 16 — it
-#   must not recompile every 16th step); 8 warps and BLOCK_H = 32 on a GPU (`_launch` and
-#   `_blocks` say why: a register budget, and more programs to spread W_hh's read; the
-#   compiles in reports/sm90-compile-2026-11-29 show no spills for the fp32 step kernel
-#   at 4 warps either, and the two were never timed against each other).
+#   must not recompile every 16th step); 8 warps and BLOCK_H = 32 on a GPU. `_launch` and
+#   `_blocks` give the reasons: a register budget, and more programs to spread W_hh's
+#   read. The register reason is unproven: the compiles in reports/sm90-compile-2026-11-29
+#   show no spills for the fp32 step kernel at 4 warps either, and 4 and 8 warps were
+#   never timed against each other.
 # - fp32 inputs use `tl.dot(..., input_precision="ieee")` unless
 #   `torch.backends.cuda.matmul.allow_tf32` is on, then TF32.
 #
@@ -401,8 +404,8 @@ table_lstm = ladder(f"LSTM forward B={B} T={T} I={I} H={H} float32", {
 # What to look for on a GPU: whether times scale with *launches per step*, as predicted,
 # or with something else (the "frac_of_floor" column is tiny for every rung at B=8 either
 # way). Divide each time by T for the cost of a step. Try `B = 256` (and H = 1024): the
-# matmul's FLOPs grow 32× (512× with H = 1024 too) and cuDNN's tuned GEMMs should pull ahead of a simple `tl.dot`
-# loop.
+# matmul's FLOPs grow 32× (512× with H = 1024 too), and we expect cuDNN's tuned GEMMs to
+# pull ahead of a simple `tl.dot` loop.
 
 # %% [markdown]
 # ## Measured: one run on an NVIDIA H200
@@ -443,10 +446,11 @@ table_lstm = ladder(f"LSTM forward B={B} T={T} I={I} H={H} float32", {
 # smaller model: the graph saves ~22 µs a step of host time there.)
 #
 # Why ~37–39 µs of GPU work for 4.2 MFLOP and 1 MiB? The napkin model divides work by
-# an FMA rate and a bandwidth — the whole chip's (0.3 µs a step), or the share of the 8
-# SMs v2 uses (~1–2 µs, lesson 08's per-SM estimate) — and misses by ~20–40× even so,
-# because a small step is a **chain of dependent latencies**, not a stream of
-# throughput: each of v2's 8 programs (4 warps, one per SM) walks a serial K loop over H
+# an FMA rate and a bandwidth. With the whole chip's it predicts 0.3 µs a step, and
+# misses by over 100×. With only the share of the 8 SMs v2 uses (~1–2 µs, lesson 08's
+# per-SM estimate) it still misses by ~20–40×. The likely reason, not yet measured: a
+# small step is a **chain of dependent latencies**, not a stream of throughput. Each of
+# v2's 8 programs (4 warps, one per SM) walks a serial K loop over H
 # in BLOCK_K chunks, each chunk waiting for its W_hh and h loads before its `tl.dot`; too
 # few warps run to hide those waits; h goes out to global memory at the end of the step
 # and comes back at the start of the next (in the persistent-grid mode, across a grid
@@ -508,8 +512,8 @@ check_1()
 # design for it: the input projection as one torch GEMM before the loop, then per step one
 # Triton kernel with a 2-D grid over (batch rows, hidden units) that does the `tl.dot` over
 # K and the tanh. Return every step's h, (T, B, H). The check uses H = 40, so your blocks
-# must handle edges (masks) and more than one hidden block — and remember which buffer you
-# must not write.
+# must handle edges (masks) and, with BLOCK_H = 16 or 32, more than one hidden block —
+# and remember which buffer you must not write.
 
 # %%
 def exercise_2(x, w_ih, w_hh, b_ih, b_hh):
