@@ -16,7 +16,8 @@ These are compile results, not measurements on a GPU. One line per configuration
 
     name  triton=X  registers=N  spill_stores=N  spill_loads=N  shared=N  mma=wgmma|mma|none
     [sass_per_element: total=N IMAD=N LOP3=N]   (elementwise kernels: SASS opcodes / elements a thread)
-    [sass_kernel: total=N FFMA=N LDS=N]         (a whole kernel's static SASS opcodes)
+    [sass_kernel: total=N FFMA=N LDS=N loop=N]  (a whole kernel's static SASS opcodes; loop: those
+                                                 inside its widest backward branch)
 
 Run (no GPU needed; TRITON_INTERPRET is ignored):
     .venv/bin/python scripts/sm90_resources.py [--only SUBSTRING ...] [--list]
@@ -133,14 +134,30 @@ def ptxas_report(compiled) -> dict:
     return {"registers": int(regs.group(1)), "spill_stores": int(spills.group(1)), "spill_loads": int(spills.group(2))}
 
 
-def sass_counts(compiled) -> Counter:
-    """SASS opcodes of the cubin Triton built (its bundled cuobjdump)."""
+def _sass(compiled) -> list[tuple[int, str, str]]:
+    """(address, opcode, operands) of each SASS instruction of the cubin Triton built
+    (its bundled cuobjdump), NOPs left out."""
     cuobjdump = Path(getattr(get_ptxas(90), "path", "")).with_name("cuobjdump")
     cubin = Path(TMP.name) / "kernel.cubin"
     cubin.write_bytes(compiled.asm["cubin"])
     sass = subprocess.run([str(cuobjdump), "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
-    ops = re.findall(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P[T\d]\s+)?([A-Z][A-Z0-9_]*)", sass)
-    return Counter(op for op in ops if op != "NOP")
+    found = re.findall(r"/\*([0-9a-f]{4})\*/\s+(?:@!?U?P[T\d]\s+)?([A-Z][A-Z0-9_]*)[^;]*?([^;]*);", sass)
+    return [(int(a, 16), op, rest) for a, op, rest in found if op != "NOP"]
+
+
+def sass_counts(compiled) -> Counter:
+    """SASS opcodes of the cubin Triton built."""
+    return Counter(op for _, op, _ in _sass(compiled))
+
+
+def loop_length(compiled) -> int:
+    """Instructions inside the widest backward branch (a kernel's outer loop): what a warp
+    issues per iteration when the loop holds no inner loop."""
+    code = _sass(compiled)
+    spans = [(int(t.group(1), 16), a) for a, op, rest in code if op == "BRA"
+             for t in [re.search(r"0x([0-9a-f]+)", rest)] if t and int(t.group(1), 16) < a]
+    lo, hi = max(spans, key=lambda s: s[1] - s[0], default=(0, -1))
+    return sum(lo <= a <= hi for a, _, _ in code)
 
 
 def report(name: str, compiled, per_thread: int | str | None = None) -> str:
@@ -151,7 +168,8 @@ def report(name: str, compiled, per_thread: int | str | None = None) -> str:
             f"  spill_loads={r['spill_loads']}  shared={compiled.metadata.shared}  mma={mma}")
     if per_thread == "kernel":  # the static count of the whole kernel
         ops = sass_counts(compiled)
-        line += f"  sass_kernel: total={sum(ops.values())} FFMA={ops['FFMA']} LDS={ops['LDS']}"
+        line += (f"  sass_kernel: total={sum(ops.values())} FFMA={ops['FFMA']} LDS={ops['LDS']}"
+                 f" loop={loop_length(compiled)}")
     elif per_thread:
         ops = sass_counts(compiled)
         line += (f"  sass_per_element: total={sum(ops.values()) / per_thread:.1f}"
@@ -211,7 +229,7 @@ def lstm_step():
 def lstm_on_chip():
     fn = lesson("08_persistent_rnn").lstm_on_chip_kernel
     args = dict(xp_ptr="*fp32", w_ptr="*fp32", c_ptr="*fp32", out_ptr="*fp32", T=128, B=64, H=64)
-    return build(fn, args, dict(BLOCK_B=16, H_PAD=64), 8), "kernel"  # its time loop is nearly all of it
+    return build(fn, args, dict(BLOCK_B=16, H_PAD=64), 8), "kernel"
 
 
 def attention(version, block_m, warps, B, H, L, E, stages=3):
