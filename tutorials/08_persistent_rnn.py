@@ -121,7 +121,7 @@ def contenders(kind, B, T, I, H, seed=0):
 # Per step of an LSTM (float32, 4 bytes; lesson 07): 8·B·H² FLOPs for `h W_hhᵀ`, and W_hh
 # is 16·H² bytes, so B/2 FLOPs per byte of weight. Two sizes:
 #
-# | | the DNA char model (`tritonlab.models`): B=64, H=64, T=128 | the benchmark's launch-bound case: B=1, H=256, T=512 |
+# | | the DNA char model (`tritonlab.models`): B=64, H=64, T=128 | the benchmark's batch-1 case: B=1, H=256, T=512 |
 # |---|---|---|
 # | FLOPs per step | 2.1 M | 0.5 M (8.4 M with B padded to a 16-row `tl.dot` tile) |
 # | W_hh per step | 64 KiB | 1 MiB |
@@ -129,13 +129,15 @@ def contenders(kind, B, T, I, H, seed=0):
 # | one launch per step | 128 × ~5 µs ≈ 0.6 ms | 512 × ~5 µs ≈ 2.6 ms |
 #
 # By this model the launches outweigh the work ~15–160 times over, and a persistent kernel
-# pays one launch. (Lesson 07's H200 run already disagreed at B = 8, H = 256; this
-# lesson's run, at the end, measures both sides.)
-# But it pays something else: **who does the step's work**. With one program per block of
-# 16 batch rows, the char model has 4 programs — 4 of the H100's 132 SMs do everything
-# (tritonlab takes 32-row blocks above B = 16: 2 programs) — and the B=1 case has *one*.
-# One SM gets about 1/132 of the chip: ~0.5 TFLOP/s of fp32 FMA, and on the order of 100
-# GB/s from L2 (an estimate, not measured here). So:
+# pays one launch. (Lesson 07's H200 run already disagreed at B = 8, H = 256. This
+# lesson's H200 run, at the end, measured the char model; its batch-1 ladder was cut by
+# the run's time limit.)
+#
+# But a persistent kernel pays something else: **who does the step's work**. With one
+# program per block of 16 batch rows, the char model has 4 programs — 4 of the H100's 132
+# SMs do everything (tritonlab takes 32-row blocks above B = 16: 2 programs) — and the B=1
+# case has *one*. One SM gets about 1/132 of the chip: ~0.5 TFLOP/s of fp32 FMA, and on
+# the order of 100 GB/s from L2 (an estimate, not measured here). So:
 #
 # - char model, one program per 16 rows: 0.5 MFLOP per program per step ≈ 1 µs, and 64 KiB
 #   of W_hh ≈ 0.5 µs if it is re-read — persistent should beat step-per-launch by ~3–5×;
@@ -369,17 +371,16 @@ def lstm_on_chip(x, w_ih, w_hh, b_ih, b_hh, BLOCK_B=16):
 # an SM's L1 cache is not kept coherent with other SMs' writes, and the ping-pong buffer
 # reuses the same addresses every second step, so an L1 line could hold a stale h.
 #
-# **The barrier is only safe if every program of the grid is running at the same time.**
-# A spinning program keeps its place on its SM until it gets past the barrier; if some
+# **The barrier is only safe if every program of the grid is running at the same time.** A
+# spinning program keeps its place on its SM until it gets past the barrier; if some
 # program it waits for could only start once a running one finishes, both would wait
-# forever. CUDA's
-# answer is a cooperative launch, which refuses to start a grid that does not fit at once;
-# tritonlab instead sizes the grid to at most one program per SM (`_grid_block_h` tries
-# BLOCK_H = 16, 32, 64, 128 and takes the first with cdiv(B, BLOCK_B) · cdiv(H, BLOCK_H) ≤
-# number of SMs, else raises a ValueError) and keeps a safety net: after `MAX_SPINS` reads
-# a program gives up, raises a flag, and the launcher turns the flag into a RuntimeError
-# instead of a hang (another kernel occupying SMs at the same time could still break the
-# co-residency assumption).
+# forever. CUDA's answer is a cooperative launch, which refuses to start a grid that does
+# not fit at once. tritonlab instead sizes the grid to at most one program per SM:
+# `_grid_block_h` tries BLOCK_H = 16, 32, 64, 128 and takes the first with
+# cdiv(B, BLOCK_B) · cdiv(H, BLOCK_H) ≤ number of SMs, else raises a ValueError. It also
+# keeps a safety net, since another kernel occupying SMs at the same time could still break
+# the co-residency assumption: after `MAX_SPINS` reads a program gives up and raises a
+# flag, and the launcher turns the flag into a RuntimeError instead of a hang.
 #
 # **Triton's interpreter runs the programs of a grid one after another**, each to
 # completion, in a Python loop. Program 0 would spin waiting for program 1, which the
@@ -397,9 +398,9 @@ def lstm_on_chip(x, w_ih, w_hh, b_ih, b_hh, BLOCK_B=16):
 # kept beside the repository in `../shared/`, not in it): a kernel whose programs wait on
 # each other needs a sequential variant under the interpreter. On a GPU `algo="auto"` picks
 # `"persistent-grid"` where its programs fit at once and H ≤ 256, and `"step"` elsewhere.
-# Two sizes in that range have been measured, and at both it was the fastest of the three
-# (the H200 run at the end of this lesson, B = 64, H = 64; the benchmark's B = 8, H = 256);
-# the rest of the range is an extrapolation.
+# Two sizes in that range have been measured, and at both it was the fastest of tritonlab's
+# three modes (the H200 run at the end of this lesson, B = 64, H = 64; the benchmark's
+# B = 8, H = 256); the rest of the range is an extrapolation.
 
 # %%
 @triton.jit
@@ -429,11 +430,12 @@ print(f"arrivals each program saw: {seen.tolist()}",
 # launches once as a CUDA graph and replay them with one call (`CudaGraphed`, above). The
 # CPU cost of T × (a few) launches goes; what stays is everything the GPU does per kernel:
 # each kernel still starts, runs and drains in turn (a gap of the order of a microsecond
-# between dependent kernels), still re-reads W_hh, still passes h and c through memory.
-# So we predict a graph of the step kernels between step-per-launch and the persistent
-# kernels; a graph of the reference tier (~10 kernels per step) well behind a graph of
-# tritonlab's step mode (1 kernel per step). Graphs have constraints of their own: fixed
-# shapes and addresses (a replay reuses the recorded tensors), and no CPU work inside.
+# between dependent kernels), still re-reads W_hh, still passes h and c through memory. So
+# we predict a graph of the step kernels between step-per-launch and the persistent
+# kernels; a graph of the reference tier (7 kernels per step today, 10 in the H200 run at
+# the end) well behind a graph of tritonlab's step mode (1 kernel per step). Graphs have
+# constraints of their own: fixed shapes and addresses (a replay reuses the recorded
+# tensors), and no CPU work inside.
 #
 # And the bar moves: for H ≤ 192, PyTorch asks cuDNN for its persistent RNN algorithm
 # (`CUDNN_RNN_ALGO_PERSIST_STATIC_SMALL_H`, in `get_algo` of PyTorch's
@@ -444,7 +446,8 @@ print(f"arrivals each program saw: {seen.tolist()}",
 # %% [markdown]
 # ## Ladder 1 — the DNA char model's LSTM (H = 64)
 #
-# Predictions (on a GPU; the ladder prints what happens): the naive and reference tiers
+# Predictions (made before any GPU run, like lesson 07's; on a GPU the ladder prints what
+# happens, and the end of the lesson compares): the naive and reference tiers
 # far behind; graphs 2–5× faster than their eager versions; `tritonlab step` at ~5 µs per
 # step; the persistent kernels (v1, v2, tritonlab persistent) several times faster than
 # step, v2 a little ahead of v1; cuDNN (persistent here) the one to beat.
@@ -467,11 +470,12 @@ table_char_model = ladder(f"LSTM forward B={B} T={T} I={I} H={H} float32 (char m
                           {k: versions[k] for k in order}, expected=expected, cost=cost, baseline="tritonlab step")
 
 # %% [markdown]
-# ## Ladder 2 — batch 1, H = 256: the launch-bound case
+# ## Ladder 2 — batch 1, H = 256: the case the napkin math calls launch-bound
 #
-# Predictions: `tritonlab step` ~512 × 5 µs ≈ 2.6 ms and its graph below that; v1 and
-# `tritonlab persistent` *slower* than step (one SM does a 16-row-padded step and streams
-# 1 MiB of W_hh, ~10–20 µs a step by the napkin math); v2 does not apply (H > 64);
+# Predictions (not yet tested: the H200 run stopped before this ladder): `tritonlab step`
+# ~512 × 5 µs ≈ 2.6 ms and its graph below that; v1 and `tritonlab persistent` *slower*
+# than step (one SM does a 16-row-padded step and streams 1 MiB of W_hh, ~17 + 10 ≈ 27 µs
+# a step by the napkin math); v2 does not apply (H > 64);
 # `persistent-grid` — 16 programs of 16 hidden units, each holding its 64 KiB slice of
 # W_hh on chip, a grid barrier per step — the fastest Triton rung if the barrier costs the
 # couple of microseconds we guess, and the one with a chance against cuDNN here.
@@ -514,8 +518,8 @@ table_gru = ladder(f"GRU forward B={B} T={T} I={I} H={H} float32",
 #   the question becomes *how many SMs share each step's work*, and how much of it comes
 #   from memory (and, as the H200 showed, how long each step's chain of dependent loads
 #   takes).
-# - One program per batch block is right for small H (the char model) and wrong for large
-#   H at small batch; splitting the hidden units needs a grid barrier; keeping W_hh on chip
+# - One program per batch block suits small H (the char model) and loses at large H and
+#   small batch; splitting the hidden units needs a grid barrier; keeping W_hh on chip
 #   needs its slice to be small — the three pull against each other, which is why
 #   tritonlab keeps all three modes and lets you pick (`algo=`).
 # - A CUDA graph removes the CPU's launch cost with no kernel work, but not the per-kernel
@@ -530,7 +534,8 @@ table_gru = ladder(f"GRU forward B={B} T={T} I={I} H={H} float32",
 # What this lesson printed on the project's one GPU run so far (2026-11-28, NVIDIA H200,
 # torch 2.11, triton 3.6; one run each, times in ms; the whole output is in
 # `reports/h200-2026-11-28/tutorials.txt`). Compare it with the predictions above; a
-# rerun prints your own device's ladder. Only the first ladder ran within the run's 22 s limit per lesson.
+# rerun prints your own device's ladder. Only the first ladder ran within the run's 22 s
+# limit per lesson.
 #
 # ```
 # == LSTM forward B=64 T=128 I=16 H=64 float32 (char model) — NVIDIA H200
@@ -550,16 +555,19 @@ table_gru = ladder(f"GRU forward B={B} T={T} I={I} H={H} float32",
 # What it shows, per step (the times over T = 128):
 #
 # - **Host time is real where the GPU's work is short.** `tritonlab step` took 43 µs a
-#   step eager and 21 µs replayed as a CUDA graph: the graph saved ~22 µs a step of
-#   host time (Python, argument handling, launches). The reference tier went from 128 to
-#   19 µs a step the same way. The graph made `tritonlab step` 2.0× faster (5.561 →
-#   2.713 ms), at the low end of the 2–5× predicted, and the reference 6.7× (16.36 →
-#   2.433 ms), above it: the tier with more host time a step gained more.
+#   step eager and 21 µs replayed as a CUDA graph: the graph saved ~22 µs a step of host
+#   time (Python, argument handling, launches). The reference tier went from 128 to 19 µs
+#   a step the same way (the tier as it was that day: ten kernels a step). The graph made
+#   `tritonlab step` 2.0× faster (5.561 → 2.713 ms), at the low end of the 2–5× predicted,
+#   and the reference 6.7× (16.36 → 2.433 ms), above it: the tier with more host time a
+#   step gained more.
 # - **With the host out of the way, a step costs ~17–21 µs of GPU work**: the graph of
 #   step kernels 21, `persistent` 21, `persistent-grid` 20, v1 20, v2 (W_hh and h on chip)
 #   17. One launch or 128 made ~no difference; keeping W_hh and h on chip saved ~12%.
 #   The napkin math predicted ~1 µs (per SM) and a 3–5× gain for persistent over step:
 #   it measured 2.0–2.5× over eager step, and 1.0–1.2× over a graph of it (v2 the 1.2×).
+#   One program per batch block did suit this small H: v2 was the fastest Triton rung,
+#   though tritonlab's `persistent` (2.697 ms) trailed `persistent-grid` (2.552).
 # - **cuDNN's persistent kernel took 1.8 µs a step** (0.234 ms, with its input
 #   projection), near the napkin estimate: the hardware can do a step that fast, and our
 #   kernels spend their ~20 µs on something the model leaves out. Likely that is
@@ -663,5 +671,5 @@ check_2()
 # `torch`) over the benchmark's cases, forward and backward; the backward kernels
 # (`_lstm_bwd_kernel`, `_gru_bwd_kernel` in `tritonlab/kernels/rnn.py`) run the same three
 # modes in reverse time — read them next. Open questions worth a GPU session: what the grid
-# barrier really costs per step, and where `auto`'s H ≤ 256 switch between the
-# `persistent` and `step` modes should sit.
+# barrier really costs per step, and where `auto`'s H ≤ 256 switch on a GPU, from
+# `persistent-grid` to `step`, should sit.
