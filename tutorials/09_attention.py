@@ -191,17 +191,17 @@ print(f"short: q, k, v {tuple(q.shape)} {dtype}; the reference's L x S buffer: "
 #
 # Scores never touch memory: one read of q, k, v, one write of out, the fusion of lesson
 # 02 applied to the whole of attention. The catch is **size**: each program holds a
-# `BLOCK_M × S` fp32 score block plus all of `K` and `V` of its head. Compiled for an H100
-# (sm_90) here without a GPU, as in lesson 02: `tests/sm90.py` compiles a kernel ahead
-# of time for `GPUTarget("cuda", 90, 32)`, and `ptxas-blackwell -v --gpu-name sm_90a`
-# (Triton 3.9 ships it; its plain `ptxas` is too old for the PTX) prints the registers
-# and spills of the cubin (`scripts/sm90_resources.py`; reports/sm90-compile-2026-11-29).
-# With 16 queries, 8 warps, S = 512, E = 64 in fp16: 156 registers a thread with Triton 3.9
-# (128 with 3.6), no spills, 80 KiB of shared memory; 32 queries take 173 (162) registers;
-# 64 queries all **255 registers** a thread may have, and spill 872 (568) bytes a thread
-# to memory (with 4 warps, 16 queries take 254 (218) registers, no spills). At S = 4096,
-# E = 128, one head's K and V alone are 2 MB against an SM's 227 KB of shared memory:
-# **v1 cannot run the long case at all** — that is the ladder's second table.
+# `BLOCK_M × S` fp32 score block plus all of `K` and `V` of its head. How much that costs
+# can be checked without a GPU, as in lesson 02: `scripts/sm90_resources.py` compiles the
+# kernel ahead of time for an H100 (sm_90), and the `ptxas -v` log of Triton's own compile
+# gives registers and spills (its output for Triton 3.9 and 3.6 is in
+# reports/sm90-compile-2026-11-29). With 16 queries, 8 warps, S = 512, E = 64 in fp16: 156
+# registers a thread with Triton 3.9 (128 with 3.6), no spills, 80 KiB of shared memory;
+# 32 queries take 173 (162) registers; 64 queries all **255 registers** a thread may have,
+# and spill 872 (568) bytes a thread to memory (with 4 warps, 16 queries take 254 (218)
+# registers, no spills). At S = 4096, E = 128, one head's K and V alone are 2 MB against
+# an SM's 227 KB of shared memory: **v1 cannot run the long case at all** — that is the
+# ladder's second table.
 #
 # Also, every program re-reads its whole head's K and V: `L / BLOCK_M = 32` times per head
 # at the short size, from the L2 cache if we are lucky. **Predict v1 well ahead of the
@@ -287,25 +287,26 @@ def attention_v1(q, k, v):
 # `tl.dot(p, v, acc)` accumulates into `acc` (lesson 05's K loop). `p` is cast to v's dtype
 # for the tensor cores (fp16 on the GPU), the accumulation stays fp32.
 #
-# **Napkin math.** HBM traffic is the floor's: q once, each program streams its head's
-# K and V once, out once (the `L / BLOCK_M` programs of one head run at about the same time,
-# so after the first, K and V come from L2). The **arithmetic intensity of a tile** matters
-# now: each `BLOCK_N`-key tile of K and V (`2·BLOCK_N·E` elements) feeds
-# `4·BLOCK_M·BLOCK_N·E` FLOPs, `BLOCK_M` FLOPs per byte in fp16. With `BLOCK_M = 128`
-# the tensor cores at full speed need ~7.7 TB/s of K/V: more than HBM gives, so the reuse
-# through L2 and the width of the query tile are what let a flash kernel be compute-bound.
-# That is why the query tile is wide (128) and the key tile narrower (64: the score tile
-# `128 × 64` fp32 stays in registers). `num_stages=3` lets Triton's compiler prefetch the
-# next K/V tiles while the current one is multiplied (software pipelining). Compiled for
-# sm_90 as v1 was: at E = 128 with 8 warps, 176 registers a thread with Triton 3.9 (173
-# with 3.6) and **no spills**, 128 KiB of shared memory, and the matmuls on Hopper's
-# `wgmma` instructions (E = 64: 118 (117) registers, 64 KiB).
+# **Napkin math.** HBM traffic should be the floor's: q once, each program streams its
+# head's K and V once, out once (we expect the `L / BLOCK_M` programs of one head, next to
+# each other in the grid, to run at about the same time, so that after the first, K and V
+# come from L2). The **arithmetic intensity of a tile** matters now: each `BLOCK_N`-key
+# tile of K and V (`2·BLOCK_N·E` elements) feeds `4·BLOCK_M·BLOCK_N·E` FLOPs, `BLOCK_M`
+# FLOPs per byte in fp16. With `BLOCK_M = 128` the tensor cores at full speed need ~7.7
+# TB/s of K/V: more than HBM gives, so the reuse through L2 and the width of the query
+# tile are what let a flash kernel be compute-bound. That is why the query tile is wide
+# (128) and the key tile narrower (64: the score tile `128 × 64` fp32 stays in registers).
+# `num_stages=3` lets Triton's compiler prefetch the next K/V tiles while the current one
+# is multiplied (software pipelining). Compiled for sm_90 as v1 was: at E = 128 with 8
+# warps, 176 registers a thread with Triton 3.9 (173 with 3.6) and **no spills**, 128 KiB
+# of shared memory, and the matmuls on Hopper's `wgmma` instructions (E = 64: 118 (117)
+# registers, 64 KiB).
 #
 # **Predict:** at 4096 (compute-bound), v2 within 0.6–1.0× of torch's flash backend.
 # FlashAttention-3's authors (Shah et al., 2024) report FlashAttention-2 — what torch's
 # flash backend runs — using about 35% of an H100's peak in the forward, ~350 TFLOP/s;
-# v2 has the same structure in fp16 with fp32 accumulation, so the instruction mix, not
-# the algorithm, will decide.
+# v2 has the same structure in fp16 with fp32 accumulation, so we expect the instruction
+# mix, not the algorithm, to decide.
 
 # %%
 @triton.jit
@@ -385,9 +386,9 @@ table_short = ladder(f"attention forward B{SHORT[0]} H{SHORT[1]} L=S={SHORT[2]} 
 #
 # At 4096 tokens the reference's score buffer is 2.15 GB per pass (table above) and v1
 # cannot hold a row block; v2 holds `128 × 64` scores at a time whatever `S` is. Its
-# memory is what q, k, v, out need, nothing else: the reason long-context training is
-# possible at all. **Predict** the reference ~12× the floor (~6–7 ms), v2 and torch within
-# a factor of 2 of the 0.56 ms floor.
+# memory is what q, k, v, out need, nothing else, which is what lets long contexts fit in
+# memory at all. **Predict** the reference ~12× the floor (~6–7 ms), v2 and torch within a
+# factor of 2 of the 0.56 ms floor.
 
 # %%
 ql, kl, vl = qkv(*LONG, seed=1)
@@ -548,7 +549,8 @@ table_causal = ladder(f"causal attention forward B{LONG[0]} H{LONG[1]} L=S={L_LO
 #   bf16, fp32 (TF32 only when torch's flag allows it) and fp64.
 # - **Autotuning** (lesson 05): six forward configs (`BLOCK_M` 32–128, `BLOCK_N` 32–128),
 #   keyed by head dim, causal/mask/dropout, dtype and the power-of-two bucket of `L` and `S`;
-#   configs whose shared memory or registers would overflow are pruned before compiling.
+#   configs whose shared memory or registers would overflow by an estimate (`_cost`) are
+#   pruned before compiling.
 #
 # **The backward** (three kernels; the last two recompute the scores from q, k and lse):
 #
@@ -565,13 +567,13 @@ table_causal = ladder(f"causal attention forward B{LONG[0]} H{LONG[1]} L=S={L_LO
 #
 # The price of no atomics: `S` and `dP` are recomputed in both kernels, 7 tile matmuls
 # where FlashAttention-2's backward does 5 (it accumulates `dQ` with atomic adds). At equal
-# efficiency per matmul, that puts tritonlab's backward at ~5/7 of torch's speed and
-# forward+backward (2 matmuls + 5 against 2 + 7) at ~0.78×: just under the project's target
-# for this kernel, forward+backward at 0.8× of torch's flash backend or better, so the
-# tiles have to make up the difference. **None of this has been timed on
-# a GPU.** Its configs were chosen from the
-# H100's sizes and its kernels compile for sm_90 (`tests/test_triton_attention.py`); the
-# ladders here are where their speed gets measured first.
+# efficiency per matmul, that puts tritonlab's backward at ~5/7 of torch's speed, and
+# forward+backward (2 matmuls + 5 against 2 + 7) at ~0.78×. The project's target for this
+# kernel is forward+backward at 0.8× of torch's flash backend or better, so ~0.78× falls
+# just short: the tiles have to make up the difference. **None of this has been timed on
+# a GPU.** Its configs were chosen from the H100's sizes and its kernels compile for sm_90
+# (`tests/test_triton_attention.py`); the ladders here are where their speed gets
+# measured first.
 #
 # The extras, checked against torch on a small case: GQA (8 query heads on 2 kv heads)
 # with a key-padding mask, and dropout reproducible from `torch.manual_seed`.
@@ -640,9 +642,9 @@ table_fwd_bwd = ladder(f"causal attention forward+backward B{LONG[0]} H{LONG[1]}
 # `TESTS_S=0 BENCH_S=0 LESSONS_S=300 LESSONS=tutorials/09_attention.py scripts/gpu_check.sh`,
 # whose default share per lesson is too short for this one: tritonlab's first calls compile
 # and autotune each of its configs) and each ladder prints ms, TFLOP/s and the fraction of
-# the floor per version. Then compare v1 against its thin tiles, v2 and tritonlab against
-# torch's flash backend, v3 against `SKIP=False`, and the forward+backward against the
-# target of 0.8× torch's flash backend.
+# the floor per version. Then compare v1 against the thin-tile prediction, v2 and
+# tritonlab against torch's flash backend, v3 against `SKIP=False`, and the
+# forward+backward against the target of 0.8× torch's flash backend.
 
 # %% [markdown]
 # ## Exercises
@@ -684,14 +686,14 @@ check_1()
 # **Exercise 2: sliding-window (local) causal attention.** Mistral-style local attention:
 # query `i` sees keys `i - W < j <= i` (the last `W` keys, itself included). Write it from
 # v3, skipping every key tile that no query of the program's tile can see — on **both**
-# sides now — and masking only the tiles that need it (masking all of them is fine for
-# the check; the point is which tiles you may skip). A row may see no key at all in a
-# tile at the window's start: guard `m_new = -inf` (`exp(-inf - -inf)` is NaN), as
-# tritonlab's `_fwd_tiles` does with its `shift`. The check uses `W = 24`, `L = S = 100`,
-# and expects `BLOCK_M = 32`, `BLOCK_N = 16`: its second run fills with NaN, head by head,
-# every key and value that no query of one 32-query tile can see (key tiles of 16), and
-# checks that tile's rows. A kernel that loads such a tile, even to mask all of it, gets
-# NaN there (`0 · NaN` in `p @ V`); one that skips it does not.
+# sides now — and masking only the tiles that need it (masking all of them is fine for the
+# check; the point is which tiles you may skip). A row may see no key at all in a tile at
+# the window's start: guard `m_new = -inf` (`exp(-inf - -inf)` is NaN), as tritonlab's
+# `_fwd_tiles` does with its `shift`. The check uses `W = 24`, `L = S = 100`, and expects
+# `BLOCK_M = 32`, `BLOCK_N = 16`. Its second run gives each 32-query tile a head of its
+# own, fills with NaN the keys and values of every 16-key tile that no query of that query
+# tile can see, and checks only that tile's rows. A kernel that loads such a tile, even to
+# mask all of it, gets NaN there (`0 · NaN` in `p @ V`); one that skips it does not.
 
 # %%
 def exercise_2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int) -> torch.Tensor:
