@@ -149,7 +149,7 @@ def lstm_cudnn():
 # Its arithmetic intensity is B/2 FLOP per byte, far below what the H100 needs to be
 # compute-bound (67 TFLOP/s fp32 / 3.35 TB/s ≈ 20 FLOP/byte; for bf16 tensor cores ≈ 300).
 # So at small batch a step is bound by *reading W_hh* — 1 MiB at 3.35 TB/s is 0.3 µs (less
-# if it stays in the 50 MB L2, which it does) — and the 4.2 MFLOP take 0.06 µs at full fp32
+# if it stays in the 50 MB L2, as a 1 MiB matrix should) — and the 4.2 MFLOP take 0.06 µs at full fp32
 # speed. Both are far below the **~5 µs it takes to launch a kernel** (lesson 01's rule of
 # thumb). A step that needs k launches costs at least k × 5 µs, whatever it computes: the
 # prediction is that at B=8 **the recurrence is launch-bound**. (On the H200 that held for
