@@ -140,7 +140,7 @@ def contenders(kind, B, T, I, H, seed=0):
 # the order of 100 GB/s from L2 (an estimate, not measured here). So:
 #
 # - char model, one program per 16 rows: 0.5 MFLOP per program per step ≈ 1 µs, and 64 KiB
-#   of W_hh ≈ 0.5 µs if it is re-read — persistent should beat step-per-launch by ~3–5×;
+#   of W_hh ≈ 0.7 µs if it is re-read — persistent should beat step-per-launch by ~3–5×;
 # - B=1, H=256: 8.4 MFLOP (mostly padding) ≈ 17 µs and 1 MiB of W_hh ≈ 10 µs *per step*, on
 #   one SM — *slower* than launching a kernel per step that spreads the work over 8–16 SMs.
 #
@@ -576,6 +576,12 @@ table_gru = ladder(f"GRU forward B={B} T={T} I={I} H={H} float32",
 #   the next step reads back (through global memory, except in v2), and in
 #   `persistent-grid` a grid barrier — with a few warps per SM, too few to hide the waits.
 #   How the ~20 µs splits between these was not measured.
+# - **The compiled code says the same.** v2's time loop, compiled for sm_90 with Triton
+#   3.6 (the H200's), is 1,591 instructions a warp per step, 1,028 of them FFMA
+#   (reports/sm90-compile-2026-11-29, `sass_kernel`). Its program's 8 warps share the SM's
+#   4 schedulers, each issuing at most one instruction a cycle: 8 × 1,591 / 4 ≈ 3,200
+#   cycles, ~1.6 µs at the data sheet's 1.98 GHz boost clock. v2 took 17 µs a step, so
+#   its warps could issue in about a tenth of the step's cycles and waited the rest.
 #
 # What would measure it: a profiler's per-kernel device times; one step (T = 1) against
 # T steps, for the fixed cost of a call against the cost of a step; BLOCK_K, BLOCK_H and
