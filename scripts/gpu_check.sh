@@ -6,14 +6,17 @@
 # defaults add up to 600 s, one device call, and whatever ran is kept. PROBE_S (default 0)
 # adds a last phase, scripts/rnn_probe.py: an RNN forward's fixed and per-step time, in
 # rnn-probe.txt (the default phases already write 8 files, the most the device tool
-# brings back: use it with LESSONS_S=0 or one dtype). TESTS_MARK (default gpu) is the
+# brings back: use it with LESSONS_S=0 or one dtype). NCU_S (default 0), after it: Nsight
+# Compute's counters (stall reasons, issue rate) for one persistent-grid LSTM forward of
+# the char model's size, fp32, in ncu.txt, where the machine has ncu (KINDS.md: the
+# Firecracker machines do, gVisor's do not count). TESTS_MARK (default gpu) is the
 # tests' -m expression; empty runs every test in TESTS, GPU-compiled where conftest sees
 # CUDA (e.g. TESTS_MARK= TESTS="tests/test_triton_rnn.py": its unmarked tests on CUDA).
 # Everything lands under $OUT (default out/gpu-check) as few files: the device tool
 # brings back at most 8, so each report folder is packed into one archive.
 #
 #   OUT=/tmp/out scripts/gpu_check.sh                         # everything: 240 + 120 + 240 s at most
-#   OUT=$OUT TESTS_S=220 LESSONS_S=0 BENCH_S=220 PROBE_S=90 DTYPES=bfloat16 scripts/gpu_check.sh \
+#   OUT=$OUT TESTS_S=200 LESSONS_S=0 BENCH_S=220 PROBE_S=90 NCU_S=40 DTYPES=bfloat16 scripts/gpu_check.sh \
 #     --ops gru lstm attention softmax_dropout linear relu --providers reference triton torch graph
 #                                                             # the next lent GPU: the least-measured ops
 #                                                             # first, then where an RNN step's time goes
@@ -75,5 +78,18 @@ if [ "${PROBE_S:-0}" != 0 ]; then  # it stops starting configurations at 2/3 of 
   # one file, not two: the device tool brings back at most 8
   if [ -f "$out/rnn-probe.csv" ]; then
     { echo "### rnn-probe.csv"; cat "$out/rnn-probe.csv"; } >> "$out/rnn-probe.txt" && rm "$out/rnn-probe.csv"
+  fi
+fi
+if [ "${NCU_S:-0}" != 0 ]; then  # where one persistent-grid LSTM forward's step time goes, by hardware counters
+  ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  if [ -n "$ncu" ]; then  # Nsight Compute; --clock-control none leaves the clocks as they are (METHOD.md)
+    limit "$NCU_S" "$ncu" --clock-control none --section SpeedOfLight --section Occupancy --section SchedulerStats \
+      --section WarpStateStats -k regex:_lstm_fwd_kernel -c 1 \
+      $py scripts/rnn_probe.py --cells lstm --sizes 64x64 --precisions fp32 --providers persistent-grid \
+      --out "$out/ncu-probe.csv" --time-budget 30 > "$out/ncu.txt" 2>&1
+    echo "ncu exit code $?" >> "$out/ncu.txt"
+    rm -f "$out/ncu-probe.csv"
+  else
+    echo "no ncu on this machine: NCU_S skipped" | tee "$out/ncu.txt"
   fi
 fi

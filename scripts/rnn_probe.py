@@ -31,6 +31,7 @@ covers the most-measured sizes. Compiles happen inside the budget (the first cal
 each new kernel specialization), so a 60 s budget may cover only the first sizes.
 
     python scripts/rnn_probe.py [--out out/rnn-probe.csv] [--time-budget S] [--cells lstm gru]
+                                [--sizes BxH ...] [--precisions fp32 tf32 bf16] [--providers ...]
     python scripts/rnn_probe.py --list        # the configurations, without timing them
 
 Rows are written to --out as they are measured, so a run stopped by its time budget or
@@ -66,10 +67,23 @@ SHORT, LONG = 16, 128
 COLUMNS = ["cell", "B", "H", "precision", "provider", "T", "ms_p50", "ms_p20", "ms_p80", "status"]
 
 
-def configs(cells) -> list[tuple]:
-    """(cell, B, H, precision, provider) in the order they are timed (see the docstring)."""
+def configs(cells, sizes=None, precisions=None, providers=None) -> list[tuple]:
+    """(cell, B, H, precision, provider) in the order they are timed (see the docstring);
+    sizes, precisions, providers: subsets (None: all of SIZES, PRECISIONS, PROVIDERS)."""
     return [(cell, b, h, precision, provider)
-            for cell, (b, h), precision, provider in itertools.product(cells, SIZES, PRECISIONS, PROVIDERS)]
+            for cell, (b, h), precision, provider in itertools.product(
+                cells, sizes or SIZES, precisions or PRECISIONS, providers or PROVIDERS)]
+
+
+def _size(text: str) -> tuple[int, int]:
+    """"64x256" -> (64, 256): a batch and hidden size."""
+    try:
+        batch, hidden = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a size is BxH, e.g. 64x64, got {text!r}") from None
+    if batch < 1 or hidden < 1:
+        raise argparse.ArgumentTypeError(f"B and H must be positive, got {text!r}")
+    return batch, hidden
 
 
 def fit(ms_short: float, ms_long: float, short: int = SHORT, long: int = LONG) -> tuple[float, float]:
@@ -131,9 +145,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, default=Path("out/rnn-probe.csv"), help="CSV of every timed call")
     parser.add_argument("--time-budget", type=float, default=90.0, help="seconds; no configuration starts after")
     parser.add_argument("--cells", nargs="+", choices=sorted(CELLS), default=["lstm", "gru"])
+    parser.add_argument("--sizes", nargs="+", type=_size, metavar="BxH", help="batch x hidden (default: SIZES)")
+    parser.add_argument("--precisions", nargs="+", choices=list(PRECISIONS))
+    parser.add_argument("--providers", nargs="+", choices=PROVIDERS)
     parser.add_argument("--list", action="store_true", help="print the configurations and stop")
     args = parser.parse_args(argv)
-    todo = configs(args.cells)
+    todo = configs(args.cells, args.sizes, args.precisions, args.providers)
     if args.list:
         for c in todo:
             print(*c)

@@ -1,9 +1,12 @@
 """What scripts/gpu_check.sh relies on that can be checked without a GPU."""
+import glob
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,3 +61,15 @@ def test_tests_mark_picks_the_marker_expression(tmp_path):
         return (out / "gpu-tests.txt").read_text().splitlines()[-1]
     assert last_line().startswith("pytest -m gpu exit code ")
     assert last_line(TESTS_MARK="").startswith("pytest exit code 0 ")  # test_flatten's CPU tests ran and passed
+
+
+@pytest.mark.skipif(bool(shutil.which("ncu") or glob.glob("/usr/local/cuda*/bin/ncu")
+                         or glob.glob("/opt/nvidia/nsight-compute/*/ncu")),
+                    reason="this machine has ncu: the phase would profile")
+def test_the_ncu_phase_says_when_there_is_no_ncu(tmp_path):
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "TESTS_S": "0", "LESSONS_S": "0",
+           "BENCH_S": "0", "NCU_S": "20", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "ncu.txt").read_text() == "no ncu on this machine: NCU_S skipped\n"

@@ -32,6 +32,16 @@ def test_list_prints_every_configuration_char_model_first():
     assert {line.split()[3] for line in lines} == {"fp32", "tf32", "bf16"}
 
 
+def test_the_filters_pick_sizes_precisions_and_providers():
+    done = _run("--list", "--cells", "lstm", "--sizes", "64x64", "8X256", "--precisions", "fp32",
+                "--providers", "persistent-grid", "torch")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["lstm 64 64 fp32 persistent-grid", "lstm 64 64 fp32 torch",
+                                        "lstm 8 256 fp32 persistent-grid", "lstm 8 256 fp32 torch"]
+    bad = _run("--list", "--sizes", "64")
+    assert bad.returncode == 2 and "a size is BxH, e.g. 64x64, got '64'" in bad.stderr
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a GPU")
 def test_refuses_without_a_gpu(tmp_path):
     done = _run("--out", str(tmp_path / "probe.csv"))
