@@ -141,7 +141,7 @@ def _sass(compiled) -> list[tuple[int, str, str]]:
     cubin = Path(TMP.name) / "kernel.cubin"
     cubin.write_bytes(compiled.asm["cubin"])
     sass = subprocess.run([str(cuobjdump), "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
-    found = re.findall(r"/\*([0-9a-f]{4})\*/\s+(?:@!?U?P[T\d]\s+)?([A-Z][A-Z0-9_]*)[^;]*?([^;]*);", sass)
+    found = re.findall(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[T\d]\s+)?([A-Z][A-Z0-9_]*)[^;]*?([^;]*);", sass)
     return [(int(a, 16), op, rest) for a, op, rest in found if op != "NOP"]
 
 
@@ -226,10 +226,11 @@ def lstm_step():
     return build(fn, args, dict(BLOCK_B=16, BLOCK_H=32, BLOCK_K=32)), None
 
 
-def lstm_on_chip():
+def lstm_on_chip(transposed=False):
+    """Lesson 08's v2, or v3 (W_T: the kernel reads W_hhᵀ)."""
     fn = lesson("08_persistent_rnn").lstm_on_chip_kernel
     args = dict(xp_ptr="*fp32", w_ptr="*fp32", c_ptr="*fp32", out_ptr="*fp32", T=128, B=64, H=64)
-    return build(fn, args, dict(BLOCK_B=16, H_PAD=64), 8), "kernel"
+    return build(fn, args, dict(BLOCK_B=16, H_PAD=64, W_T=transposed), 8), "kernel"
 
 
 def attention(version, block_m, warps, B, H, L, E, stages=3):
@@ -281,6 +282,7 @@ CONFIGS = {
     "05_gemm v3 128x256x64, fp32, 8 warps, 3 stages": lambda: matmul_v3("fp32"),
     "07_rnn_step lstm_step_kernel 16x32x32, fp32, 4 warps": lstm_step,
     "08_persistent_rnn lstm_on_chip_kernel BLOCK_B 16, H_PAD 64, fp32, 8 warps": lstm_on_chip,
+    "08_persistent_rnn lstm_on_chip_kernel v3 (W_T), BLOCK_B 16, H_PAD 64, fp32, 8 warps": lambda: lstm_on_chip(True),
     "09_attention v1 BLOCK_M 16, S 512, E 64, fp16, 8 warps": lambda: attention(1, 16, 8, 16, 32, 512, 64),
     "09_attention v1 BLOCK_M 32, S 512, E 64, fp16, 8 warps": lambda: attention(1, 32, 8, 16, 32, 512, 64),
     "09_attention v1 BLOCK_M 64, S 512, E 64, fp16, 8 warps": lambda: attention(1, 64, 8, 16, 32, 512, 64),

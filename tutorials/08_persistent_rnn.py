@@ -187,10 +187,14 @@ def contenders(kind, B, T, I, H, seed=0):
 
 # %%
 @triton.jit
-def w_tile(w_ptr, gate, units, ks, H):
-    """W_hh[gate*H + units, ks]ᵀ, a (len(ks), len(units)) tile of W_hh (4H, H); 0 outside."""
-    return tl.load(w_ptr + (gate * H + units)[None, :] * H + ks[:, None],
-                   mask=(ks < H)[:, None] & (units < H)[None, :], other=0.0)
+def w_tile(w_ptr, gate, units, ks, H, W_T: tl.constexpr = False):
+    """W_hh[gate*H + units, ks]ᵀ, a (len(ks), len(units)) tile of W_hh (4H, H); 0 outside.
+    W_T (v3, below): the same tile read from W_hhᵀ (H, 4H) row-major, units contiguous."""
+    if W_T:
+        offsets = ks[:, None] * (4 * H) + (gate * H + units)[None, :]
+    else:
+        offsets = (gate * H + units)[None, :] * H + ks[:, None]
+    return tl.load(w_ptr + offsets, mask=(ks < H)[:, None] & (units < H)[None, :], other=0.0)
 
 
 @triton.jit
@@ -277,16 +281,18 @@ def lstm_persistent(x, w_ih, w_hh, b_ih, b_hh, BLOCK_B=16, BLOCK_H=32, BLOCK_K=3
 
 # %%
 @triton.jit
-def lstm_on_chip_kernel(xp_ptr, w_ptr, c_ptr, out_ptr, T, B, H, BLOCK_B: tl.constexpr, H_PAD: tl.constexpr):
-    """All T steps of an LSTM, W_hh and h kept on chip: xp (T, B, 4H); w (4H, H) with
-    H <= H_PAD; c (B, H) scratch for the cell state, zero on entry; out (T, B, H).
+def lstm_on_chip_kernel(xp_ptr, w_ptr, c_ptr, out_ptr, T, B, H, BLOCK_B: tl.constexpr, H_PAD: tl.constexpr,
+                        W_T: tl.constexpr):
+    """All T steps of an LSTM, W_hh and h kept on chip: xp (T, B, 4H); w (4H, H) W_hh, or
+    (H, 4H) W_hhᵀ if W_T (v3), with H <= H_PAD; c (B, H) scratch for the cell state, zero
+    on entry; out (T, B, H).
     Grid: (cdiv(B, BLOCK_B),); a program owns BLOCK_B rows and all H units."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     units = tl.arange(0, H_PAD)
-    w_i = w_tile(w_ptr, 0, units, units, H)  # all of W_hh, read once: four (H_PAD, H_PAD) tiles
-    w_f = w_tile(w_ptr, 1, units, units, H)
-    w_g = w_tile(w_ptr, 2, units, units, H)
-    w_o = w_tile(w_ptr, 3, units, units, H)
+    w_i = w_tile(w_ptr, 0, units, units, H, W_T)  # all of W_hh, read once: four (H_PAD, H_PAD) tiles
+    w_f = w_tile(w_ptr, 1, units, units, H, W_T)
+    w_g = w_tile(w_ptr, 2, units, units, H, W_T)
+    w_o = w_tile(w_ptr, 3, units, units, H, W_T)
     m = (rows < B)[:, None] & (units < H)[None, :]
     state = rows[:, None] * H + units[None, :]
     h = tl.zeros((BLOCK_B, H_PAD), tl.float32)  # h0 = 0; then each step's h', never leaving the chip
@@ -307,16 +313,51 @@ ON_CHIP_MAX_H = 64
 
 
 @torch.no_grad()
-def lstm_on_chip(x, w_ih, w_hh, b_ih, b_hh, BLOCK_B=16):
+def lstm_on_chip(x, w_ih, w_hh, b_ih, b_hh, BLOCK_B=16, transposed=False):
+    """v2, or v3 with transposed=True (the kernel reads W_hhᵀ, copied once per call)."""
     T, B, _ = x.shape
     H = w_hh.shape[1]
     xp = torch.addmm(b_ih + b_hh, x.reshape(T * B, -1), w_ih.t())
     out = x.new_empty(T, B, H)
     c = x.new_zeros(B, H)
-    lstm_on_chip_kernel[(triton.cdiv(B, BLOCK_B),)](xp, w_hh.contiguous(), c, out, T, B, H, BLOCK_B=BLOCK_B,
-                                                    H_PAD=max(16, triton.next_power_of_2(H)), num_warps=8)
+    w = w_hh.t().contiguous() if transposed else w_hh.contiguous()
+    lstm_on_chip_kernel[(triton.cdiv(B, BLOCK_B),)](xp, w, c, out, T, B, H, BLOCK_B=BLOCK_B,
+                                                    H_PAD=max(16, triton.next_power_of_2(H)), W_T=transposed,
+                                                    num_warps=8)
     return out
 
+
+# %% [markdown]
+# ## Triton v3 — the same kernel, W_hh transposed in memory
+#
+# v2 keeps its four W_hh tiles in shared memory and reads them there every step. With
+# float32 and TF32 off, `tl.dot` is not a tensor-core instruction: Triton lowers it to
+# FFMA, each thread multiplying a row of h into a few columns of W. So in each read, the
+# 32 threads of a warp fetch 32 different columns of W at the same k. How fast that is
+# depends on where those 32 words sit. Shared memory is 32 **banks**, 4 bytes wide, and
+# address a lies in bank (a / 4) mod 32. A warp's read is served in as many passes
+# ("wavefronts") as the most words it needs from any one bank (a word read by several
+# threads counts once).
+#
+# v2 reads W_hh (4H, H) row by row of memory, so k is contiguous: column n of a tile
+# starts 64 × 4 = 256 bytes after column n−1. The compiled kernel (sm_90, Triton 3.6
+# and 3.9) gives each thread two columns, so the threads of a warp start 512 bytes
+# apart. 512 is a multiple of 128 (32 banks × 4 bytes), so all 32 threads hit the same
+# banks: each 16-byte read (`LDS.128`) needs 32 passes instead of 4. The loop has 128
+# such reads of W a warp per step. By that count, and at one pass a cycle, the SM's
+# shared memory needs ~8 warps × 128 × 32 ≈ 33,000 cycles a step, ~17 µs at 1.98 GHz.
+# That is an estimate from the compiled code (reports/sm90-compile-2026-11-29 lists the
+# instruction counts), not a measurement; a profiler's bank-conflict counter would say.
+#
+# v3 changes one thing: it reads W_hhᵀ (H, 4H), copied once per call, so a tile's
+# columns are contiguous and Triton stores them that way in shared memory (`order =
+# [1, 0]` in the compiled kernel's layout, where v2 has `[0, 1]`). A warp's 32 threads
+# then read 64 neighbouring columns at one k: 256 contiguous bytes, 2 passes for each of
+# its 256 8-byte reads (`LDS.64`) a step, ~4,400 passes a step for the SM, ~2 µs.
+#
+# Prediction: if the bank conflicts are what v2's step waits on, v3's step drops from
+# ~17 µs toward a few µs; if v3 is no faster, the estimate above is wrong and the step
+# waits on something else. Not yet run on a GPU.
 
 # %% [markdown]
 # ## tritonlab's persistent modes
@@ -462,10 +503,14 @@ x, (w_ih, w_hh, b_ih, b_hh), expected, cost, versions = contenders("lstm", B, T,
 versions["triton v1: persistent"] = lambda: lstm_persistent(x, w_ih, w_hh, b_ih, b_hh, **BLOCKS)
 versions["triton v2: W_hh, h on chip"] = (lambda: lstm_on_chip(x, w_ih, w_hh, b_ih, b_hh)) if H <= ON_CHIP_MAX_H \
     else f"skipped: H={H} > {ON_CHIP_MAX_H}: W_hh does not fit on chip"
+versions["triton v3: v2, W_hhᵀ in memory"] = (
+    (lambda: lstm_on_chip(x, w_ih, w_hh, b_ih, b_hh, transposed=True)) if H <= ON_CHIP_MAX_H
+    else f"skipped: H={H} > {ON_CHIP_MAX_H}: W_hh does not fit on chip")
 if not GPU and H > 16:
     versions["tritonlab persistent-grid"] = "skipped: its programs wait on each other (interpreter: H <= 16 only)"
 order = ["naive", "reference", "torch", "graph: reference", "tritonlab step", "graph: tritonlab step",
-         "triton v1: persistent", "triton v2: W_hh, h on chip", "tritonlab persistent", "tritonlab persistent-grid"]
+         "triton v1: persistent", "triton v2: W_hh, h on chip", "triton v3: v2, W_hhᵀ in memory",
+         "tritonlab persistent", "tritonlab persistent-grid"]
 table_char_model = ladder(f"LSTM forward B={B} T={T} I={I} H={H} float32 (char model)",
                           {k: versions[k] for k in order}, expected=expected, cost=cost, baseline="tritonlab step")
 
@@ -486,6 +531,9 @@ x, (w_ih, w_hh, b_ih, b_hh), expected, cost, versions = contenders("lstm", B, T,
 versions["triton v1: persistent"] = lambda: lstm_persistent(x, w_ih, w_hh, b_ih, b_hh, **BLOCKS)
 versions["triton v2: W_hh, h on chip"] = (lambda: lstm_on_chip(x, w_ih, w_hh, b_ih, b_hh)) if H <= ON_CHIP_MAX_H \
     else f"skipped: H={H} > {ON_CHIP_MAX_H}: W_hh does not fit on chip"
+versions["triton v3: v2, W_hhᵀ in memory"] = (
+    (lambda: lstm_on_chip(x, w_ih, w_hh, b_ih, b_hh, transposed=True)) if H <= ON_CHIP_MAX_H
+    else f"skipped: H={H} > {ON_CHIP_MAX_H}: W_hh does not fit on chip")
 if not GPU and H > 16:
     versions["tritonlab persistent-grid"] = "skipped: its programs wait on each other (interpreter: H <= 16 only)"
 order.remove("naive")  # the scratch tiers are known to be slow; keep the GPU run short
@@ -570,18 +618,21 @@ table_gru = ladder(f"GRU forward B={B} T={T} I={I} H={H} float32",
 #   though tritonlab's `persistent` (2.697 ms) trailed `persistent-grid` (2.552).
 # - **cuDNN's persistent kernel took 1.8 µs a step** (0.234 ms, with its input
 #   projection), near the napkin estimate: the hardware can do a step that fast, and our
-#   kernels spend their ~20 µs on something the model leaves out. Likely that is
-#   latency, not throughput: a step is a chain of dependent loads, a serial K loop over H
-#   (each chunk waits for its loads before its `tl.dot`), the gate math, a store of h that
-#   the next step reads back (through global memory, except in v2), and in
-#   `persistent-grid` a grid barrier — with a few warps per SM, too few to hide the waits.
+#   kernels spend their ~20 µs on something the model leaves out. The first guess, before
+#   the compiled code was read, was latency, not throughput: a step is a chain of
+#   dependent loads, a serial K loop over H (each chunk waits for its loads before its
+#   `tl.dot`), the gate math, a store of h that the next step reads back (through global
+#   memory, except in v2), and in `persistent-grid` a grid barrier — with a few warps per
+#   SM, too few to hide the waits.
 #   How the ~20 µs splits between these was not measured.
-# - **The compiled code says the same.** v2's time loop, compiled for sm_90 with Triton
+# - **The compiled code points elsewhere.** v2's time loop, compiled for sm_90 with Triton
 #   3.6 (the H200's), is 1,591 instructions a warp per step, 1,028 of them FFMA
 #   (reports/sm90-compile-2026-11-29, `sass_kernel`). Its program's 8 warps share the SM's
 #   4 schedulers, each issuing at most one instruction a cycle: 8 × 1,591 / 4 ≈ 3,200
-#   cycles, ~1.6 µs at the data sheet's 1.98 GHz boost clock. v2 took 17 µs a step, so
-#   its warps could issue in about a tenth of the step's cycles and waited the rest.
+#   cycles, ~1.6 µs at the data sheet's 1.98 GHz boost clock, a lower bound. v2 took
+#   17 µs a step. The same code's shared-memory reads of W_hh, counted in the v3 section,
+#   need ~17 µs of bank passes a step by estimate: a throughput limit of shared memory,
+#   not the latency guessed above. v3 is the experiment that tells; it postdates this run.
 #
 # What would measure it: a profiler's per-kernel device times; one step (T = 1) against
 # T steps, for the fixed cost of a call against the cost of a step; BLOCK_K, BLOCK_H and
@@ -589,9 +640,10 @@ table_gru = ladder(f"GRU forward B={B} T={T} I={I} H={H} float32",
 # and GRU ladders, which the run's 22 s limit cut.
 # `scripts/rnn_probe.py` runs the part of this list the library's own knobs reach: the
 # recurrence at T = 16 and at T = 128 split into a fixed and a per-step time; float32
-# without and with TF32 (the same bytes, other arithmetic: if the step gets faster with
-# TF32, the dot's arithmetic bounds it, if not its latency does) and bfloat16; every
-# variant beside cuDNN. It has not run on a GPU yet.
+# without and with TF32, and bfloat16; every variant beside cuDNN. (TF32 changes more
+# than the arithmetic: its tensor-core dot reads shared memory through a swizzled layout,
+# free of v2's bank conflicts, so a TF32 speed-up does not isolate the arithmetic.) It has
+# not run on a GPU yet.
 
 # %% [markdown]
 # ## Exercises
