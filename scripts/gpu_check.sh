@@ -8,18 +8,21 @@
 # rnn-probe.txt (the default phases already write 8 files, the most the device tool
 # brings back: use it with LESSONS_S=0 or one dtype). NCU_S (default 0), after it: Nsight
 # Compute's counters (stall reasons, issue rate) for one persistent-grid LSTM forward of
-# the char model's size, fp32, in ncu.txt, where the machine has ncu (KINDS.md: the
-# Firecracker machines do, gVisor's do not count). TESTS_MARK (default gpu) is the
+# the char model's size, fp32, in ncu.txt, one more file (the device tool's notes say
+# its Firecracker machines read counters and its gVisor ones fail to: ncu.txt then holds
+# that failure; "no ncu" where there is none). TESTS_MARK (default gpu) is the
 # tests' -m expression; empty runs every test in TESTS, GPU-compiled where conftest sees
 # CUDA (e.g. TESTS_MARK= TESTS="tests/test_triton_rnn.py": its unmarked tests on CUDA).
 # Everything lands under $OUT (default out/gpu-check) as few files: the device tool
 # brings back at most 8, so each report folder is packed into one archive.
 #
 #   OUT=/tmp/out scripts/gpu_check.sh                         # everything: 240 + 120 + 240 s at most
-#   OUT=$OUT TESTS_S=200 LESSONS_S=0 BENCH_S=220 PROBE_S=90 NCU_S=40 DTYPES=bfloat16 scripts/gpu_check.sh \
+#   OUT=$OUT TESTS_S=200 LESSONS_S=30 LESSONS=tutorials/08_persistent_rnn.py BENCH_S=200 PROBE_S=90 NCU_S=40 \
+#     DTYPES=bfloat16 scripts/gpu_check.sh \
 #     --ops gru lstm attention softmax_dropout linear relu --providers reference triton torch graph
-#                                                             # the next lent GPU: the least-measured ops
-#                                                             # first, then where an RNN step's time goes
+#                                                             # the next lent GPU: lesson 08's v2 against v3
+#                                                             # (bank conflicts), the least-measured ops, then
+#                                                             # where an RNN step's time goes (8 files)
 #   TESTS_S=200 TESTS="tests/test_gpu.py tests/test_swap.py" LESSONS_S=0 BENCH_S=150 \
 #     DTYPES=bfloat16 scripts/gpu_check.sh --ops attention --quick
 #
@@ -34,7 +37,7 @@ out=${OUT:-out/gpu-check}
 py=${PYTHON:-python3}  # on the lent machine python3 is the interpreter that holds torch
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$out"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/device.txt" 2>&1
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv > "$out/device.txt" 2>&1
 $py -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)" \
   >> "$out/device.txt" 2>&1
 tests_s=${TESTS_S:-240} lessons_s=${LESSONS_S:-120} bench_s=${BENCH_S:-240}

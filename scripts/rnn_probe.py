@@ -9,11 +9,10 @@ would locate the gap; this runs the part of that list the library's knobs reach:
   through the two points). What does not grow with T lands in fixed_us (a persistent
   kernel's launch and start, allocations); what a step repeats lands in us_per_step,
   the step variant's launch per step included;
-- float32 with TF32 off (tl.dot's "ieee": FMA, no tensor cores) against TF32 on: the
-  same bytes, other arithmetic, so a step that gets faster with TF32 is bound by the
-  dot's arithmetic and one that does not by latency (dependent loads, the barrier).
-  bfloat16 also halves the bytes of W_hh, h and every saved tensor, so it does not
-  separate the two;
+- float32 with TF32 off (tl.dot's "ieee": FMA, no tensor cores), with TF32 on, and
+  bfloat16. TF32 keeps the bytes but changes more than the arithmetic: its tensor-core
+  dot also reads shared memory through a swizzled layout, free of the bank conflicts
+  lesson 08 (v3) finds in the FMA dot's reads of W_hh. bfloat16 also halves every byte;
 - each variant (step: a launch per step; persistent; persistent-grid) and cuDNN (`torch`).
 
 What is timed: for the triton variants the recurrence alone (kernels/rnn.py's
