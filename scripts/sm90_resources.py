@@ -248,7 +248,8 @@ def attention(version, block_m, warps, B, H, L, E, stages=3):
 
 def rnn(kernel, dtype, mode, block_b, block_h, block_k, resident, warps=8, stages=2, B=16, H=256):
     """tritonlab.kernels.rnn's LSTM kernels as _launch compiles them (REVERSE=False, not
-    packed; c, dh, dc fp32; tf32 for 16-bit inputs, ieee for fp32); mode: the name of
+    packed; c, dh, dc fp32; tf32 for 16-bit inputs, ieee for fp32, the forward then reading
+    W_hhᵀ); mode: the name of
     one of kernels.rnn's MODE values (STEP, PERSISTENT, PERSISTENT_GRID)."""
     from tritonlab.kernels import rnn as R
     mode = getattr(R, mode)
@@ -258,6 +259,8 @@ def rnn(kernel, dtype, mode, block_b, block_h, block_k, resident, warps=8, stage
                 B=B, H=H, T=512, s_begin=0, s_end=512)
     consts = dict(REVERSE=False, PACKED=False, MODE=mode, PRECISION="ieee" if dtype == "fp32" else "tf32",
                   W_RESIDENT=resident, BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k)
+    if kernel == "fwd":  # it reads W_hhᵀ where the dot is ieee (kernels.rnn._transposed_w)
+        consts["W_T"] = dtype == "fp32"
     return build(fn, args, consts, warps, stages), None
 
 

@@ -303,6 +303,8 @@ def build(fn, flags, dt, mode, packed, resident, block_k, block_b=16):
     consts = dict(flags, REVERSE=True, PACKED=packed, MODE=mode, PRECISION="ieee" if dt == "fp32" else "tf32",
                   W_RESIDENT=resident, BLOCK_B=block_b, BLOCK_H=16 if mode == rnn.PERSISTENT_GRID else 32,
                   BLOCK_K=block_k)
+    if "W_T" in fn.arg_names:  # the forward kernels read W_hhᵀ exactly where the dot is ieee
+        consts["W_T"] = dt == "fp32"
     ptrs = {n: "*fp32" if n in FP32_STATE else "*" + dt for n in fn.arg_names if n.endswith("_ptr")}
     ptrs.update(offs_ptr="*i32", sizes_ptr="*i32", sync_ptr="*i32")
     if not packed:
@@ -319,6 +321,7 @@ for fn, flags, gates in ((rnn._lstm_fwd_kernel, {}, 4), (rnn._gru_fwd_kernel, {"
                          (rnn._lstm_bwd_kernel, {}, 4), (rnn._gru_bwd_kernel, {}, 3)):
     resident_k = 4 * 256 if "bwd" in fn.fn.__name__ else 256  # H = 256: the whole contraction
     build(fn, flags, "bf16", rnn.PERSISTENT_GRID, True, True, resident_k)
+    build(fn, flags, "fp32", rnn.PERSISTENT_GRID, False, True, resident_k)
     build(fn, flags, "fp32", rnn.PERSISTENT_GRID, False, False, 32)
     build(fn, flags, "fp16", rnn.PERSISTENT, True, False, 64)
     build(fn, flags, "fp32", rnn.STEP, False, False, 32)
@@ -451,3 +454,19 @@ def test_bfloat16_on_cpu_is_refused_not_garbage(cell, triton_device):
     layer = getattr(tritonlab, cell)(16, 8, backend="triton").to(torch.bfloat16)
     with pytest.raises(TypeError, match="interpreter has no bfloat16"):
         layer(torch.randn(3, 2, 16, dtype=torch.bfloat16))
+
+
+def test_forward_kernels_read_w_hh_transposed_exactly_where_the_dot_is_fp32_ffma(monkeypatch):
+    """_transposed_w: W_hhᵀ (column-contiguous tiles, no shared-memory bank conflicts on
+    the FFMA dot's reads) for fp32 with TF32 off, W_hh itself for tensor-core dots; the
+    parity tests above run both (fp32 and fp16 under the interpreter)."""
+    from tritonlab.kernels import rnn as kernels
+    w = torch.randn(8, 2)  # LSTM: 4H x H with H = 2
+    monkeypatch.setattr(kernels, "tf32_enabled", lambda kind="matmul": False)
+    got, transposed = kernels._transposed_w(w)
+    assert transposed and got.shape == (2, 8) and got.is_contiguous() and torch.equal(got, w.t())
+    got, transposed = kernels._transposed_w(w.half())
+    assert not transposed and torch.equal(got, w.half())
+    monkeypatch.setattr(kernels, "tf32_enabled", lambda kind="matmul": True)
+    got, transposed = kernels._transposed_w(w)
+    assert not transposed and torch.equal(got, w)

@@ -364,8 +364,8 @@ def lstm_v2(x, w_ih, w_hh, b_ih, b_hh, BLOCK_B=16, BLOCK_H=32, BLOCK_K=32):
 #   must not recompile every 16th step); 8 warps and BLOCK_H = 32 on a GPU. `_launch` and
 #   `_blocks` give the reasons: a register budget, and more programs to spread W_hh's
 #   read. The register reason is unproven: the compiles in reports/sm90-compile-2026-11-29
-#   show no spills for the fp32 step kernel at 4 warps either, and 4 and 8 warps were
-#   never timed against each other.
+#   show at most 8 B of spills a thread for the fp32 step kernel at 4 warps, and 4 and 8
+#   warps were never timed against each other.
 # - fp32 inputs use `tl.dot(..., input_precision="ieee")` unless
 #   `torch.backends.cuda.matmul.allow_tf32` is on, then TF32.
 #

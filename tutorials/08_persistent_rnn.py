@@ -358,6 +358,11 @@ def lstm_on_chip(x, w_ih, w_hh, b_ih, b_hh, BLOCK_B=16, transposed=False):
 # Prediction: if the bank conflicts are what v2's step waits on, v3's step drops from
 # ~17 µs toward a few µs; if v3 is no faster, the estimate above is wrong and the step
 # waits on something else. Not yet run on a GPU.
+#
+# tritonlab's forward kernels had the same pattern in fp32 with TF32 off (16- to 32-way
+# by the same reading of their compiled layouts) and now take the same step: they read
+# W_hhᵀ there (`_transposed_w` in `tritonlab/kernels/rnn.py`). Tensor-core dots (TF32,
+# fp16, bf16) read through swizzled layouts and keep W_hh. Also not yet timed.
 
 # %% [markdown]
 # ## tritonlab's persistent modes

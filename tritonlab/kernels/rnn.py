@@ -61,8 +61,8 @@ MAX_SPINS = tl.constexpr(1 << 22)  # barrier reads (about 1 us each, an estimate
 # W_hh elements a persistent-grid program may hold on chip (H = 256 with 16-wide hidden
 # blocks): the compiled sm_90 kernels keep the tile in shared memory, 64 KB in fp32; with
 # its other tiles the fp32 forward takes 80 KB of a program's 227 KB and the backward
-# 128 KB, no spills (ahead-of-time compiles of the LSTM at H = 256, Triton 3.6 and 3.9,
-# reports/sm90-compile-2026-11-29)
+# 128 KB (ahead-of-time compiles of the LSTM at H = 256, Triton 3.6 and 3.9: no spills
+# but the 3.9 forward's 8 B a thread; reports/sm90-compile-2026-11-29)
 RESIDENT_ELEMENTS = 16384
 
 
@@ -86,20 +86,23 @@ def _step_rows(s, T, B, offs_ptr, sizes_ptr, REVERSE: tl.constexpr, PACKED: tl.c
 
 
 @triton.jit
-def _w_t_tile(w_ptr, row0, cols, ks, H):
-    """W[row0 + cols, ks]ᵀ, a (BLOCK_K, BLOCK_H) tile of W (·, H) row-major; out-of-range
-    entries read 0."""
-    return tl.load(w_ptr + (row0 + cols)[None, :] * H + ks[:, None],
-                   mask=(ks < H)[:, None] & (cols < H)[None, :], other=0.0)
+def _w_t_tile(w_ptr, row0, cols, ks, H, G: tl.constexpr, W_T: tl.constexpr):
+    """W[row0 + cols, ks]ᵀ, a (BLOCK_K, BLOCK_H) tile of W (G·H, H) row-major, or the same
+    tile read from Wᵀ (H, G·H) row-major if W_T; out-of-range entries read 0."""
+    mask = (ks < H)[:, None] & (cols < H)[None, :]
+    if W_T:
+        return tl.load(w_ptr + ks[:, None] * (G * H) + (row0 + cols)[None, :], mask=mask, other=0.0)
+    return tl.load(w_ptr + (row0 + cols)[None, :] * H + ks[:, None], mask=mask, other=0.0)
 
 
 @triton.jit
-def _gate_dot(acc, a, w_res, w_ptr, row0, cols, ks, H, PRECISION: tl.constexpr, W_RESIDENT: tl.constexpr):
+def _gate_dot(acc, a, w_res, w_ptr, row0, cols, ks, H, G: tl.constexpr, W_T: tl.constexpr,
+              PRECISION: tl.constexpr, W_RESIDENT: tl.constexpr):
     """acc + a @ W[row0 + cols, ks]ᵀ, with the tile held on chip (w_res) or read now."""
     if W_RESIDENT:
         w = w_res
     else:
-        w = _w_t_tile(w_ptr, row0, cols, ks, H)
+        w = _w_t_tile(w_ptr, row0, cols, ks, H, G, W_T)
     return tl.dot(a, w, acc, input_precision=PRECISION)
 
 
@@ -158,11 +161,13 @@ def _lstm_fwd_kernel(
     offs_ptr, sizes_ptr, sync_ptr, B, H, T, s_begin, s_end,
     REVERSE: tl.constexpr, PACKED: tl.constexpr, MODE: tl.constexpr, PRECISION: tl.constexpr,
     W_RESIDENT: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    W_T: tl.constexpr,
 ):
     """LSTM steps s_begin..s_end-1: a = xp_t + h W_hhᵀ; i, f, o = σ(a_i, a_f, a_o),
     g = tanh(a_g); c' = f c + i g; h' = o tanh(c').
 
-    Pointers: xp (rows, 4H) input projection with b_ih + b_hh; w (4H, H) W_hh; h (2, B, H)
+    Pointers: xp (rows, 4H) input projection with b_ih + b_hh; w (4H, H) W_hh, or W_hhᵀ
+    (H, 4H) if W_T (see _transposed_w); h (2, B, H)
     ping-pong state; c (B, H) fp32 state, updated in place; out, h_in, c_in, c_out
     (rows, H): h', the h and c each step read, c'; gates (rows, 4H): i, f, g, o; offs,
     sizes (T,) int32 (PACKED only); sync (cdiv(B, BLOCK_B) + 1,) int32 barrier counters and
@@ -184,10 +189,10 @@ def _lstm_fwd_kernel(
     if W_RESIDENT:  # MODE 2, one hidden block per program: its W_hh rows load once, stay on chip
         own = j_lo * BLOCK_H + tl.arange(0, BLOCK_H)
         ks_all = tl.arange(0, BLOCK_K)  # BLOCK_K >= H
-        w_i = _w_t_tile(w_ptr, 0, own, ks_all, H)
-        w_f = _w_t_tile(w_ptr, H, own, ks_all, H)
-        w_g = _w_t_tile(w_ptr, 2 * H, own, ks_all, H)
-        w_o = _w_t_tile(w_ptr, 3 * H, own, ks_all, H)
+        w_i = _w_t_tile(w_ptr, 0, own, ks_all, H, 4, W_T)
+        w_f = _w_t_tile(w_ptr, H, own, ks_all, H, 4, W_T)
+        w_g = _w_t_tile(w_ptr, 2 * H, own, ks_all, H, 4, W_T)
+        w_o = _w_t_tile(w_ptr, 3 * H, own, ks_all, H, 4, W_T)
     for s in range(s_begin, s_end):
         off, n = _step_rows(s, T, B, offs_ptr, sizes_ptr, REVERSE, PACKED)
         src = h_ptr + (s % 2) * B * H
@@ -203,10 +208,10 @@ def _lstm_fwd_kernel(
                 ks = k + tl.arange(0, BLOCK_K)
                 hk = tl.load(src + rows[:, None] * H + ks[None, :], mask=run[:, None] & (ks < H)[None, :], other=0.0,
                              cache_modifier=".cg")
-                acc_i = _gate_dot(acc_i, hk, w_i, w_ptr, 0, cols, ks, H, PRECISION, W_RESIDENT)
-                acc_f = _gate_dot(acc_f, hk, w_f, w_ptr, H, cols, ks, H, PRECISION, W_RESIDENT)
-                acc_g = _gate_dot(acc_g, hk, w_g, w_ptr, 2 * H, cols, ks, H, PRECISION, W_RESIDENT)
-                acc_o = _gate_dot(acc_o, hk, w_o, w_ptr, 3 * H, cols, ks, H, PRECISION, W_RESIDENT)
+                acc_i = _gate_dot(acc_i, hk, w_i, w_ptr, 0, cols, ks, H, 4, W_T, PRECISION, W_RESIDENT)
+                acc_f = _gate_dot(acc_f, hk, w_f, w_ptr, H, cols, ks, H, 4, W_T, PRECISION, W_RESIDENT)
+                acc_g = _gate_dot(acc_g, hk, w_g, w_ptr, 2 * H, cols, ks, H, 4, W_T, PRECISION, W_RESIDENT)
+                acc_o = _gate_dot(acc_o, hk, w_o, w_ptr, 3 * H, cols, ks, H, 4, W_T, PRECISION, W_RESIDENT)
             state = rows[:, None] * H + cols[None, :]
             in_state = in_b[:, None] & (cols < H)[None, :]
             m = run[:, None] & (cols < H)[None, :]
@@ -333,13 +338,13 @@ def _gru_fwd_kernel(
     offs_ptr, sizes_ptr, sync_ptr, B, H, T, s_begin, s_end,
     HAS_BHN: tl.constexpr, REVERSE: tl.constexpr, PACKED: tl.constexpr, MODE: tl.constexpr,
     PRECISION: tl.constexpr, W_RESIDENT: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, W_T: tl.constexpr,
 ):
     """GRU steps s_begin..s_end-1, exactly torch.nn.GRU: r, z = σ(xp_r,z + h W_hr,zᵀ),
     hn = h W_hnᵀ + b_hn, n = tanh(xp_n + r hn), h' = (1 - z) n + z h.
 
     Pointers: xp (rows, 3H) input projection with b_ih and b_hr, b_hz folded in; w (3H, H)
-    W_hh; b_hn (H,) (HAS_BHN only); h (2, B, H) ping-pong state; out, h_in, hn (rows, H):
+    W_hh, or W_hhᵀ (H, 3H) if W_T (see _transposed_w); b_hn (H,) (HAS_BHN only); h (2, B, H) ping-pong state; out, h_in, hn (rows, H):
     h', the h each step read, W_hn h + b_hn; gates (rows, 3H): r, z, n; offs, sizes (T,)
     int32 (PACKED only); sync as the LSTM's. Grid: see the module docstring.
     Cost per step: 6·B·H² FLOPs + ~25·B·H; W_hh (3H², L2-resident) read per step, bound
@@ -353,9 +358,9 @@ def _gru_fwd_kernel(
     if W_RESIDENT:  # MODE 2, one hidden block per program: its W_hh rows load once, stay on chip
         own = j_lo * BLOCK_H + tl.arange(0, BLOCK_H)
         ks_all = tl.arange(0, BLOCK_K)  # BLOCK_K >= H
-        w_r = _w_t_tile(w_ptr, 0, own, ks_all, H)
-        w_z = _w_t_tile(w_ptr, H, own, ks_all, H)
-        w_n = _w_t_tile(w_ptr, 2 * H, own, ks_all, H)
+        w_r = _w_t_tile(w_ptr, 0, own, ks_all, H, 3, W_T)
+        w_z = _w_t_tile(w_ptr, H, own, ks_all, H, 3, W_T)
+        w_n = _w_t_tile(w_ptr, 2 * H, own, ks_all, H, 3, W_T)
     for s in range(s_begin, s_end):
         off, n = _step_rows(s, T, B, offs_ptr, sizes_ptr, REVERSE, PACKED)
         src = h_ptr + (s % 2) * B * H
@@ -370,9 +375,9 @@ def _gru_fwd_kernel(
                 ks = k + tl.arange(0, BLOCK_K)
                 hk = tl.load(src + rows[:, None] * H + ks[None, :], mask=run[:, None] & (ks < H)[None, :], other=0.0,
                              cache_modifier=".cg")
-                acc_r = _gate_dot(acc_r, hk, w_r, w_ptr, 0, cols, ks, H, PRECISION, W_RESIDENT)
-                acc_z = _gate_dot(acc_z, hk, w_z, w_ptr, H, cols, ks, H, PRECISION, W_RESIDENT)
-                acc_n = _gate_dot(acc_n, hk, w_n, w_ptr, 2 * H, cols, ks, H, PRECISION, W_RESIDENT)
+                acc_r = _gate_dot(acc_r, hk, w_r, w_ptr, 0, cols, ks, H, 3, W_T, PRECISION, W_RESIDENT)
+                acc_z = _gate_dot(acc_z, hk, w_z, w_ptr, H, cols, ks, H, 3, W_T, PRECISION, W_RESIDENT)
+                acc_n = _gate_dot(acc_n, hk, w_n, w_ptr, 2 * H, cols, ks, H, 3, W_T, PRECISION, W_RESIDENT)
             if HAS_BHN:
                 acc_n += tl.load(b_hn_ptr + cols, mask=cols < H, other=0.0).to(tl.float32)[None, :]
             state = rows[:, None] * H + cols[None, :]
@@ -511,9 +516,9 @@ def _blocks(B: int, H: int, mode: int, device: torch.device, dtype: torch.dtype,
     else:
         block_h = max(16, min(64 if mode == PERSISTENT else 32, next_power_of_2(H)))
     # K chunks of 32 for fp32 or 32-row blocks, 64 otherwise: a register-budget choice
-    # (fp32 tiles are twice the bytes) that the committed compiles do not bear out: the
-    # fp32 step forward takes 128 registers at 32-wide K and 92 (Triton 3.9) or 80 with
-    # 4 B spilled (3.6) at 64 (reports/sm90-compile-2026-11-29); neither was timed on a GPU
+    # (fp32 tiles are twice the bytes); the fp32 step forward compiles without spills
+    # either way (80-88 registers a thread at 32-wide K, 105-107 at 64, Triton 3.6 and
+    # 3.9, reports/sm90-compile-2026-11-29), and neither was timed on a GPU
     wide = dtype == torch.float32 or _block_b(B) == 32
     block_k = 16 if INTERPRETED else max(16, min(32 if wide else 64, next_power_of_2(H)))
     return _block_b(B), block_h, block_k, False
@@ -524,8 +529,8 @@ def _launch(kernel, tensors, flags, sizes: list[int], B: int, H: int, reverse: b
     """Run `kernel`'s `phases` phases (a forward's T steps, a backward's T + 1): one
     launch per phase (STEP) or one for all. w_tiles, contraction: see _blocks.
     8 warps, 2 stages: a register-budget choice (the forward holds four pointer tiles of
-    W_hh); the sm_90 compiles in reports/sm90-compile-2026-11-29 show no spills at 4 warps
-    either, and neither was timed against the other on a GPU."""
+    W_hh); the sm_90 compiles in reports/sm90-compile-2026-11-29 show 8 B of spills a
+    thread at most at 4 warps, and the two were never timed against each other on a GPU."""
     if B == 0:
         return
     T, device = len(sizes), tensors[0].device
@@ -534,7 +539,7 @@ def _launch(kernel, tensors, flags, sizes: list[int], B: int, H: int, reverse: b
         counts = torch.tensor(sizes, dtype=torch.int32)
         offs = (counts.cumsum(0) - counts).to(torch.int32).to(device)
         counts = counts.to(device)
-    tf32 = dtype != torch.float32 or tf32_enabled("matmul")
+    tf32 = not _fma_dot(dtype)
     block_b, block_h, block_k, resident = _blocks(B, H, mode, device, dtype, w_tiles, contraction)
     meta = dict(REVERSE=reverse, PACKED=offs is not None, MODE=mode, PRECISION="tf32" if tf32 else "ieee",
                 W_RESIDENT=resident, BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k,
@@ -555,6 +560,25 @@ def _launch(kernel, tensors, flags, sizes: list[int], B: int, H: int, reverse: b
         if not capturing and sync[-1].item():
             raise RuntimeError("the persistent-grid RNN kernel's barrier timed out (its programs were not "
                                "all resident); its result is wrong. Use the step or persistent variant")
+
+
+def _fma_dot(dtype: torch.dtype) -> bool:
+    """Whether tl.dot runs in full fp32 ("ieee": FFMA, no tensor cores), as torch's fp32
+    matmuls do while TF32 is off."""
+    return dtype == torch.float32 and not tf32_enabled("matmul")
+
+
+def _transposed_w(w_hh: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """(W, W_T) for a forward kernel: W_hhᵀ (H, G·H), copied, where the dot runs on FFMA,
+    else W_hh itself. The FFMA dot reads each W tile from shared memory with a warp's
+    threads along its columns; stored k-contiguous, as W_hh's rows put them, those columns
+    lie a multiple of 128 bytes apart, in the same banks, 16-32 reads of a warp serialised
+    (sm_90 compiles, triton 3.6 and 3.9: unswizzled k-major tiles; lesson 08's v3 counts
+    it). W_hhᵀ's tiles are column-contiguous. Tensor-core dots read through swizzled
+    layouts and keep W_hh. Not yet timed on a GPU."""
+    if _fma_dot(w_hh.dtype):
+        return w_hh.t().contiguous(), True
+    return w_hh.contiguous(), False
 
 
 def _pingpong(first: torch.Tensor) -> torch.Tensor:
@@ -584,11 +608,11 @@ def lstm_forward(xp, w_hh, h0, c0, sizes: list[int], reverse: bool, mode: int):
     Returns out (rows, H), h_n, c_n (B, H), and what lstm_backward needs:
     (h_in, c_in, gates, c_out)."""
     B, H = _check(xp, w_hh, 4, (h0, c0))
-    xp, w_hh = xp.contiguous(), w_hh.contiguous()
+    xp, (w, w_t) = xp.contiguous(), _transposed_w(w_hh)
     h, c = _pingpong(h0), c0.to(torch.float32, copy=True).contiguous()
     out, h_in, c_in, c_out = (xp.new_empty(xp.shape[0], H) for _ in range(4))
     gates = torch.empty_like(xp)
-    _launch(_lstm_fwd_kernel, (xp, w_hh, h, c, out, h_in, c_in, gates, c_out), {},
+    _launch(_lstm_fwd_kernel, (xp, w, h, c, out, h_in, c_in, gates, c_out), dict(W_T=w_t),
             sizes, B, H, reverse, mode, xp.dtype, len(sizes), 4, H)
     return out, h[len(sizes) % 2], c.to(xp.dtype), (h_in, c_in, gates, c_out)
 
@@ -610,11 +634,11 @@ def gru_forward(xp, w_hh, b_hn, h0, sizes: list[int], reverse: bool, mode: int):
     (3H, H); b_hn (H,) or None; h0 (B, H). Returns out (rows, H), h_n (B, H), and what
     gru_backward needs: (h_in, gates, hn)."""
     B, H = _check(xp, w_hh, 3, (h0,))
-    xp, w_hh = xp.contiguous(), w_hh.contiguous()
+    xp, (w, w_t) = xp.contiguous(), _transposed_w(w_hh)
     h = _pingpong(h0)
     out, h_in, hn = (xp.new_empty(xp.shape[0], H) for _ in range(3))
     gates = torch.empty_like(xp)
-    _launch(_gru_fwd_kernel, (xp, w_hh, b_hn, h, out, h_in, gates, hn), dict(HAS_BHN=b_hn is not None),
+    _launch(_gru_fwd_kernel, (xp, w, b_hn, h, out, h_in, gates, hn), dict(HAS_BHN=b_hn is not None, W_T=w_t),
             sizes, B, H, reverse, mode, xp.dtype, len(sizes), 3, H)
     return out, h[len(sizes) % 2], (h_in, gates, hn)
 
