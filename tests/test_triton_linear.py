@@ -114,6 +114,27 @@ def test_matmul_split_k_into_out_with_odd_strides(triton_device, monkeypatch):
     assert (store.t()[:2] == 0).all()
 
 
+def test_ffma_gemm_reads_a_k_contiguous_b_from_a_column_contiguous_copy(triton_device, monkeypatch):
+    """_b_for_ffma: fp32 without TF32, M from FFMA_COPY_B_MIN_M rows, a k-contiguous b
+    (weight.t()) is copied column-contiguous (the FFMA dot's shared-memory reads without
+    bank conflicts); anything else is passed as it is. And the copied path computes
+    the same product."""
+    from tritonlab.kernels.gemm import FFMA_COPY_B_MIN_M, _b_for_ffma
+    w = torch.randn(24, 40, device=triton_device)        # (N, K) weight
+    b = w.t()                                            # (K, N), strides (1, K)
+    copied = _b_for_ffma(b, FFMA_COPY_B_MIN_M, 40, True)
+    assert copied.stride() == (24, 1) and torch.equal(copied, b)
+    for args in ((b, FFMA_COPY_B_MIN_M - 1, 40, True), (b, FFMA_COPY_B_MIN_M, 40, False),
+                 (b.contiguous(), FFMA_COPY_B_MIN_M, 40, True), (w[:1].t(), FFMA_COPY_B_MIN_M, 40, True)):
+        assert _b_for_ffma(*args) is args[0]
+    seen = []
+    monkeypatch.setattr(gemm, "_b_for_ffma", lambda b, *rest: seen.append(_b_for_ffma(b, *rest)) or seen[-1])
+    monkeypatch.setattr(gemm, "tf32_enabled", lambda kind="matmul": False)
+    a = torch.randn(FFMA_COPY_B_MIN_M, 40, device=triton_device)
+    _close(matmul(a, b, None, "relu", split_k=1), _expected(a, b, None, "relu"), torch.float32)
+    assert seen[0].stride() == (24, 1)  # the kernel read the copy
+
+
 def test_matmul_empty(triton_device):
     assert matmul(torch.randn(0, 4, device=triton_device), torch.randn(4, 3, device=triton_device)).shape == (0, 3)
     assert matmul(torch.randn(2, 4, device=triton_device), torch.randn(4, 0, device=triton_device)).shape == (2, 0)
@@ -373,6 +394,7 @@ matmul("bf16", big, ones=("stride_am", "stride_bn"))
 fp32 = [c for c in gemm._fits_smem(gemm._configs(), {"a_ptr": gemm.torch.empty(0)})]
 matmul("fp32", fp32[0], precision="tf32")
 matmul("fp32", fp32[0], precision="ieee", split=True, even_k=False)
+matmul("fp32", fp32[0], precision="ieee", ones=("stride_ak", "stride_bn"))  # the copy _b_for_ffma makes
 build(gemm._split_k_sum_kernel, {"ws_ptr": "*fp32", "bias_ptr": "*bf16", "c_ptr": "*bf16", "stride_ws": "i64"},
       dict(HAS_BIAS=True, ACT=2, BLOCK_M=32, BLOCK_N=64))
 build(gemm._epilogue_grad_kernel, {"dy_ptr": "*bf16", "y_ptr": "*bf16", "g_ptr": "*bf16", "db_ptr": "*fp32"},

@@ -254,6 +254,28 @@ def _split_k(M: int, N: int, K: int, device: torch.device, split_k: int | None) 
     return cdiv(K, per), per
 
 
+# from this many rows of a, an FFMA GEMM reads a k-contiguous b from a column-contiguous
+# copy (see _b_for_ffma)
+FFMA_COPY_B_MIN_M = 256
+
+
+def _b_for_ffma(b: torch.Tensor, M: int, K: int, ffma: bool) -> torch.Tensor:
+    """b as the kernel should read it. The fp32 dot with TF32 off runs on FFMA and reads
+    each B tile from shared memory with a warp's threads along its columns. A
+    k-contiguous b (`weight.t()`, a Linear's forward) puts those columns 512 bytes apart,
+    all in the same banks: 32-way conflicts. By count, in the sm_90 compile of the
+    128x128x32 config (triton 3.6, 8 warps: 128 broadcast reads of A and 32 of B a warp
+    per K tile, 2,048 FFMA), that is ~9,200 shared-memory cycles a K tile against ~4,100
+    of FFMA issue, which would hold the kernel near 45% of the FFMA rate; the H200 run
+    measured the 4096^3 float32 Linear at 0.44x cuBLAS (reports/h200-2026-11-28). A
+    column-contiguous copy reads without conflicts (~2,000 cycles). It costs a pass over
+    b (8·K·N bytes, and a launch), repaid by the same count from M ~40; copied from
+    FFMA_COPY_B_MIN_M rows. Not yet timed on a GPU."""
+    if ffma and M >= FFMA_COPY_B_MIN_M and K > 1 and b.stride(0) == 1 and b.stride(1) != 1:
+        return b.contiguous()
+    return b
+
+
 def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
            activation: str | None = None, *, out: torch.Tensor | None = None,
            split_k: int | None = None) -> torch.Tensor:
@@ -289,6 +311,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
     # split-K: raw fp32 partials go to an (S, M, N) workspace, the epilogue runs after
     c = out if splits == 1 else torch.empty((splits, M, N), device=a.device, dtype=torch.float32)
     tf32 = a.dtype == torch.float32 and tf32_enabled("matmul")
+    b = _b_for_ffma(b, M, K, a.dtype == torch.float32 and not tf32)
     bias_ptr = bias if bias is not None else out  # a placeholder pointer when there is no bias
     args = (
         a, b, c, bias_ptr, M, N, K, k_per_split, min(next_power_of_2(M), _M_BUCKET_CAP), _layout(a, b),
