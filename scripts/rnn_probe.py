@@ -11,8 +11,9 @@ would locate the gap; this runs the part of that list the library's knobs reach:
   the step variant's launch per step included;
 - float32 with TF32 off (tl.dot's "ieee": FMA, no tensor cores), with TF32 on, and
   bfloat16. TF32 keeps the bytes but changes more than the arithmetic: its tensor-core
-  dot also reads shared memory through a swizzled layout, free of the bank conflicts
-  lesson 08 (v3) finds in the FMA dot's reads of W_hh. bfloat16 also halves every byte;
+  dot reads shared memory through a swizzled layout, and the fp32 FFMA path reads W_hhᵀ
+  to avoid the bank conflicts lesson 08 (v3) counts (its copy lands in fixed_us).
+  bfloat16 also halves every byte;
 - each variant (step: a launch per step; persistent; persistent-grid) and cuDNN (`torch`).
 
 What is timed: for the triton variants the recurrence alone (kernels/rnn.py's

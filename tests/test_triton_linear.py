@@ -115,24 +115,27 @@ def test_matmul_split_k_into_out_with_odd_strides(triton_device, monkeypatch):
 
 
 def test_ffma_gemm_reads_a_k_contiguous_b_from_a_column_contiguous_copy(triton_device, monkeypatch):
-    """_b_for_ffma: fp32 without TF32, M from FFMA_COPY_B_MIN_M rows, a k-contiguous b
-    (weight.t()) is copied column-contiguous (the FFMA dot's shared-memory reads without
-    bank conflicts); anything else is passed as it is. And the copied path computes
-    the same product."""
+    """_b_for_ffma: fp32 without TF32, M from FFMA_COPY_B_MIN_M rows and past the
+    launch-bound sizes, a k-contiguous b (weight.t()) is copied column-contiguous (the
+    FFMA dot's shared-memory reads without bank conflicts); anything else is passed as
+    it is. The kernel gets the copy, and computes the same product."""
     from tritonlab.kernels.gemm import FFMA_COPY_B_MIN_M, _b_for_ffma
-    w = torch.randn(24, 40, device=triton_device)        # (N, K) weight
+    m = FFMA_COPY_B_MIN_M
+    w = torch.randn(96, 96, device=triton_device)        # (N, K) weight: m * 96 * 96 > _TUNE_MIN_MACS
     b = w.t()                                            # (K, N), strides (1, K)
-    copied = _b_for_ffma(b, FFMA_COPY_B_MIN_M, 40, True)
-    assert copied.stride() == (24, 1) and torch.equal(copied, b)
-    for args in ((b, FFMA_COPY_B_MIN_M - 1, 40, True), (b, FFMA_COPY_B_MIN_M, 40, False),
-                 (b.contiguous(), FFMA_COPY_B_MIN_M, 40, True), (w[:1].t(), FFMA_COPY_B_MIN_M, 40, True)):
+    copied = _b_for_ffma(b, m, 96, True)
+    assert copied.stride() == (96, 1) and torch.equal(copied, b)
+    small = torch.randn(24, 40, device=triton_device).t()  # m * 24 * 40: launch-bound, left alone
+    for args in ((b, m - 1, 96, True), (b, m, 96, False), (b.contiguous(), m, 96, True), (small, m, 40, True),
+                 (w[:1].t(), m, 96, True)):
         assert _b_for_ffma(*args) is args[0]
     seen = []
-    monkeypatch.setattr(gemm, "_b_for_ffma", lambda b, *rest: seen.append(_b_for_ffma(b, *rest)) or seen[-1])
+    layout = gemm._layout
+    monkeypatch.setattr(gemm, "_layout", lambda a, b: seen.append(b.stride()) or layout(a, b))  # b as launched
     monkeypatch.setattr(gemm, "tf32_enabled", lambda kind="matmul": False)
-    a = torch.randn(FFMA_COPY_B_MIN_M, 40, device=triton_device)
+    a = torch.randn(m, 96, device=triton_device)
     _close(matmul(a, b, None, "relu", split_k=1), _expected(a, b, None, "relu"), torch.float32)
-    assert seen[0].stride() == (24, 1)  # the kernel read the copy
+    assert seen == [(96, 1)]  # the kernel read the copy
 
 
 def test_matmul_empty(triton_device):
@@ -394,7 +397,12 @@ matmul("bf16", big, ones=("stride_am", "stride_bn"))
 fp32 = [c for c in gemm._fits_smem(gemm._configs(), {"a_ptr": gemm.torch.empty(0)})]
 matmul("fp32", fp32[0], precision="tf32")
 matmul("fp32", fp32[0], precision="ieee", split=True, even_k=False)
-matmul("fp32", fp32[0], precision="ieee", ones=("stride_ak", "stride_bn"))  # the copy _b_for_ffma makes
+# FFMA: a k-contiguous B is stored k-major in shared memory (bank conflicts, see
+# _b_for_ffma); the column-contiguous copy _b_for_ffma makes is not
+def k_major_shared(kernel):
+    return any("order = [0, 1]" in line for line in kernel.asm["ttgir"].splitlines() if line.startswith("#shared"))
+assert k_major_shared(matmul("fp32", fp32[0], precision="ieee"))
+assert not k_major_shared(matmul("fp32", fp32[0], precision="ieee", ones=("stride_ak", "stride_bn")))
 build(gemm._split_k_sum_kernel, {"ws_ptr": "*fp32", "bias_ptr": "*bf16", "c_ptr": "*bf16", "stride_ws": "i64"},
       dict(HAS_BIAS=True, ACT=2, BLOCK_M=32, BLOCK_N=64))
 build(gemm._epilogue_grad_kernel, {"dy_ptr": "*bf16", "y_ptr": "*bf16", "g_ptr": "*bf16", "db_ptr": "*fp32"},

@@ -179,8 +179,9 @@ _matmul_tuned = triton.autotune(configs=_configs(),
 
 def _layout(a: torch.Tensor, b: torch.Tensor) -> int:
     """2 if a's rows are contiguous (a K-major tile load), plus 1 if b's are (N-major):
-    Linear's forward (x @ Wᵀ: 2), dX (g @ W: 3) and dW (gᵀ @ x: 1) share M, N and K at a
-    square layer, yet load their tiles differently, so each is tuned on its own."""
+    Linear's forward (x @ Wᵀ: 2; 3 where _b_for_ffma copies Wᵀ), dX (g @ W: 3) and dW
+    (gᵀ @ x: 1) share M, N and K at a square layer, yet load their tiles differently, so
+    each is tuned on its own."""
     return 2 * (a.stride(1) == 1) + (b.stride(1) == 1)
 
 
@@ -254,8 +255,8 @@ def _split_k(M: int, N: int, K: int, device: torch.device, split_k: int | None) 
     return cdiv(K, per), per
 
 
-# from this many rows of a, an FFMA GEMM reads a k-contiguous b from a column-contiguous
-# copy (see _b_for_ffma)
+# from this many rows of a (and past _TUNE_MIN_MACS), an FFMA GEMM reads a k-contiguous
+# b from a column-contiguous copy (see _b_for_ffma)
 FFMA_COPY_B_MIN_M = 256
 
 
@@ -266,12 +267,17 @@ def _b_for_ffma(b: torch.Tensor, M: int, K: int, ffma: bool) -> torch.Tensor:
     all in the same banks: 32-way conflicts. By count, in the sm_90 compile of the
     128x128x32 config (triton 3.6, 8 warps: 128 broadcast reads of A and 32 of B a warp
     per K tile, 2,048 FFMA), that is ~9,200 shared-memory cycles a K tile against ~4,100
-    of FFMA issue, which would hold the kernel near 45% of the FFMA rate; the H200 run
-    measured the 4096^3 float32 Linear at 0.44x cuBLAS (reports/h200-2026-11-28). A
-    column-contiguous copy reads without conflicts (~2,000 cycles). It costs a pass over
-    b (8·K·N bytes, and a launch), repaid by the same count from M ~40; copied from
-    FFMA_COPY_B_MIN_M rows. Not yet timed on a GPU."""
-    if ffma and M >= FFMA_COPY_B_MIN_M and K > 1 and b.stride(0) == 1 and b.stride(1) != 1:
+    of FFMA issue: at most ~45% of the FFMA peak (~67 TFLOP/s by the data sheet), ~0.58x
+    of the 51.2 TFLOP/s cuBLAS reached on the H200. That run measured the 4096^3 float32
+    Linear at 0.44x cuBLAS (0.33 of peak; reports/h200-2026-11-28): the conflicts would
+    account for most of the gap, not all. Every fp32 config compiles B this way. A
+    column-contiguous copy reads without conflicts (~2,000 cycles, under the FFMA
+    issue). It costs a pass over b (8·K·N bytes, a launch, and 4·K·N bytes of memory
+    while the kernel runs), repaid by the same count from M ~50; copied from
+    FFMA_COPY_B_MIN_M rows, and only where the GEMM is not launch-bound. Not yet timed
+    on a GPU."""
+    big = M >= FFMA_COPY_B_MIN_M and M * b.shape[1] * K > _TUNE_MIN_MACS
+    if ffma and big and K > 1 and b.stride(0) == 1 and b.stride(1) != 1:
         return b.contiguous()
     return b
 

@@ -568,15 +568,16 @@ def _fma_dot(dtype: torch.dtype) -> bool:
     return dtype == torch.float32 and not tf32_enabled("matmul")
 
 
-def _transposed_w(w_hh: torch.Tensor) -> tuple[torch.Tensor, bool]:
+def _transposed_w(w_hh: torch.Tensor, fma: bool) -> tuple[torch.Tensor, bool]:
     """(W, W_T) for a forward kernel: W_hhᵀ (H, G·H), copied, where the dot runs on FFMA,
     else W_hh itself. The FFMA dot reads each W tile from shared memory with a warp's
     threads along its columns; stored k-contiguous, as W_hh's rows put them, those columns
     lie a multiple of 128 bytes apart, in the same banks, 16-32 reads of a warp serialised
     (sm_90 compiles, triton 3.6 and 3.9: unswizzled k-major tiles; lesson 08's v3 counts
     it). W_hhᵀ's tiles are column-contiguous. Tensor-core dots read through swizzled
-    layouts and keep W_hh. Not yet timed on a GPU."""
-    if _fma_dot(w_hh.dtype):
+    layouts and keep W_hh. fma: _fma_dot of the kernel's dtype. The copy costs a launch
+    and G·H² elements a call. Not yet timed on a GPU."""
+    if fma:
         return w_hh.t().contiguous(), True
     return w_hh.contiguous(), False
 
@@ -608,7 +609,7 @@ def lstm_forward(xp, w_hh, h0, c0, sizes: list[int], reverse: bool, mode: int):
     Returns out (rows, H), h_n, c_n (B, H), and what lstm_backward needs:
     (h_in, c_in, gates, c_out)."""
     B, H = _check(xp, w_hh, 4, (h0, c0))
-    xp, (w, w_t) = xp.contiguous(), _transposed_w(w_hh)
+    xp, (w, w_t) = xp.contiguous(), _transposed_w(w_hh, _fma_dot(xp.dtype))
     h, c = _pingpong(h0), c0.to(torch.float32, copy=True).contiguous()
     out, h_in, c_in, c_out = (xp.new_empty(xp.shape[0], H) for _ in range(4))
     gates = torch.empty_like(xp)
@@ -634,7 +635,7 @@ def gru_forward(xp, w_hh, b_hn, h0, sizes: list[int], reverse: bool, mode: int):
     (3H, H); b_hn (H,) or None; h0 (B, H). Returns out (rows, H), h_n (B, H), and what
     gru_backward needs: (h_in, gates, hn)."""
     B, H = _check(xp, w_hh, 3, (h0,))
-    xp, (w, w_t) = xp.contiguous(), _transposed_w(w_hh)
+    xp, (w, w_t) = xp.contiguous(), _transposed_w(w_hh, _fma_dot(xp.dtype))
     h = _pingpong(h0)
     out, h_in, hn = (xp.new_empty(xp.shape[0], H) for _ in range(3))
     gates = torch.empty_like(xp)
