@@ -119,6 +119,7 @@ def test_ffma_gemm_reads_a_k_contiguous_b_from_a_column_contiguous_copy(triton_d
     launch-bound sizes, a k-contiguous b (weight.t()) is copied column-contiguous (the
     FFMA dot's shared-memory reads without bank conflicts); anything else is passed as
     it is. The kernel gets the copy, and computes the same product."""
+    from tritonlab.kernels import _host
     from tritonlab.kernels.gemm import FFMA_COPY_B_MIN_M, _b_for_ffma
     m = FFMA_COPY_B_MIN_M
     w = torch.randn(96, 96, device=triton_device)        # (N, K) weight: m * 96 * 96 > _TUNE_MIN_MACS
@@ -132,7 +133,7 @@ def test_ffma_gemm_reads_a_k_contiguous_b_from_a_column_contiguous_copy(triton_d
     seen = []
     layout = gemm._layout
     monkeypatch.setattr(gemm, "_layout", lambda a, b: seen.append(b.stride()) or layout(a, b))  # b as launched
-    monkeypatch.setattr(gemm, "tf32_enabled", lambda kind="matmul": False)
+    monkeypatch.setattr(_host, "tf32_enabled", lambda kind="matmul": False)
     a = torch.randn(m, 96, device=triton_device)
     _close(matmul(a, b, None, "relu", split_k=1), _expected(a, b, None, "relu"), torch.float32)
     assert seen == [(96, 1)]  # the kernel read the copy

@@ -465,7 +465,7 @@ def test_forward_kernels_read_w_hh_transposed_exactly_where_the_dot_is_fp32_ffma
     """W_hhᵀ (column-contiguous tiles, no shared-memory bank conflicts on the FFMA dot's
     reads) reaches the forward kernel for fp32 with TF32 off; W_hh itself for fp16 and
     for fp32 with TF32 on (tensor-core dots). The backward always gets W_hh."""
-    from tritonlab.kernels import rnn as kernels
+    from tritonlab.kernels import _host, rnn as kernels
     gates, launched = {"LSTM": 4, "GRU": 3}[cell], []
     real = kernels._launch
 
@@ -477,7 +477,7 @@ def test_forward_kernels_read_w_hh_transposed_exactly_where_the_dot_is_fp32_ffma
     monkeypatch.setattr(kernels, "_launch", spy)
     for dtype, tf32, transposed in ((torch.float32, False, True), (torch.float32, True, False),
                                     (torch.float16, False, False)):
-        monkeypatch.setattr(kernels, "tf32_enabled", lambda kind="matmul", on=tf32: on)
+        monkeypatch.setattr(_host, "tf32_enabled", lambda kind="matmul", on=tf32: on)
         launched.clear()
         layer = CELLS[cell][0](3, 5, backend="triton", dtype=dtype)
         x = torch.randn(4, 2, 3, dtype=dtype).requires_grad_()

@@ -1,4 +1,4 @@
-"""Integer helpers and the SM count for the launchers' host code.
+"""Integer helpers, the SM count and the dots' precision for the launchers' host code.
 
 triton.cdiv and triton.next_power_of_2 are constexpr_functions (Triton 3.6 and later):
 callable from host code, but each call unwraps its arguments as constexprs first, ~2 us
@@ -15,6 +15,18 @@ launch (~1 us a read, ~20 reads a MultiheadAttention forward and backward, as co
 """
 
 import torch
+
+from ..backend import tf32_enabled
+
+
+def dot_precision(dtype: torch.dtype, kind: str = "matmul") -> str:
+    """tl.dot's input_precision for inputs of `dtype`: "ieee" (full precision; fp32 then
+    runs on FFMA, not tensor cores) for float64, and for float32 unless torch lets `kind`
+    ("matmul"; "conv" for convolutions, which follow cuDNN's flag) use TF32; else "tf32"
+    (16-bit inputs ignore it: their dots are tensor-core dots either way). Read at every
+    call, as torch reads its flags."""
+    full = dtype == torch.float64 or (dtype == torch.float32 and not tf32_enabled(kind))
+    return "ieee" if full else "tf32"
 
 
 def sm_count(device: torch.device) -> int:

@@ -62,8 +62,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import interpreter_enabled, tf32_enabled
-from ._host import cdiv, next_power_of_2
+from ..backend import interpreter_enabled
+from ._host import cdiv, dot_precision, next_power_of_2
 from .softmax import _keep
 
 INTERPRETED = interpreter_enabled()  # as triton.jit read it for this module's kernels (see _host)
@@ -503,10 +503,8 @@ def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
 def _meta(q, mask, dropout_p: float, is_causal: bool, e: int, ev: int) -> dict:
     """The compile-time flags shared by every kernel here. fp32 takes TF32 exactly when
     torch's matmul flag allows it, read at every call (as kernels/gemm.py)."""
-    tf32 = q.dtype == torch.float32 and tf32_enabled("matmul")
-    precision = "ieee" if q.dtype in (torch.float32, torch.float64) and not tf32 else "tf32"
     return dict(IS_CAUSAL=bool(is_causal), HAS_MASK=mask is not None, DROPOUT=dropout_p > 0,
-                PRECISION=precision, ACC=_acc(q.dtype), BLOCK_E=_pad(e), BLOCK_EV=_pad(ev))
+                PRECISION=dot_precision(q.dtype), ACC=_acc(q.dtype), BLOCK_E=_pad(e), BLOCK_EV=_pad(ev))
 
 
 def _common(q, k, v, mask, dropout_p, scale, seed):

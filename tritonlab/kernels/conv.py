@@ -41,8 +41,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import interpreter_enabled, tf32_enabled
-from ._host import cdiv, next_power_of_2, sm_count
+from ..backend import interpreter_enabled
+from ._host import cdiv, dot_precision, next_power_of_2, sm_count
 from ._math import ACTIVATIONS, activate, activate_grad
 
 INTERPRETED = interpreter_enabled()  # as triton.jit read it for this module's kernels (see _host)
@@ -51,13 +51,6 @@ _INT32_MAX = 2**31 - 1
 # below this many input channels per group the forward flattens K = (r, s, c) into one
 # index (a K tile spans several taps) instead of padding each tap's CG up to BLOCK_K
 FLAT_K_BELOW = 16
-
-
-def dot_precision(dtype: torch.dtype) -> str:
-    """tl.dot's input_precision: TF32 for fp32 exactly when torch's cuDNN convs use it."""
-    if dtype == torch.float32 and not tf32_enabled("conv"):
-        return "ieee"
-    return "tf32"
 
 
 def _configs(shapes):
@@ -244,7 +237,7 @@ def conv2d_fwd(x, weight, bias, y, stride, pad, dilation, groups, activation=Non
             *x.stride(), *weight.stride(), *y.stride(),
             *stride, *pad, *dilation,
             HAS_BIAS=bias is not None, ACT=ACTIVATIONS[activation],
-            FLAT_K=cg < FLAT_K_BELOW, PRECISION=dot_precision(x.dtype))
+            FLAT_K=cg < FLAT_K_BELOW, PRECISION=dot_precision(x.dtype, "conv"))
     return y
 
 
@@ -368,7 +361,7 @@ def conv2d_dgrad(dy, weight, dx, stride, pad, dilation, groups):
             dy, weight, dx, tap_h, tap_w,
             h, w, p, q, hi, wi, m, _m_bucket(m), cg, og, r, s,
             *dy.stride(), *weight.stride(), *dx.stride(), *stride,
-            PRECISION=dot_precision(dy.dtype))
+            PRECISION=dot_precision(dy.dtype, "conv"))
     return dx
 
 
@@ -487,7 +480,7 @@ def conv2d_wgrad(dy, x, weight_shape, stride, pad, dilation, groups, out=None):
             h, w, p, q, m, cg, og, r, s, chunk, _m_bucket(chunk),
             *dy.stride(), *x.stride(), *strides,
             *stride, *pad, *dilation,
-            PRECISION=dot_precision(dy.dtype))
+            PRECISION=dot_precision(dy.dtype, "conv"))
     if split > 1:
         # the second, tiny reduce: SPLIT partial sums of the weight's size
         dw.copy_(target.sum(0))

@@ -15,8 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import interpreter_enabled, tf32_enabled
-from ._host import cdiv, next_power_of_2, sm_count
+from ..backend import interpreter_enabled
+from ._host import cdiv, dot_precision, next_power_of_2, sm_count
 from ._math import ACTIVATIONS, activate, activate_grad
 
 INTERPRETED = interpreter_enabled()  # as triton.jit read it for this module's kernels (see _host)
@@ -316,8 +316,8 @@ def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
     splits, k_per_split = _split_k(M, N, K, a.device, split_k)
     # split-K: raw fp32 partials go to an (S, M, N) workspace, the epilogue runs after
     c = out if splits == 1 else torch.empty((splits, M, N), device=a.device, dtype=torch.float32)
-    tf32 = a.dtype == torch.float32 and tf32_enabled("matmul")
-    b = _b_for_ffma(b, M, K, a.dtype == torch.float32 and not tf32)
+    precision = dot_precision(a.dtype)
+    b = _b_for_ffma(b, M, K, precision == "ieee")
     bias_ptr = bias if bias is not None else out  # a placeholder pointer when there is no bias
     args = (
         a, b, c, bias_ptr, M, N, K, k_per_split, min(next_power_of_2(M), _M_BUCKET_CAP), _layout(a, b),
@@ -325,7 +325,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
         c.stride(0) if splits > 1 else 0, c.stride(-2), c.stride(-1),
     )
     meta = dict(HAS_BIAS=bias is not None, ACT=ACTIVATIONS[activation], SPLIT=splits > 1,
-                PRECISION="tf32" if tf32 or a.dtype != torch.float32 else "ieee")
+                PRECISION=precision)
     if INTERPRETED or M * N * K <= _TUNE_MIN_MACS:
         cfg = _INTERPRET_CONFIG if INTERPRETED else _SMALL_CONFIG
         grid = (cdiv(M, cfg["BLOCK_M"]) * cdiv(N, cfg["BLOCK_N"]), splits)

@@ -42,8 +42,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import interpreter_enabled, tf32_enabled
-from ._host import cdiv, next_power_of_2, sm_count
+from ..backend import interpreter_enabled
+from ._host import cdiv, dot_precision, next_power_of_2, sm_count
 from ._math import sigmoid, tanh
 
 INTERPRETED = interpreter_enabled()  # as triton.jit read it for this module's kernels (see _host)
@@ -539,9 +539,8 @@ def _launch(kernel, tensors, flags, sizes: list[int], B: int, H: int, reverse: b
         counts = torch.tensor(sizes, dtype=torch.int32)
         offs = (counts.cumsum(0) - counts).to(torch.int32).to(device)
         counts = counts.to(device)
-    tf32 = not _fma_dot(dtype)
     block_b, block_h, block_k, resident = _blocks(B, H, mode, device, dtype, w_tiles, contraction)
-    meta = dict(REVERSE=reverse, PACKED=offs is not None, MODE=mode, PRECISION="tf32" if tf32 else "ieee",
+    meta = dict(REVERSE=reverse, PACKED=offs is not None, MODE=mode, PRECISION=dot_precision(dtype),
                 W_RESIDENT=resident, BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k,
                 num_warps=8, num_stages=2, **flags)
     blocks_b = cdiv(B, block_b)
@@ -562,12 +561,6 @@ def _launch(kernel, tensors, flags, sizes: list[int], B: int, H: int, reverse: b
                                "all resident); its result is wrong. Use the step or persistent variant")
 
 
-def _fma_dot(dtype: torch.dtype) -> bool:
-    """Whether tl.dot runs in full fp32 ("ieee": FFMA, no tensor cores), as torch's fp32
-    matmuls do while TF32 is off."""
-    return dtype == torch.float32 and not tf32_enabled("matmul")
-
-
 def _transposed_w(w_hh: torch.Tensor, fma: bool) -> tuple[torch.Tensor, bool]:
     """(W, W_T) for a forward kernel: W_hhᵀ (H, G·H), copied, where the dot runs on FFMA,
     else W_hh itself. The FFMA dot reads each W tile from shared memory with a warp's
@@ -575,7 +568,7 @@ def _transposed_w(w_hh: torch.Tensor, fma: bool) -> tuple[torch.Tensor, bool]:
     lie a multiple of 128 bytes apart, in the same banks, 16-32 reads of a warp serialised
     (sm_90 compiles, triton 3.6 and 3.9: unswizzled k-major tiles; lesson 08's v3 counts
     it). W_hhᵀ's tiles are column-contiguous. Tensor-core dots read through swizzled
-    layouts and keep W_hh. fma: _fma_dot of the kernel's dtype. The copy costs a launch
+    layouts and keep W_hh. fma: the kernel's dot is "ieee" fp32. The copy costs a launch
     and G·H² elements a call. Not yet timed on a GPU."""
     if fma:
         return w_hh.t().contiguous(), True
@@ -609,7 +602,7 @@ def lstm_forward(xp, w_hh, h0, c0, sizes: list[int], reverse: bool, mode: int):
     Returns out (rows, H), h_n, c_n (B, H), and what lstm_backward needs:
     (h_in, c_in, gates, c_out)."""
     B, H = _check(xp, w_hh, 4, (h0, c0))
-    xp, (w, w_t) = xp.contiguous(), _transposed_w(w_hh, _fma_dot(xp.dtype))
+    xp, (w, w_t) = xp.contiguous(), _transposed_w(w_hh, dot_precision(xp.dtype) == "ieee")
     h, c = _pingpong(h0), c0.to(torch.float32, copy=True).contiguous()
     out, h_in, c_in, c_out = (xp.new_empty(xp.shape[0], H) for _ in range(4))
     gates = torch.empty_like(xp)
@@ -635,7 +628,7 @@ def gru_forward(xp, w_hh, b_hn, h0, sizes: list[int], reverse: bool, mode: int):
     (3H, H); b_hn (H,) or None; h0 (B, H). Returns out (rows, H), h_n (B, H), and what
     gru_backward needs: (h_in, gates, hn)."""
     B, H = _check(xp, w_hh, 3, (h0,))
-    xp, (w, w_t) = xp.contiguous(), _transposed_w(w_hh, _fma_dot(xp.dtype))
+    xp, (w, w_t) = xp.contiguous(), _transposed_w(w_hh, dot_precision(xp.dtype) == "ieee")
     h = _pingpong(h0)
     out, h_in, hn = (xp.new_empty(xp.shape[0], H) for _ in range(3))
     gates = torch.empty_like(xp)
