@@ -264,6 +264,19 @@ def rnn(kernel, dtype, mode, block_b, block_h, block_k, resident, warps=8, stage
     return build(fn, args, consts, warps, stages), None
 
 
+def rnn_configs(*shapes) -> dict:
+    """name -> compile for each (kernel, dtype, mode, block_b, block_h, block_k[, resident
+    [, options for rnn()]]), the name spelled from those settings."""
+    configs = {}
+    for kernel, dtype, mode, bb, bh, bk, *rest in shapes:
+        resident = bool(rest) and rest[0]
+        options = {"warps": 8, "stages": 2, **(rest[1] if len(rest) > 1 else {})}
+        where = mode.lower().replace("_", "-") + (" resident H 256," if resident else "")
+        name = f"rnn.py LSTM {kernel} {where} {bb}x{bh}x{bk}, {dtype}, {options['warps']} warps, {options['stages']} stages"
+        configs[name] = (lambda a=(kernel, dtype, mode, bb, bh, bk, resident), o=options: rnn(*a, **o))
+    return configs
+
+
 def softmax_bwd(warps):
     """softmax._bwd_kernel at 16384 columns as _config picks it (1 row, 32 warps), fp32,
     softmax and dropout on, from logits (the layer's fused backward)."""
@@ -292,40 +305,19 @@ CONFIGS = {
     "09_attention v1 BLOCK_M 16, S 512, E 64, fp16, 4 warps": lambda: attention(1, 16, 4, 16, 32, 512, 64),
     "09_attention v2 128x64, E 64, fp16, 8 warps, 3 stages": lambda: attention(2, 128, 8, 16, 32, 512, 64),
     "09_attention v2 128x64, E 128, fp16, 8 warps, 3 stages": lambda: attention(2, 128, 8, 4, 16, 4096, 128),
-    "rnn.py LSTM fwd persistent-grid resident H 256, 16x16x256, fp32, 8 warps, 2 stages":
-        lambda: rnn("fwd", "fp32", "PERSISTENT_GRID", 16, 16, 256, True),
-    "rnn.py LSTM bwd persistent-grid resident H 256, 16x16x1024, fp32, 8 warps, 2 stages":
-        lambda: rnn("bwd", "fp32", "PERSISTENT_GRID", 16, 16, 1024, True),
-    "rnn.py LSTM fwd persistent-grid resident H 256, 32x16x256, fp32, 8 warps, 2 stages":
-        lambda: rnn("fwd", "fp32", "PERSISTENT_GRID", 32, 16, 256, True, B=32),
-    "rnn.py LSTM bwd persistent-grid resident H 256, 32x16x1024, fp32, 8 warps, 2 stages":
-        lambda: rnn("bwd", "fp32", "PERSISTENT_GRID", 32, 16, 1024, True, B=32),
-    "rnn.py LSTM fwd step 16x32x32, fp32, 8 warps, 2 stages": lambda: rnn("fwd", "fp32", "STEP", 16, 32, 32, False),
-    "rnn.py LSTM fwd step 16x32x32, fp32, 4 warps, 2 stages":
-        lambda: rnn("fwd", "fp32", "STEP", 16, 32, 32, False, warps=4),
-    "rnn.py LSTM fwd step 16x32x32, fp32, 8 warps, 3 stages":
-        lambda: rnn("fwd", "fp32", "STEP", 16, 32, 32, False, stages=3),
-    "rnn.py LSTM fwd step 16x32x64, fp32, 8 warps, 2 stages": lambda: rnn("fwd", "fp32", "STEP", 16, 32, 64, False),
-    "rnn.py LSTM fwd step 32x32x32, fp16, 8 warps, 2 stages":
-        lambda: rnn("fwd", "fp16", "STEP", 32, 32, 32, False, B=64),
-    "rnn.py LSTM fwd step 32x32x64, fp16, 8 warps, 2 stages":
-        lambda: rnn("fwd", "fp16", "STEP", 32, 32, 64, False, B=64),
-    "rnn.py LSTM fwd step 64x32x32, fp16, 8 warps, 2 stages":
-        lambda: rnn("fwd", "fp16", "STEP", 64, 32, 32, False, B=64),
-    "rnn.py LSTM fwd step 16x32x64, fp16, 4 warps, 2 stages":
-        lambda: rnn("fwd", "fp16", "STEP", 16, 32, 64, False, warps=4),
-    "rnn.py LSTM fwd persistent 16x64x32, fp32, 8 warps, 2 stages":
-        lambda: rnn("fwd", "fp32", "PERSISTENT", 16, 64, 32, False),
-    "rnn.py LSTM fwd persistent 16x64x32, fp32, 4 warps, 2 stages":
-        lambda: rnn("fwd", "fp32", "PERSISTENT", 16, 64, 32, False, warps=4),
-    "rnn.py LSTM fwd persistent 16x64x64, fp32, 8 warps, 2 stages":
-        lambda: rnn("fwd", "fp32", "PERSISTENT", 16, 64, 64, False),
-    "rnn.py LSTM fwd persistent 16x64x64, fp16, 8 warps, 2 stages":
-        lambda: rnn("fwd", "fp16", "PERSISTENT", 16, 64, 64, False),
-    "rnn.py LSTM fwd persistent 32x64x64, fp16, 8 warps, 2 stages":
-        lambda: rnn("fwd", "fp16", "PERSISTENT", 32, 64, 64, False, B=64),
-    "rnn.py LSTM fwd persistent 64x64x32, fp16, 8 warps, 2 stages":
-        lambda: rnn("fwd", "fp16", "PERSISTENT", 64, 64, 32, False, B=64),
+    **rnn_configs(
+        ("fwd", "fp32", "PERSISTENT_GRID", 16, 16, 256, True), ("bwd", "fp32", "PERSISTENT_GRID", 16, 16, 1024, True),
+        ("fwd", "fp32", "PERSISTENT_GRID", 32, 16, 256, True, {"B": 32}),
+        ("bwd", "fp32", "PERSISTENT_GRID", 32, 16, 1024, True, {"B": 32}),
+        ("fwd", "fp32", "STEP", 16, 32, 32), ("fwd", "fp32", "STEP", 16, 32, 32, False, {"warps": 4}),
+        ("fwd", "fp32", "STEP", 16, 32, 32, False, {"stages": 3}), ("fwd", "fp32", "STEP", 16, 32, 64),
+        ("fwd", "fp16", "STEP", 32, 32, 32, False, {"B": 64}), ("fwd", "fp16", "STEP", 32, 32, 64, False, {"B": 64}),
+        ("fwd", "fp16", "STEP", 64, 32, 32, False, {"B": 64}), ("fwd", "fp16", "STEP", 16, 32, 64, False, {"warps": 4}),
+        ("fwd", "fp32", "PERSISTENT", 16, 64, 32), ("fwd", "fp32", "PERSISTENT", 16, 64, 32, False, {"warps": 4}),
+        ("fwd", "fp32", "PERSISTENT", 16, 64, 64), ("fwd", "fp16", "PERSISTENT", 16, 64, 64),
+        ("fwd", "fp16", "PERSISTENT", 32, 64, 64, False, {"B": 64}),
+        ("fwd", "fp16", "PERSISTENT", 64, 64, 32, False, {"B": 64}),
+    ),
     "softmax.py _bwd_kernel 16384 cols, fp32, 32 warps": lambda: softmax_bwd(32),
     "softmax.py _bwd_kernel 16384 cols, fp32, 16 warps": lambda: softmax_bwd(16),
     "softmax.py _bwd_kernel 16384 cols, fp32, 8 warps": lambda: softmax_bwd(8),
